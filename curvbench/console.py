@@ -1,0 +1,114 @@
+"""What the user sees while runs go: a rich progress display, or plain lines with --quiet, and a summary."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def _fmt_metrics(metrics: dict[str, float]) -> str:
+    keys = [k for k in metrics if k.endswith(("_accuracy", "_f1")) or k in ("train_loss",)]
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys) + f"  {metrics.get('epoch_seconds', 0):.2f}s"
+
+
+class QuietReporter:
+    """One plain line per epoch and per run: for logs and CI."""
+
+    def __init__(self, out=None):
+        self.out = out or sys.stdout
+        self.name = ""
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def run_started(self, name: str, total_steps: int, steps_per_epoch: int, epochs: int) -> None:
+        self.name = name
+        self._say(f"[{name}] start: {epochs} epochs x {steps_per_epoch} steps")
+
+    def progress(self, step: int, epoch: int, loss: float) -> None:
+        pass
+
+    def epoch_end(self, record) -> None:
+        self._say(f"[{self.name}] epoch {record.epoch}: {_fmt_metrics(record.metrics)}")
+
+    def run_ended(self, outcome) -> None:
+        tail = f" ({outcome.reason})" if outcome.reason else ""
+        self._say(f"[{self.name}] {outcome.status.lower()}{tail}")
+
+    def close(self) -> None:
+        pass
+
+
+class RichReporter(QuietReporter):
+    """A live bar for the run's steps with the running loss and the last test accuracy."""
+
+    def __init__(self):
+        super().__init__()
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress_ui = Progress(
+            TextColumn("[bold]{task.fields[name]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("epoch {task.fields[epoch]}  loss {task.fields[loss]}  acc {task.fields[acc]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.progress_ui.start()
+        self.task_id = None
+        self.epochs = 0
+
+    def run_started(self, name, total_steps, steps_per_epoch, epochs):
+        self.name, self.epochs = name, epochs
+        self.task_id = self.progress_ui.add_task(
+            "", total=total_steps, name=name, epoch=f"0/{epochs}", loss="-", acc="-"
+        )
+
+    def progress(self, step, epoch, loss):
+        self.progress_ui.update(self.task_id, completed=step, epoch=f"{epoch}/{self.epochs}", loss=f"{loss:.4f}")
+
+    def epoch_end(self, record):
+        acc = next((v for k, v in record.metrics.items() if k.startswith("test_") and k.endswith("accuracy")), None)
+        self.progress_ui.update(
+            self.task_id,
+            completed=record.step,
+            epoch=f"{record.epoch}/{self.epochs}",
+            loss=f"{record.metrics['train_loss']:.4f}",
+            acc="-" if acc is None else f"{acc:.4f}",
+        )
+
+    def run_ended(self, outcome):
+        if outcome.status != "FINISHED":
+            self.progress_ui.console.print(f"[yellow]{self.name}: {outcome.status.lower()}[/] {outcome.reason}")
+
+    def close(self):
+        self.progress_ui.stop()
+
+
+def summary_table(outcomes: list[Any], metric: str = "accuracy") -> Table:
+    table = Table(title="curvbench summary")
+    for col in ("run", "status", "epochs", f"final test {metric}", f"best test {metric}", "s/epoch", "train s"):
+        table.add_column(col, justify="left" if col in ("run", "status") else "right", no_wrap=col == "run")
+    for o in outcomes:
+        curve = [r.metrics.get(f"test_{metric}") for r in o.epochs if f"test_{metric}" in r.metrics]
+        status = {"FINISHED": "[green]finished", "DIVERGED": "[red]diverged", "KILLED": "[yellow]killed"}.get(
+            o.status, f"[red]{o.status.lower()}"
+        )
+        n = len(o.epochs)
+        table.add_row(
+            o.name,
+            status,
+            str(n),
+            f"{curve[-1]:.4f}" if curve else "-",
+            f"{max(curve):.4f}" if curve else "-",
+            f"{o.train_seconds / n:.2f}" if n else "-",
+            f"{o.train_seconds:.1f}",
+        )
+    return table

@@ -1,0 +1,198 @@
+"""The training loop: one method, one seed, one task. Times training steps only; reports through callbacks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+
+from curvbench import methods
+from curvbench.methods.base import COUPLED, BuildContext
+from curvbench.schedules import lr_factor
+from curvbench.timing import Stopwatch
+
+FINISHED, DIVERGED, KILLED, FAILED = "FINISHED", "DIVERGED", "KILLED", "FAILED"
+
+
+@dataclass
+class EpochRecord:
+    epoch: int  # 1-based
+    step: int  # global steps done
+    metrics: dict[str, float]  # train_loss, lr, epoch_seconds, train_seconds, <split>_<metric>
+
+
+@dataclass
+class EvalPoint:
+    """An evaluation inside the training run (to-target's --eval-every): where it happened and what it found."""
+
+    step: int
+    epoch: float  # fractional epochs done
+    train_seconds: float
+    metrics: dict[str, float]
+
+
+@dataclass
+class RunResult:
+    status: str = FINISHED
+    reason: str = ""
+    epochs: list[EpochRecord] = field(default_factory=list)
+    steps: int = 0
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+    tags: dict[str, str] = field(default_factory=dict)  # what the method reports about itself
+    model: Any = None  # the trained network, for callers that inspect it
+
+
+class Callbacks(Protocol):
+    def on_start(self, total_steps: int, steps_per_epoch: int) -> None: ...
+    def on_progress(self, step: int, epoch: int, loss: float) -> None: ...
+    def on_epoch_end(self, record: EpochRecord) -> None: ...
+
+
+class NoCallbacks:
+    def on_start(self, total_steps, steps_per_epoch):
+        pass
+
+    def on_progress(self, step, epoch, loss):
+        pass
+
+    def on_epoch_end(self, record):
+        pass
+
+
+@dataclass
+class EvalSchedule:
+    """Extra evaluations within training: every `every` steps on `split`; `stop(point)` True ends the run."""
+
+    every: int
+    split: str
+    stop: Callable[[EvalPoint], bool]
+
+
+class Diverged(Exception):
+    pass
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def build_optimizer(task, model, entry, steps_per_epoch: int, epochs: int, seed: int):
+    spec = methods.get(entry.method)
+    ctx = BuildContext(model, task, steps_per_epoch, steps_per_epoch * epochs, seed)
+    opt = spec.build(ctx, entry.hparams)
+    for g in opt.param_groups:
+        g.setdefault("initial_lr", g["lr"])
+    l2 = entry.hparams.get("weight_decay", 0.0) if spec.regularisation == COUPLED else 0.0
+    return opt, l2
+
+
+def make_closure(model, task, opt, batch, params: list[torch.Tensor], l2: float):
+    """Forward, loss, backward; coupled L2 (loss + l2*||theta||^2) enters the gradient as 2*l2*theta."""
+    on_forward = getattr(opt, "on_forward", None)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        outputs = model(batch.inputs)
+        loss = task.loss(outputs, batch)
+        if on_forward is not None:  # K-FAC: Fisher statistics from this forward pass
+            on_forward(outputs, batch)
+        loss.backward()
+        if l2:
+            with_grad = [p for p in params if p.grad is not None]
+            torch._foreach_add_([p.grad for p in with_grad], with_grad, alpha=2.0 * l2)
+        return loss.detach()
+
+    return closure
+
+
+def evaluate(task, model, splits: list[str]) -> dict[str, float]:
+    out = {}
+    for split in splits:
+        for k, v in task.evaluate(model, split).items():
+            out[f"{split}_{k}"] = v
+    return out
+
+
+def train(
+    task,
+    entry,
+    training,
+    seed: int,
+    device: torch.device,
+    callbacks: Callbacks | None = None,
+    eval_schedule: EvalSchedule | None = None,
+) -> RunResult:
+    """Train `entry` (a recipe MethodEntry) on `task` for `training.epochs` epochs.
+
+    Divergence (a NaN or infinite loss) ends the run with status DIVERGED; KeyboardInterrupt propagates after
+    the epochs already reported stay reported."""
+    cb = callbacks or NoCallbacks()
+    seed_everything(seed)
+    model = task.build_model().to(device)
+    steps_per_epoch = task.steps_per_epoch(training.batch_size)
+    total = steps_per_epoch * training.epochs
+    opt, l2 = build_optimizer(task, model, entry, steps_per_epoch, training.epochs, seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    gen = torch.Generator().manual_seed(seed)
+    watch = Stopwatch(device)
+    result = RunResult(tags=dict(getattr(opt, "tags", {}) or {}))
+    cb.on_start(total, steps_per_epoch)
+    step, log_every = 0, training.log_every
+    model.train()
+    try:
+        for epoch in range(training.epochs):
+            epoch_start = watch.total
+            loss_sum = torch.zeros((), device=device)
+            batches = 0
+            lr = 0.0
+            watch.start()
+            for batch in task.train_batches(training.batch_size, gen):
+                factor = lr_factor(training.schedule, epoch, training.epochs, step, total)
+                for g in opt.param_groups:
+                    g["lr"] = g["initial_lr"] * factor
+                lr = opt.param_groups[0]["lr"]
+                loss_sum += opt.step(make_closure(model, task, opt, batch, params, l2))
+                batches += 1
+                step += 1
+                if step % log_every == 0:
+                    running = loss_sum.item() / batches  # a sync point: also where divergence is seen
+                    if not math.isfinite(running):
+                        raise Diverged(f"diverged: loss {running} in epoch {epoch + 1} by step {step}")
+                    cb.on_progress(step, epoch + 1, running)
+                if eval_schedule and step % eval_schedule.every == 0:
+                    watch.stop()
+                    point = EvalPoint(step, step / steps_per_epoch, watch.total,
+                                      evaluate(task, model, [eval_schedule.split]))
+                    if eval_schedule.stop(point):
+                        result.stopped_early = True
+                        break
+                    watch.start()
+            watch.stop()
+            train_loss = loss_sum.item() / max(1, batches)
+            if not math.isfinite(train_loss):
+                raise Diverged(f"diverged: loss {train_loss} in epoch {epoch + 1}")
+            metrics = {
+                "train_loss": train_loss,
+                "lr": lr,
+                "epoch_seconds": watch.total - epoch_start,
+                "train_seconds": watch.total,
+            }
+            metrics.update(evaluate(task, model, training.eval_splits))
+            record = EpochRecord(epoch + 1, step, metrics)
+            result.epochs.append(record)
+            result.steps, result.train_seconds = step, watch.total
+            cb.on_epoch_end(record)
+            if result.stopped_early:
+                break
+    except Diverged as e:
+        watch.stop()
+        result.status, result.reason = DIVERGED, str(e)
+    finally:
+        if watch.running:
+            watch.stop()
+        result.steps, result.train_seconds = step, watch.total
+    result.model = model
+    return result

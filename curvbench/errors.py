@@ -1,0 +1,40 @@
+"""Errors that end a command with one clear line instead of a traceback."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class CurvbenchError(Exception):
+    """A user-facing error: its message is one line, printed as is; the command exits with `exit_code`."""
+
+    exit_code = 2
+
+
+class RecipeError(CurvbenchError):
+    """A recipe that cannot be used: names the file, the field path and what was expected."""
+
+    def __init__(self, source: str, path: str, message: str):
+        self.source, self.path = source, path
+        where = f"{source}: {path}: " if path else f"{source}: "
+        super().__init__(where + message)
+
+
+class DatasetMissing(CurvbenchError):
+    """The data files of a task are not where curvbench looked, and could not be downloaded."""
+
+
+def describe(value: Any) -> str:
+    """How a bad value is quoted in an error: strings in double quotes, everything else as YAML would say it."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return str(value)

@@ -1,0 +1,71 @@
+"""What every method declares: its hyperparameters, their defaults and checks, and how it is built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from curvbench.schema import Invalid, Number
+
+# How a method treats the weight-decay coefficient lambda (the recipe field `weight_decay`):
+COUPLED = "coupled"  # L2 in the loss, thesis eq. (16): the engine adds 2*lambda*theta to the gradient
+DECOUPLED = "decoupled"  # the method shrinks the weights itself, theta <- theta - lr*lambda*theta
+
+
+@dataclass(frozen=True)
+class HParam:
+    name: str
+    default: Any
+    check: Any
+    help: str
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a method may need besides its hyperparameters."""
+
+    model: Any  # the torch.nn.Module being trained
+    task: Any  # the loaded task (loss, Fisher sampling)
+    steps_per_epoch: int
+    total_steps: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    description: str
+    regularisation: str
+    hparams: tuple[HParam, ...]
+    build: Callable[[BuildContext, dict], Any]  # returns a torch.optim.Optimizer whose step() takes a closure
+
+    def defaults(self) -> dict:
+        return {h.name: h.default for h in self.hparams}
+
+    def resolve(self, given: dict | None) -> dict:
+        """Defaults overlaid with `given`, every value checked. Raises Invalid with the field name."""
+        given = dict(given or {})
+        known = {h.name: h for h in self.hparams}
+        for key in given:
+            if key not in known:
+                raise Invalid(
+                    f"unknown hyperparameter {key!r} for {self.name}; accepted: {', '.join(known)}", str(key)
+                )
+        out = {}
+        for h in self.hparams:
+            if h.name in given:
+                try:
+                    out[h.name] = h.check.check(given[h.name])
+                except Invalid as e:
+                    raise Invalid(e.message, h.name) from None
+            else:
+                out[h.name] = h.default
+        return out
+
+
+def lr_param(default: float, help: str = "learning rate alpha (peak of the schedule)") -> HParam:
+    return HParam("lr", default, Number(gt=0), help)
+
+
+def weight_decay_param(default: float = 0.0, help: str = "regularisation lambda") -> HParam:
+    return HParam("weight_decay", default, Number(ge=0), help)

@@ -1,0 +1,452 @@
+"""Recipes: YAML files naming a task, training settings and methods; loaded, checked and resolved here."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curvbench.errors import CurvbenchError, RecipeError, describe
+from curvbench.schema import Boolean, Choice, Invalid, ListOf, Number, Section, Text
+
+SCHEDULES = ("constant", "cosine", "cosine-step")
+EVAL_SPLITS = ("val", "test")
+
+
+# ---------------------------------------------------------------------------------------------- YAML
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (a silently overwritten key is a typo nobody sees)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {describe(key)} (first on line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise CurvbenchError(f"{path}: recipe file not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise CurvbenchError(f"{path}: cannot read recipe file ({e.__class__.__name__})") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = " ".join(str(e.problem or e.context or "malformed YAML").split())
+        raise CurvbenchError(f"{path}: {where}YAML syntax error: {problem}") from None
+    except yaml.YAMLError as e:
+        raise CurvbenchError(f"{path}: YAML syntax error: {' '.join(str(e).split())}") from None
+
+
+def find_recipe(ref: str) -> Path:
+    """`mnist` -> recipes/mnist.yaml (in the working directory, then $CURVBENCH_RECIPES); a path works as is."""
+    p = Path(ref)
+    if p.suffix in (".yaml", ".yml") or os.sep in ref:
+        return p
+    dirs = [Path("recipes")]
+    if os.environ.get("CURVBENCH_RECIPES"):
+        dirs.insert(0, Path(os.environ["CURVBENCH_RECIPES"]))
+    for d in dirs:
+        for suffix in (".yaml", ".yml"):
+            if (d / (ref + suffix)).is_file():
+                return d / (ref + suffix)
+    known = sorted({q.stem for d in dirs if d.is_dir() for q in d.glob("*.y*ml")})
+    hint = f"; known recipes: {', '.join(known)}" if known else " (no recipes/ folder in the working directory)"
+    raise CurvbenchError(f"recipe {ref!r} not found as {dirs[-1] / (ref + '.yaml')}{hint}")
+
+
+# ---------------------------------------------------------------------------------------------- model
+@dataclass
+class TaskConfig:
+    dataset: str
+    model: str
+    metric: str
+    data_dir: str | None = None
+    download: bool = True
+
+
+@dataclass
+class Schedule:
+    kind: str = "constant"
+    min_lr: float = 0.0  # alpha_min of eq. (34), as a fraction of the peak lr
+    warmup_steps: int = 0  # linear warm-up, cosine-step only
+
+
+@dataclass
+class Training:
+    epochs: int
+    batch_size: int
+    seeds: list[int]
+    schedule: Schedule
+    validation: float
+    eval_splits: list[str]
+    device: str
+    threads: int | None
+    target: float | None
+    log_every: int
+
+
+@dataclass
+class MethodEntry:
+    name: str  # the entry's key: names the run
+    method: str  # the registered method
+    hparams: dict
+
+
+@dataclass
+class Recipe:
+    name: str
+    source: str
+    description: str
+    experiment: str | None
+    task: TaskConfig
+    training: Training
+    methods: list[MethodEntry]
+    search: dict = field(default_factory=dict)  # entry -> hparam -> list | {low, high, log}
+
+    def to_dict(self) -> dict:
+        """The resolved recipe, every default filled in: what gets logged and what round-trips."""
+        t = self.training
+        return {
+            "name": self.name,
+            "description": self.description,
+            "experiment": self.experiment,
+            "task": vars(self.task).copy(),
+            "training": {
+                "epochs": t.epochs,
+                "batch_size": t.batch_size,
+                "seeds": list(t.seeds),
+                "schedule": vars(t.schedule).copy(),
+                "validation": t.validation,
+                "eval_splits": list(t.eval_splits),
+                "device": t.device,
+                "threads": t.threads,
+                "target": t.target,
+                "log_every": t.log_every,
+            },
+            "methods": {
+                m.name: ({"method": m.method} if m.method != m.name else {}) | dict(m.hparams) for m in self.methods
+            },
+            **({"search": copy.deepcopy(self.search)} if self.search else {}),
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def entry(self, name: str) -> MethodEntry:
+        return next(m for m in self.methods if m.name == name)
+
+
+_SCHEDULE = Section(
+    {
+        "kind": (Choice(SCHEDULES), "constant"),
+        "min_lr": (Number(ge=0, le=1), 0.0),
+        "warmup_steps": (Number(integer=True, ge=0), 0),
+    }
+)
+
+_TRAINING = Section(
+    {
+        "epochs": (Number(integer=True, ge=1), 20),
+        "batch_size": (Number(integer=True, ge=1), 100),
+        "seeds": (ListOf(Number(integer=True, ge=0)), [0]),
+        "schedule": (None, None),  # a name or a mapping: checked below
+        "validation": (Number(ge=0, lt=1), 0.0),
+        "eval_splits": (ListOf(Choice(EVAL_SPLITS)), None),
+        "device": (Choice(("auto", "cpu", "cuda")), "auto"),
+        "threads": (Number(integer=True, ge=1, nullable=True), None),
+        "target": (Number(gt=0, le=1, nullable=True), None),
+        "log_every": (Number(integer=True, ge=1), 20),
+    }
+)
+
+
+class _Schedule:
+    def expected(self) -> str:
+        return f"one of {', '.join(SCHEDULES)} or a mapping"
+
+    def check(self, value: Any) -> Schedule:
+        if value is None:
+            return Schedule()
+        if isinstance(value, str):
+            return Schedule(**_SCHEDULE.check({"kind": value}))
+        return Schedule(**_SCHEDULE.check(value))
+
+
+_TRAINING.fields["schedule"] = (_Schedule(), Schedule())
+
+_TOP = Section(
+    {
+        "name": (Text(), None),
+        "description": (Text(nullable=True), ""),
+        "experiment": (Text(nullable=True), None),
+        "task": (None, Section.REQUIRED),
+        "training": (_TRAINING, None),
+        "methods": (None, Section.REQUIRED),
+        "search": (None, None),
+    }
+)
+
+
+class _Raw:
+    """Passes a value through untouched; its own checker looks at it later."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def expected(self) -> str:
+        return self.what
+
+    def check(self, value: Any) -> Any:
+        return value
+
+
+_TOP.fields["task"] = (_Raw("a task name or a mapping with a dataset"), Section.REQUIRED)
+_TOP.fields["methods"] = (_Raw("a mapping of method names to hyperparameters"), Section.REQUIRED)
+_TOP.fields["search"] = (_Raw("a mapping of method names to search spaces"), None)
+
+
+def _task(value: Any) -> TaskConfig:
+    from curvbench.tasks import TASKS
+
+    if isinstance(value, str):
+        value = {"dataset": value}
+    section = Section(
+        {
+            "dataset": (Text(), Section.REQUIRED),
+            "model": (Text(nullable=True), None),
+            "metric": (Text(nullable=True), None),
+            "data_dir": (Text(nullable=True), None),
+            "download": (Boolean(), True),
+        }
+    )
+    cfg = section.check(value)
+    if cfg["dataset"] not in TASKS:
+        raise Invalid(f"unknown task {describe(cfg['dataset'])}; known tasks: {', '.join(TASKS)}", "dataset")
+    spec = TASKS[cfg["dataset"]]
+    cfg["model"] = cfg["model"] or spec.models[0]
+    if cfg["model"] not in spec.models:
+        raise Invalid(f"expected one of {', '.join(spec.models)}, got {describe(cfg['model'])}", "model")
+    cfg["metric"] = cfg["metric"] or spec.metrics[0]
+    if cfg["metric"] not in spec.metrics:
+        raise Invalid(f"expected one of {', '.join(spec.metrics)}, got {describe(cfg['metric'])}", "metric")
+    return TaskConfig(**cfg)
+
+
+def _methods(value: Any) -> list[MethodEntry]:
+    from curvbench import methods as registry
+
+    known = registry.registry()
+    if isinstance(value, list):  # [sgd, lion]: defaults for each
+        if not all(isinstance(v, str) for v in value):
+            raise Invalid("expected a mapping of method names to hyperparameters, got a list")
+        value = {v: None for v in value}
+    if not isinstance(value, dict) or not value:
+        raise Invalid(f"expected a mapping of method names to hyperparameters, got {describe(value)}")
+    out = []
+    for name, hp in value.items():
+        name = str(name)
+        hp = {} if hp is None else hp
+        if not isinstance(hp, dict):
+            raise Invalid(f"expected a mapping of hyperparameters, got {describe(hp)}", name)
+        hp = dict(hp)
+        method = hp.pop("method", name)
+        if method not in known:
+            where = f"{name}.method" if "method" in (value[name] or {}) else name
+            raise Invalid(f"unknown method {describe(method)}; known methods: {', '.join(known)}", where)
+        try:
+            out.append(MethodEntry(name, method, known[method].resolve(hp)))
+        except Invalid as e:
+            raise Invalid(e.message, f"{name}.{e.path}") from None
+    return out
+
+
+def _search(value: Any, entries: list[MethodEntry]) -> dict:
+    """search: {entry: {hparam: [values] | {low, high, log}}} — each value checked like the hparam itself."""
+    from curvbench import methods as registry
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Invalid(f"expected a mapping of method names to search spaces, got {describe(value)}")
+    names = {m.name: m.method for m in entries}
+    out: dict = {}
+    for entry, space in value.items():
+        method = names.get(entry, entry)
+        if method not in registry.registry():
+            raise Invalid(f"unknown method {describe(entry)}; known methods: {', '.join(registry.registry())}", entry)
+        spec = registry.get(method)
+        if not isinstance(space, dict):
+            raise Invalid(f"expected a mapping of hyperparameters to values or ranges, got {describe(space)}", entry)
+        hps = {h.name: h for h in spec.hparams}
+        out[entry] = {}
+        for hp, dom in space.items():
+            path = f"{entry}.{hp}"
+            if hp not in hps:
+                raise Invalid(f"unknown hyperparameter {hp!r} for {method}; accepted: {', '.join(hps)}", path)
+            if isinstance(dom, list):
+                if not dom:
+                    raise Invalid("expected a non-empty list of values or a range", path)
+                vals = []
+                for i, v in enumerate(dom):
+                    try:
+                        vals.append(hps[hp].check.check(v))
+                    except Invalid as e:
+                        raise Invalid(e.message, f"{path}[{i}]") from None
+                out[entry][hp] = vals
+            elif isinstance(dom, dict):
+                rng = Section(
+                    {"low": (Number(), Section.REQUIRED), "high": (Number(), Section.REQUIRED), "log": (Boolean(), False)}
+                )
+                try:
+                    r = rng.check(dom)
+                    for k in ("low", "high"):
+                        hps[hp].check.check(r[k])
+                except Invalid as e:
+                    raise Invalid(e.message, f"{path}.{e.path}" if e.path else path) from None
+                if not r["low"] < r["high"]:
+                    raise Invalid(f"expected low < high, got low {r['low']:g}, high {r['high']:g}", path)
+                if r["log"] and r["low"] <= 0:
+                    raise Invalid(f"expected low > 0 for a log range, got {r['low']:g}", f"{path}.low")
+                out[entry][hp] = r
+            else:
+                raise Invalid(f"expected a list of values or a mapping with low and high, got {describe(dom)}", path)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- overrides
+def set_path(data: dict, dotted: str, value: Any) -> None:
+    """Write `value` at `a.b.c` in nested mappings, creating mappings on the way."""
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {} if node.get(k) is None or not isinstance(node.get(k), dict) else node[k]
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`training.epochs=3` -> ("training.epochs", 3); the value is read as YAML."""
+    if "=" not in text:
+        raise CurvbenchError(f"--set {text}: expected KEY=VALUE, e.g. training.epochs=3")
+    key, raw = text.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return key.strip(), raw
+
+
+@dataclass
+class Overrides:
+    """Command-line changes to a recipe, applied before it is checked (so they are checked too)."""
+
+    values: dict[str, Any] = field(default_factory=dict)  # dotted path -> value
+    methods: list[str] | None = None  # keep/add these method entries, in this order
+
+    def apply(self, data: dict) -> dict:
+        data = copy.deepcopy(data)
+        if isinstance(data.get("task"), str) and any(p.startswith("task.") for p in self.values):
+            data["task"] = {"dataset": data["task"]}
+        for path, value in self.values.items():
+            set_path(data, path, value)
+        return data
+
+
+def parse(data: Any, source: str, overrides: Overrides | None = None) -> Recipe:
+    """Check raw recipe data (a parsed YAML document) and return the resolved Recipe."""
+    overrides = overrides or Overrides()
+    if data is None:
+        raise RecipeError(source, "", "the recipe is empty; expected a mapping with task and methods")
+    if not isinstance(data, dict):
+        raise RecipeError(source, "", f"expected a mapping with task and methods at the top, got {describe(data)}")
+    data = overrides.apply(data)
+
+    def fail(e: Invalid, prefix: str = "") -> RecipeError:
+        path = prefix + ("." if prefix and e.path else "") + e.path
+        flagged = next((p for p in overrides.values if path == p or path.startswith(p + ".")), None)
+        return RecipeError("command line" if flagged else source, path, e.message)
+
+    try:
+        top = _TOP.check(data)
+    except Invalid as e:
+        raise fail(e) from None
+    try:
+        task = _task(top["task"])
+    except Invalid as e:
+        raise fail(e, "task") from None
+    training = top["training"] or _TRAINING.check({})
+    training = dict(training)
+    training["schedule"] = training["schedule"] if isinstance(training["schedule"], Schedule) else Schedule()
+    if training["eval_splits"] is None:
+        training["eval_splits"] = (["val"] if training["validation"] > 0 else []) + ["test"]
+    if "val" in training["eval_splits"] and training["validation"] == 0:
+        raise RecipeError(
+            source, "training.eval_splits", 'lists "val" but training.validation is 0; hold out a fraction of train'
+        )
+    try:
+        entries = _methods(top["methods"])
+    except Invalid as e:
+        raise fail(e, "methods") from None
+    if overrides.methods is not None:
+        entries = _select(entries, overrides.methods, source)
+    try:
+        search = _search(top["search"], entries)
+    except Invalid as e:
+        raise fail(e, "search") from None
+    name = top["name"] or Path(source).stem
+    return Recipe(
+        name=name,
+        source=source,
+        description=top["description"] or "",
+        experiment=top["experiment"],
+        task=task,
+        training=Training(**training),
+        methods=entries,
+        search=search,
+    )
+
+
+def _select(entries: list[MethodEntry], wanted: list[str], source: str) -> list[MethodEntry]:
+    from curvbench import methods as registry
+
+    by_name = {m.name: m for m in entries}
+    out = []
+    for w in wanted:
+        if w in by_name:
+            out.append(by_name[w])
+        elif w in registry.registry():
+            out.append(MethodEntry(w, w, registry.get(w).defaults()))
+        else:
+            known = list(dict.fromkeys(list(by_name) + list(registry.registry())))
+            raise CurvbenchError(f"--methods: unknown method {w!r}; known: {', '.join(known)}")
+    if not out:
+        raise CurvbenchError("--methods: expected at least one method name")
+    return out
+
+
+def load(ref: str, overrides: Overrides | None = None) -> Recipe:
+    path = find_recipe(ref)
+    return parse(load_yaml(path), str(path), overrides)

@@ -1,0 +1,150 @@
+"""Runs a resolved recipe: every method entry and seed, each as one tracked MLflow run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from curvbench import __version__, engine
+from curvbench.recipe import Recipe
+from curvbench.timing import resolve_device, set_threads
+from curvbench.tracking import Tracker, flatten, git_commit
+
+
+@dataclass
+class RunOutcome:
+    name: str
+    entry: str
+    method: str
+    seed: int
+    status: str
+    reason: str = ""
+    run_id: str | None = None
+    epochs: list = field(default_factory=list)
+    train_seconds: float = 0.0
+    steps: int = 0
+    result: object = None
+
+
+class Interrupted(Exception):
+    """Ctrl-C: the current run was ended as KILLED; `outcomes` holds every run so far, that one included."""
+
+    def __init__(self, outcomes: list[RunOutcome]):
+        super().__init__("interrupted")
+        self.outcomes = outcomes
+
+
+def load_task(recipe: Recipe, device: torch.device):
+    from curvbench.tasks import TASKS
+
+    task = TASKS[recipe.task.dataset].load(recipe.task, device)
+    task.hold_out(recipe.training.validation)
+    return task
+
+
+def single_run_recipe(recipe: Recipe, entry, seed: int) -> dict:
+    """The resolved recipe of one run: its one method and its one seed. Re-runnable as it stands."""
+    d = recipe.to_dict()
+    d["training"]["seeds"] = [seed]
+    d["methods"] = {entry.name: ({"method": entry.method} if entry.method != entry.name else {}) | entry.hparams}
+    d.pop("search", None)
+    return d
+
+
+def experiment_name(recipe: Recipe) -> str:
+    return recipe.experiment or recipe.task.dataset
+
+
+class _Relay:
+    """Engine callbacks -> the tracked run (one batched call per epoch) and the reporter."""
+
+    def __init__(self, run, reporter, name, epochs):
+        self.run, self.reporter, self.name, self.epochs = run, reporter, name, epochs
+        self.records: list = []
+
+    def on_start(self, total_steps, steps_per_epoch):
+        self.reporter.run_started(self.name, total_steps, steps_per_epoch, self.epochs)
+
+    def on_progress(self, step, epoch, loss):
+        self.reporter.progress(step, epoch, loss)
+
+    def on_epoch_end(self, record):
+        self.records.append(record)
+        if self.run is not None:
+            self.run.log_metrics(record.metrics, step=record.epoch)
+        self.reporter.epoch_end(record)
+
+
+def run_one(
+    recipe: Recipe,
+    task,
+    entry,
+    seed: int,
+    device: torch.device,
+    tracker: Tracker | None,
+    reporter,
+    parent_run_id: str | None = None,
+    eval_schedule: engine.EvalSchedule | None = None,
+    extra_tags: dict | None = None,
+    run_name: str | None = None,
+) -> RunOutcome:
+    import yaml
+
+    name = run_name or f"{recipe.task.dataset}-{entry.name}-s{seed}"
+    resolved = single_run_recipe(recipe, entry, seed)
+    run = None
+    if tracker is not None:
+        tags = {
+            "task": recipe.task.dataset,
+            "method": entry.method,
+            "entry": entry.name,
+            "seed": seed,
+            "recipe": recipe.name,
+            "recipe_hash": recipe.digest(),
+            "curvbench_version": __version__,
+            "git_commit": git_commit(),
+            "torch_version": torch.__version__,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            **(extra_tags or {}),
+        }
+        run = tracker.start(experiment_name(recipe), name, flatten(resolved), tags, parent_run_id)
+        run.log_text(yaml.safe_dump(resolved, sort_keys=False), "recipe.yaml")
+    outcome = RunOutcome(name, entry.name, entry.method, seed, engine.FAILED, run_id=run and run.run_id)
+    relay = _Relay(run, reporter, name, recipe.training.epochs)
+    try:
+        result = engine.train(task, entry, recipe.training, seed, device, relay, eval_schedule)
+    except KeyboardInterrupt:
+        outcome.status, outcome.reason = engine.KILLED, "interrupted by the user (Ctrl-C)"
+        outcome.epochs = relay.records
+        if run is not None:
+            run.end("KILLED", outcome.reason)
+        reporter.run_ended(outcome)
+        raise Interrupted([outcome]) from None
+    except BaseException as e:
+        outcome.reason = f"{e.__class__.__name__}: {e}"
+        if run is not None:
+            run.end("FAILED", outcome.reason)
+        raise
+    outcome.status, outcome.reason, outcome.result = result.status, result.reason, result
+    outcome.epochs, outcome.train_seconds, outcome.steps = result.epochs, result.train_seconds, result.steps
+    if run is not None:
+        run.set_tags({"outcome": result.status.lower(), **result.tags})
+        run.end("FINISHED" if result.status == engine.FINISHED else "FAILED", result.reason)
+    reporter.run_ended(outcome)
+    return outcome
+
+
+def run_recipe(recipe: Recipe, tracker: Tracker | None, reporter) -> list[RunOutcome]:
+    device = resolve_device(recipe.training.device)
+    set_threads(recipe.training.threads)
+    task = load_task(recipe, device)
+    outcomes: list[RunOutcome] = []
+    for entry in recipe.methods:
+        for seed in recipe.training.seeds:
+            try:
+                outcomes.append(run_one(recipe, task, entry, seed, device, tracker, reporter))
+            except Interrupted as e:
+                raise Interrupted(outcomes + e.outcomes) from None
+    return outcomes

@@ -1,0 +1,137 @@
+"""MLflow tracking: where the store is, experiments, runs, per-epoch metrics in one call, honest end states."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # relative to the working directory
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :])
+    return None
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """{"a": {"b": 1}} -> {"a.b": "1"}; lists become their YAML-ish text."""
+    out: dict[str, str] = {}
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = "null" if data is None else str(data)
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        return sha or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Tracker:
+    """A thin layer over MlflowClient: no global state, so nested runs and several stores stay explicit."""
+
+    def __init__(self, uri: str | None = None):
+        import logging
+
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        self.uri = resolve_uri(uri)
+        db = _sqlite_path(self.uri)
+        self.artifact_root = None
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            self.artifact_root = (db.parent / "artifacts").resolve().as_uri()
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self._experiments: dict[str, str] = {}
+
+    def experiment_id(self, name: str) -> str:
+        if name not in self._experiments:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                location = f"{self.artifact_root}/{name}" if self.artifact_root else None
+                try:
+                    self._experiments[name] = self.client.create_experiment(name, artifact_location=location)
+                except Exception:  # created meanwhile by another process
+                    self._experiments[name] = self.client.get_experiment_by_name(name).experiment_id
+            else:
+                self._experiments[name] = exp.experiment_id
+        return self._experiments[name]
+
+    def start(
+        self,
+        experiment: str,
+        run_name: str,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
+        parent_run_id: str | None = None,
+    ) -> "TrackedRun":
+        from mlflow.entities import Param, RunTag
+
+        all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=all_tags)
+        run_id = run.info.run_id
+        flat = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+        for i in range(0, len(flat), 100):  # MLflow takes at most 100 params a call
+            self.client.log_batch(run_id, params=flat[i : i + 100])
+        return TrackedRun(self.client, run_id)
+
+
+class TrackedRun:
+    def __init__(self, client, run_id: str):
+        self.client, self.run_id = client, run_id
+        self.ended = False
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None]
+        )
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        if tags:
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        if params:
+            self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_file(self, path: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, path, artifact_path)
+
+    def end(self, status: str, reason: str = "") -> None:
+        """status: FINISHED, FAILED or KILLED; the reason goes into the tag status_reason."""
+        if self.ended:
+            return
+        if reason:
+            self.set_tags({"status_reason": reason[:5000]})
+        self.client.set_terminated(self.run_id, status)
+        self.ended = True
