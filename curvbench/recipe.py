@@ -191,7 +191,10 @@ class _Schedule:
         if value is None:
             return Schedule()
         if isinstance(value, str):
-            return Schedule(**_SCHEDULE.check({"kind": value}))
+            try:
+                return Schedule(**_SCHEDULE.check({"kind": value}))
+            except Invalid as e:
+                raise Invalid(e.message) from None
         return Schedule(**_SCHEDULE.check(value))
 
 
@@ -200,7 +203,7 @@ _TRAINING.fields["schedule"] = (_Schedule(), Schedule())
 _TOP = Section(
     {
         "name": (Text(), None),
-        "description": (Text(nullable=True), ""),
+        "description": (Text(nullable=True, allow_empty=True), ""),
         "experiment": (Text(nullable=True), None),
         "task": (None, Section.REQUIRED),
         "training": (_TRAINING, None),

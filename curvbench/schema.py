@@ -98,6 +98,7 @@ class Choice:
 @dataclass(frozen=True)
 class Text:
     nullable: bool = False
+    allow_empty: bool = False
 
     def expected(self) -> str:
         return "a string" + (" or null" if self.nullable else "")
@@ -105,7 +106,7 @@ class Text:
     def check(self, value: Any) -> Any:
         if value is None and self.nullable:
             return None
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or (not value.strip() and not self.allow_empty):
             raise Invalid(f"expected {self.expected()}, got {_got(value)}")
         return value
 

@@ -1,0 +1,58 @@
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
+    """Write `array` (uint8) in the IDX layout of MNIST's files."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if compress:
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """28x28 images whose class shows as a bright 6x6 block at a class-dependent place, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=n)
+    images = rng.integers(0, 60, size=(n, 28, 28))
+    for i, c in enumerate(labels):
+        r, col = 2 + (c // 5) * 12, 2 + (c % 5) * 5
+        images[i, r : r + 6, col : col + 5] = 255
+    return images.astype(np.uint8), labels.astype(np.uint8)
+
+
+@pytest.fixture
+def mnist_dir(tmp_path: Path) -> Path:
+    """A data folder in torchvision's MNIST layout: ROOT/MNIST/raw, train files gzipped, test files plain."""
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    x, y = synthetic_digits(600, 0)
+    write_idx(raw / "train-images-idx3-ubyte", x, compress=True)
+    write_idx(raw / "train-labels-idx1-ubyte", y, compress=True)
+    x, y = synthetic_digits(200, 1)
+    write_idx(raw / "t10k-images-idx3-ubyte", x)
+    write_idx(raw / "t10k-labels-idx1-ubyte", y)
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+@pytest.fixture
+def write_recipe(tmp_path: Path):
+    def write(text: str, name: str = "r.yaml") -> Path:
+        p = tmp_path / name
+        p.write_text(text)
+        return p
+
+    return write

@@ -1,0 +1,58 @@
+"""The command line itself: exit codes, one-line errors, no traceback, instant --help."""
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from curvbench.cli import app
+
+runner = CliRunner()
+
+
+def test_help_does_not_import_torch_or_mlflow():
+    code = "import sys; from curvbench.cli import app; assert 'torch' not in sys.modules and 'mlflow' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_runs_and_reports(mnist_dir, write_recipe, tracking_uri):
+    path = write_recipe(f'task: {{dataset: mnist, data_dir: "{mnist_dir}"}}\nmethods: [sgd]\n')
+    result = runner.invoke(
+        app, ["train", str(path), "--epochs", "1", "--seed", "3", "--device", "cpu", "--quiet", "--tracking-uri", tracking_uri]
+    )
+    assert result.exit_code == 0, result.output
+    assert "[mnist-sgd-s3] epoch 1:" in result.output and "finished" in result.output
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
+    assert run.data.params["training.epochs"] == "1" and run.data.tags["seed"] == "3"
+
+
+def test_bad_recipe_exits_2_with_one_line(write_recipe):
+    path = write_recipe("task: mnist-mini\nmethods: {sgd: {lr: fast}}\n")
+    result = runner.invoke(app, ["train", str(path)])
+    assert result.exit_code == 2
+    lines = [l for l in result.output.splitlines() if l.strip()]
+    assert lines == [f'error: {path}: methods.sgd.lr: expected a number > 0, got "fast"']
+
+
+def test_unknown_method_flag_exits_2(write_recipe):
+    path = write_recipe("task: mnist-mini\nmethods: [sgd]\n")
+    result = runner.invoke(app, ["train", str(path), "--methods", "sgd,nope"])
+    assert result.exit_code == 2 and "unknown method 'nope'" in result.output and "Traceback" not in result.output
+
+
+def test_diverged_run_exits_nonzero_and_names_it(mnist_dir, write_recipe, tracking_uri):
+    path = write_recipe(f'task: {{dataset: mnist, data_dir: "{mnist_dir}"}}\nmethods: {{sgd: {{lr: 1.0e+7}}}}\n')
+    result = runner.invoke(app, ["train", str(path), "--epochs", "1", "--quiet", "--tracking-uri", tracking_uri])
+    assert result.exit_code == 1
+    assert "mnist-sgd-s0 diverged" in result.output
+
+
+def test_missing_data_is_one_line(tmp_path, write_recipe):
+    path = write_recipe(f'task: {{dataset: mnist, data_dir: "{tmp_path}/empty"}}\nmethods: [sgd]\n')
+    result = runner.invoke(app, ["train", str(path), "--no-download", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: mnist: train-images-idx3-ubyte[.gz]")
+    assert len(result.output.strip().splitlines()) == 1

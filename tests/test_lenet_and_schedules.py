@@ -1,0 +1,51 @@
+import math
+
+import pytest
+import torch
+
+from curvbench.models.lenet import LeNet5
+from curvbench.recipe import Schedule
+from curvbench.schedules import cosine_epoch, cosine_step, lr_factor
+
+
+def test_lenet5_has_61706_parameters_and_thesis_shapes():
+    net = LeNet5()
+    assert sum(p.numel() for p in net.parameters()) == 61706
+    x = torch.zeros(3, 1, 28, 28)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    c1 = net.c1(padded)
+    assert c1.shape == (3, 6, 28, 28)
+    s2 = torch.nn.functional.max_pool2d(c1, 2)
+    assert s2.shape == (3, 6, 14, 14)
+    c3 = net.c3(s2)
+    assert c3.shape == (3, 16, 10, 10)
+    c5 = net.c5(torch.nn.functional.max_pool2d(c3, 2))
+    assert c5.shape == (3, 120, 1, 1)
+    assert net(x).shape == (3, 10)
+    # 28x28 input is padded inside: same logits as an explicitly padded 32x32 input.
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(net(x), net(torch.nn.functional.pad(x, (2, 2, 2, 2))))
+
+
+@pytest.mark.parametrize("j,J,amin,expected", [(0, 20, 0.0, 1.0), (10, 20, 0.0, 0.5), (5, 20, 0.1, None), (19, 20, 0.0, None)])
+def test_cosine_per_epoch_is_eq_34(j, J, amin, expected):
+    amax = 1.0
+    value = amin + 0.5 * (amax - amin) * (1 + math.cos(j * math.pi / J))
+    assert cosine_epoch(j, J, amin) == pytest.approx(value)
+    if expected is not None:
+        assert cosine_epoch(j, J, amin) == pytest.approx(expected)
+
+
+def test_cosine_step_warms_up_linearly_then_decays_to_min():
+    assert [cosine_step(t, 100, 0.0, 4) for t in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert cosine_step(4, 100, 0.0, 4) == pytest.approx(1.0)
+    assert cosine_step(52, 100, 0.0, 4) == pytest.approx(0.5)
+    assert cosine_step(100, 100, 0.2, 4) == pytest.approx(0.2)
+    values = [cosine_step(t, 100, 0.0, 4) for t in range(4, 100)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_lr_factor_dispatches_on_schedule_kind():
+    assert lr_factor(Schedule("constant"), 5, 10, 50, 100) == 1.0
+    assert lr_factor(Schedule("cosine", 0.0), 5, 10, 57, 100) == pytest.approx(0.5)
+    assert lr_factor(Schedule("cosine-step", 0.0, 0), 5, 10, 50, 100) == pytest.approx(0.5)
