@@ -1,0 +1,304 @@
+"""K-FAC: Kronecker-factored approximate curvature (Martens & Grosse 2015; KFC for convolutions, Grosse &
+Martens 2016). The Fisher is block-diagonal, one block per layer, each block F ~ A (x) G:
+
+    A = E[a a^T]      a: the layer's input with a homogeneous 1 appended (the bias column)
+    G = E[g g^T]      g: gradient of -log p(y|x) w.r.t. the layer's pre-activations, y sampled from the
+                      model's own predictive distribution (true Fisher) or the labels (empirical Fisher)
+
+For Conv2d, unfolded patches at every spatial position are samples of a; with spatially uncorrelated
+derivatives the block is A (x) G with A the mean over samples and positions and G = E[sum_t g_t g_t^T].
+A sequence layer with a mask counts real time steps only (time steps as independent samples).
+
+Every `factor_every` steps the forward pass keeps the layer inputs and one extra backward pass of the sampled
+loss gives g; A and G are running averages with `factor_decay`. Every `inverse_every` steps the damped inverses
+are rebuilt from eigendecompositions (during the first interval, after every factor update), with Tikhonov damping split between the factors (the pi-correction):
+
+    (A + pi*sqrt(damping) I)^-1,  (G + sqrt(damping)/pi I)^-1,   pi = sqrt((tr A / dim A) / (tr G / dim G))
+
+The update of a layer's weight matrix V = [W, b] is U = G_d^-1 V A_d^-1, scaled by the KL-clipping factor
+nu = min(1, sqrt(kl_clip / (lr^2 * sum_layers <U, V>))), then applied with SGD momentum. Parameters of layers
+K-FAC does not cover get the plain (momentum) gradient step; the run's tags list them."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from curvbench.methods.base import COUPLED, BuildContext, HParam, MethodSpec, lr_param, weight_decay_param
+from curvbench.schema import Choice, Number
+
+
+def _damped_inverse(factor: torch.Tensor, damping: float) -> torch.Tensor:
+    """(factor + damping*I)^-1 through a symmetric eigendecomposition in float64."""
+    evals, evecs = torch.linalg.eigh(factor.double())
+    inv = (evecs / (evals.clamp(min=0) + damping)) @ evecs.T
+    return inv.to(factor.dtype)
+
+
+class LayerBlock:
+    """The Kronecker factors of one layer, built from its saved input and the gradient at its output."""
+
+    kind = "layer"
+
+    def __init__(self, name: str, module: nn.Module):
+        self.name, self.module = name, module
+        self.A: torch.Tensor | None = None
+        self.G: torch.Tensor | None = None
+        self.A_inv: torch.Tensor | None = None
+        self.G_inv: torch.Tensor | None = None
+        self.saved_input: torch.Tensor | None = None
+        self.saved_output: torch.Tensor | None = None
+
+    @property
+    def params(self) -> list[nn.Parameter]:
+        return [p for p in (self.module.weight, self.module.bias) if p is not None]
+
+    # --- statistics
+    def input_rows(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def grad_rows(self, g: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def batch_factors(self, g_out: torch.Tensor, n_samples: int, mask: torch.Tensor | None):
+        a = self.input_rows(self.saved_input, mask)
+        if self.module.bias is not None:
+            a = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
+        g = self.grad_rows(g_out, mask)
+        return a.T @ a / a.shape[0], g.T @ g / n_samples
+
+    def update_factors(self, g_out: torch.Tensor, n_samples: int, mask, decay: float) -> None:
+        A, G = self.batch_factors(g_out, n_samples, mask)
+        if self.A is None:
+            self.A, self.G = A, G
+        else:
+            self.A.mul_(decay).add_(A, alpha=1 - decay)
+            self.G.mul_(decay).add_(G, alpha=1 - decay)
+
+    def update_inverses(self, damping: float) -> None:
+        dim_a, dim_g = self.A.shape[0], self.G.shape[0]
+        tr_a = torch.trace(self.A).clamp(min=1e-12) / dim_a
+        tr_g = torch.trace(self.G).clamp(min=1e-12) / dim_g
+        pi = math.sqrt(float(tr_a / tr_g))
+        root = math.sqrt(damping)
+        self.A_inv = _damped_inverse(self.A, pi * root)
+        self.G_inv = _damped_inverse(self.G, root / pi)
+
+    # --- gradients as one matrix [W, b]
+    def grad_matrix(self) -> torch.Tensor:
+        w = self.module.weight.grad.reshape(self.module.weight.shape[0], -1)
+        if self.module.bias is not None:
+            return torch.cat([w, self.module.bias.grad.unsqueeze(1)], dim=1)
+        return w
+
+    def set_grad(self, update: torch.Tensor) -> None:
+        w = self.module.weight
+        if self.module.bias is not None:
+            w.grad.copy_(update[:, :-1].reshape(w.shape))
+            self.module.bias.grad.copy_(update[:, -1])
+        else:
+            w.grad.copy_(update.reshape(w.shape))
+
+
+class LinearBlock(LayerBlock):
+    kind = "linear"
+
+    def input_rows(self, x, mask):
+        if mask is not None and x.dim() == 3:  # (batch, time, features): real time steps only
+            return x[mask]
+        return x.reshape(-1, x.shape[-1])
+
+    def grad_rows(self, g, mask):
+        if mask is not None and g.dim() == 3:
+            return g[mask]
+        return g.reshape(-1, g.shape[-1])
+
+
+class Conv2dBlock(LayerBlock):
+    kind = "conv2d"
+
+    def input_rows(self, x, mask):
+        m = self.module
+        patches = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)
+        return patches.transpose(1, 2).reshape(-1, patches.shape[1])  # (batch*positions, C*kh*kw)
+
+    def grad_rows(self, g, mask):
+        return g.permute(0, 2, 3, 1).reshape(-1, g.shape[1])  # (batch*positions, C_out)
+
+
+def make_block(name: str, module: nn.Module) -> LayerBlock | None:
+    if isinstance(module, nn.Linear):
+        return LinearBlock(name, module)
+    if isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros" and isinstance(
+        module.padding, tuple
+    ):
+        return Conv2dBlock(name, module)
+    return None
+
+
+class KFAC(torch.optim.Optimizer):
+    def __init__(
+        self,
+        model: nn.Module,
+        fisher_loss,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        damping: float = 1e-2,
+        factor_decay: float = 0.95,
+        kl_clip: float | None = 1e-3,
+        factor_every: int = 10,
+        inverse_every: int = 100,
+        fisher: str = "true",
+        seed: int = 0,
+        extra_blocks: list | None = None,
+    ):
+        super().__init__([p for p in model.parameters() if p.requires_grad], dict(lr=lr, momentum=momentum))
+        self.model, self.fisher_loss = model, fisher_loss
+        self.damping, self.factor_decay, self.kl_clip = damping, factor_decay, kl_clip
+        self.factor_every, self.inverse_every = factor_every, inverse_every
+        self.empirical = fisher == "empirical"
+        self.generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed + 7919)
+        self.blocks: list[LayerBlock] = list(extra_blocks or [])
+        taken = {id(p) for b in self.blocks for p in b.params}
+        for name, module in model.named_modules():
+            if any(id(p) in taken for p in module.parameters(recurse=False)):
+                continue
+            block = make_block(name, module)
+            if block is not None and all(p.requires_grad for p in block.params):
+                self.blocks.append(block)
+        for block in self.blocks:
+            if not hasattr(block, "install"):
+                block.module.register_forward_hook(self._saver(block))
+            else:
+                block.install(self)
+        covered = {id(p) for b in self.blocks for p in b.params}
+        names = {id(p): n for n, p in model.named_parameters()}
+        self.uncovered = [names[id(p)] for g in self.param_groups for p in g["params"] if id(p) not in covered]
+        self.capturing = False
+        self.steps = 0
+        self.tags = {
+            "kfac_layers": ", ".join(f"{b.name}:{b.kind}" for b in self.blocks) or "none",
+            "kfac_plain_gradient": ", ".join(self.uncovered) or "none",
+        }
+
+    def _saver(self, block: LayerBlock):
+        def hook(module, inputs, output):
+            if self.capturing:
+                block.saved_input = inputs[0].detach()
+                block.saved_output = output
+
+        return hook
+
+    # ---- called by the engine after the forward pass, before the loss's backward
+    def on_forward(self, outputs: torch.Tensor, batch) -> None:
+        if not self.capturing:
+            return
+        live = [b for b in self.blocks if b.saved_output is not None and b.saved_output.requires_grad]
+        if live:
+            loss_sum, n = self.fisher_loss(outputs, batch, self.generator, self.empirical)
+            grads = torch.autograd.grad(loss_sum, [b.saved_output for b in live], retain_graph=True, allow_unused=True)
+            with torch.no_grad():
+                for block, g in zip(live, grads):
+                    if g is not None:
+                        block.update_factors(g, n, batch.mask, self.factor_decay)
+        for b in self.blocks:
+            b.saved_input = b.saved_output = None
+            if hasattr(b, "clear"):
+                b.clear()
+
+    def update_inverses(self) -> None:
+        for b in self.blocks:
+            if b.A is not None:
+                b.update_inverses(self.damping)
+
+    @torch.no_grad()
+    def precondition(self, lr: float) -> None:
+        """Replace each covered layer's gradient by its KL-clipped Kronecker-factored natural gradient."""
+        pairs = []
+        for b in self.blocks:
+            if b.A_inv is None or any(p.grad is None for p in b.params):
+                continue
+            v = b.grad_matrix()
+            pairs.append((b, v, b.G_inv @ v @ b.A_inv))
+        if not pairs:
+            return
+        scale = None
+        if self.kl_clip:
+            vg = torch.stack([(u * v).sum() for _, v, u in pairs]).sum() * lr**2
+            scale = torch.clamp(torch.sqrt(self.kl_clip / vg.clamp(min=1e-30)), max=1.0)  # no host sync
+        for b, _, u in pairs:
+            b.set_grad(u * scale if scale is not None else u)
+
+    def step(self, closure):
+        self.capturing = self.steps % self.factor_every == 0
+        try:
+            with torch.enable_grad():
+                loss = closure()
+        finally:
+            self.capturing = False
+        # Inverses are due every `inverse_every` steps; during the first interval they follow every factor
+        # update, so the early steps are not preconditioned by the statistics of one batch at initialisation.
+        warming_up = self.steps < self.inverse_every and self.steps % self.factor_every == 0
+        if self.steps % self.inverse_every == 0 or warming_up:
+            self.update_inverses()
+        group = self.param_groups[0]
+        self.precondition(group["lr"])
+        with torch.no_grad():
+            for group in self.param_groups:
+                params = [p for p in group["params"] if p.grad is not None]
+                grads = [p.grad for p in params]
+                if group["momentum"]:
+                    bufs = []
+                    for p, g in zip(params, grads):
+                        st = self.state[p]
+                        if "momentum_buffer" not in st:
+                            st["momentum_buffer"] = g.clone()
+                        else:
+                            st["momentum_buffer"].mul_(group["momentum"]).add_(g)
+                        bufs.append(st["momentum_buffer"])
+                    grads = bufs
+                torch._foreach_add_(params, grads, alpha=-group["lr"])
+        self.steps += 1
+        return loss
+
+
+def build(ctx: BuildContext, hp: dict):
+    extra = []
+    if hasattr(ctx.model, "kfac_blocks"):  # models with layers K-FAC reaches in their own way (the LSTM)
+        extra = ctx.model.kfac_blocks()
+    return KFAC(
+        ctx.model,
+        ctx.task.fisher_loss,
+        lr=hp["lr"],
+        momentum=hp["momentum"],
+        damping=hp["damping"],
+        factor_decay=hp["factor_decay"],
+        kl_clip=hp["kl_clip"] or None,
+        factor_every=hp["factor_every"],
+        inverse_every=hp["inverse_every"],
+        fisher=hp["fisher"],
+        seed=ctx.seed,
+        extra_blocks=extra,
+    )
+
+
+SPEC = MethodSpec(
+    name="kfac",
+    description="K-FAC: Kronecker-factored natural gradient for Linear and Conv2d layers (Martens & Grosse 2015)",
+    regularisation=COUPLED,
+    hparams=(
+        lr_param(0.01),
+        weight_decay_param(0.0, "L2 lambda: loss + lambda*||theta||^2 (preconditioned with the gradient)"),
+        HParam("momentum", 0.9, Number(ge=0, lt=1), "momentum on the preconditioned gradient"),
+        HParam("damping", 1e-2, Number(gt=0), "Tikhonov damping gamma, split between A and G by pi"),
+        HParam("factor_decay", 0.95, Number(ge=0, lt=1), "running-average decay of A and G"),
+        HParam("kl_clip", 1e-3, Number(ge=0), "KL-clipping bound on the update (0 = off)"),
+        HParam("factor_every", 10, Number(integer=True, ge=1), "steps between factor updates"),
+        HParam("inverse_every", 100, Number(integer=True, ge=1), "steps between inverse (eigendecomposition) updates"),
+        HParam("fisher", "true", Choice(("true", "empirical")), "targets for G: sampled from the model, or the labels"),
+    ),
+    build=build,
+)

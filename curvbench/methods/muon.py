@@ -1,0 +1,75 @@
+"""Muon (torch.optim.Muon) for hidden matrices, conv kernels flattened to 2-D; AdamW for everything else.
+
+AdamW takes the biases, embeddings, normalisation weights and the output layer (the last Linear of the model,
+or the module a model names in `output_layer`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from curvbench.methods.base import DECOUPLED, BuildContext, HParam, MethodSpec, lr_param, weight_decay_param
+from curvbench.methods.composite import Composite
+from curvbench.schema import Boolean, Number
+
+
+def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(hidden weights for Muon, the rest for AdamW)."""
+    out_name = getattr(model, "output_layer", None)
+    output = getattr(model, out_name) if out_name else None
+    if output is None:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        output = linears[-1] if linears else None
+    skip = {id(p) for p in output.parameters()} if output is not None else set()
+    for m in model.modules():
+        if isinstance(m, nn.Embedding):
+            skip |= {id(p) for p in m.parameters()}
+    hidden, rest = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        (hidden if p.ndim >= 2 and id(p) not in skip else rest).append(p)
+    return hidden, rest
+
+
+def build(ctx: BuildContext, hp: dict):
+    hidden, rest = split_params(ctx.model)
+    # Muon needs 2-D parameters: a 2-D Parameter sharing storage with each conv kernel stands in for it,
+    # its gradient pointed at the kernel's gradient before every step; Muon's in-place update lands in the kernel.
+    proxies = [nn.Parameter(p.detach().view(p.shape[0], -1)) if p.ndim > 2 else p for p in hidden]
+    pairs = [(p, q) for p, q in zip(hidden, proxies) if q is not p]
+
+    def link_grads():
+        for p, q in pairs:
+            q.grad = None if p.grad is None else p.grad.view(q.shape)
+
+    muon = torch.optim.Muon(
+        proxies,
+        lr=hp["lr"],
+        weight_decay=hp["weight_decay"],
+        momentum=hp["momentum"],
+        nesterov=hp["nesterov"],
+        ns_steps=hp["ns_steps"],
+    ) if proxies else None
+    adamw = torch.optim.AdamW(
+        rest, lr=hp["adamw_lr"], betas=(0.9, 0.95), weight_decay=hp["weight_decay"], foreach=True
+    ) if rest else None
+    opt = Composite([muon, adamw], before_step=link_grads)
+    opt.tags = {"muon_params": len(hidden), "adamw_params": len(rest)}
+    return opt
+
+
+SPEC = MethodSpec(
+    name="muon",
+    description="Muon (orthogonalised momentum, torch.optim.Muon) for hidden weights, AdamW for the rest",
+    regularisation=DECOUPLED,
+    hparams=(
+        lr_param(0.02, "Muon learning rate (hidden weights)"),
+        HParam("adamw_lr", 1e-3, Number(gt=0), "AdamW learning rate (biases, embeddings, output layer)"),
+        weight_decay_param(0.0, "decoupled weight decay, both parts"),
+        HParam("momentum", 0.95, Number(ge=0, lt=1), "Muon momentum"),
+        HParam("nesterov", True, Boolean(), "Nesterov momentum in Muon"),
+        HParam("ns_steps", 5, Number(integer=True, ge=1), "Newton-Schulz iterations"),
+    ),
+    build=build,
+)

@@ -1,0 +1,203 @@
+"""Shampoo (Gupta, Koren & Singer 2018; thesis eqs. 28-30 and the tensor case).
+
+For a parameter of order k with gradient G, one statistic per dimension i:
+
+    H_i <- beta2 * H_i + G_(i) G_(i)^T          (G_(i): G unfolded along dimension i; H_i starts at eps*I)
+    update = G x_1 H_1^(-1/2k) x_2 H_2^(-1/2k) ... x_k H_k^(-1/2k)
+    theta <- theta - lr * update
+
+so a matrix gets L^(-1/4) G R^(-1/4) (eqs. 28-30). The statistics change every step; the inverse roots are
+recomputed every `precondition_frequency` steps by a symmetric eigendecomposition (float64 if asked) and used in
+between. Dimensions larger than `max_preconditioner_dim` are cut into blocks, each block preconditioned on its
+own; 1-D parameters (biases) get the diagonal (AdaGrad) form. Optional grafting (Anil et al. 2020) keeps the
+Shampoo direction but takes the step size (per block) from SGD, AdaGrad or Adam; before
+`start_preconditioning_step` the grafted method (plain SGD without grafting) moves alone.
+With precondition_frequency 1, start 1, no blocking, beta2 1 and no grafting this is the paper's update.
+
+Defaults: roots refreshed every 20 steps, first used at step 20 (statistics of one step are rank-deficient, and
+stale roots of such statistics amplify new directions by epsilon^(-1/2k)), SGD grafting so lr means what it
+means for SGD."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+
+from curvbench.methods.base import COUPLED, BuildContext, HParam, MethodSpec, lr_param, weight_decay_param
+from curvbench.schema import Boolean, Choice, Number
+
+
+@dataclass(frozen=True)
+class ShampooConfig:
+    epsilon: float = 1e-12  # H_i starts at epsilon * I
+    beta2: float = 1.0  # 1.0: sums of outer products, as the paper; < 1: exponential moving averages
+    precondition_frequency: int = 20
+    start_preconditioning_step: int = 20
+    max_preconditioner_dim: int = 1024
+    grafting: str = "sgd"  # none | sgd | adagrad | adam
+    graft_beta2: float = 0.999
+    graft_epsilon: float = 1e-8
+    momentum: float = 0.0
+    float64: bool = True  # eigendecompositions in float64
+
+
+class _Block:
+    """One block of a parameter: its index into the parameter, statistics and inverse roots per dimension."""
+
+    def __init__(self, index: tuple[slice, ...], shape: tuple[int, ...], cfg: ShampooConfig, like: torch.Tensor):
+        self.index = index
+        self.order = len(shape)
+        self.diagonal = self.order == 1
+        if self.diagonal:
+            self.stats = [torch.full(shape, cfg.epsilon, dtype=like.dtype, device=like.device)]
+            self.roots = None
+        else:
+            self.stats = [cfg.epsilon * torch.eye(d, dtype=like.dtype, device=like.device) for d in shape]
+            self.roots = [torch.eye(d, dtype=like.dtype, device=like.device) for d in shape]
+        self.graft = torch.zeros(shape, dtype=like.dtype, device=like.device) if cfg.grafting in ("adagrad", "adam") else None
+        self.graft_m = torch.zeros(shape, dtype=like.dtype, device=like.device) if cfg.grafting == "adam" else None
+
+    def update_stats(self, g: torch.Tensor, beta2: float) -> None:
+        if self.diagonal:
+            self.stats[0].mul_(beta2).addcmul_(g, g, value=1 - beta2 if beta2 < 1 else 1.0)
+            return
+        w = 1 - beta2 if beta2 < 1 else 1.0
+        for i, h in enumerate(self.stats):
+            gi = g.movedim(i, 0).reshape(g.shape[i], -1)  # G_(i)
+            h.mul_(beta2).addmm_(gi, gi.T, alpha=w)
+
+    def compute_roots(self, float64: bool, epsilon: float) -> None:
+        if self.diagonal:
+            return
+        exponent = -1.0 / (2 * self.order)
+        for i, h in enumerate(self.stats):
+            self.roots[i] = matrix_power(h, exponent, float64, floor=epsilon)
+
+    def direction(self, g: torch.Tensor) -> torch.Tensor:
+        if self.diagonal:
+            return g / self.stats[0].sqrt()  # exponent -1/2 for k = 1, diagonal form
+        out = g
+        for root in self.roots:  # contracting dimension 0 each time cycles the dimensions back into order
+            out = torch.tensordot(out, root, dims=([0], [0]))
+        return out
+
+
+def matrix_power(h: torch.Tensor, exponent: float, float64: bool = True, floor: float = 0.0) -> torch.Tensor:
+    """h^exponent for a symmetric positive semi-definite h, through its eigendecomposition.
+
+    Eigenvalues are floored at `floor` (the statistics are >= epsilon*I by construction: anything below is
+    rounding error, which a negative exponent would blow up)."""
+    work = h.double() if float64 else h
+    evals, evecs = torch.linalg.eigh(work)
+    evals = evals.clamp(min=max(floor, torch.finfo(work.dtype).tiny))
+    return ((evecs * evals.pow(exponent)) @ evecs.T).to(h.dtype)
+
+
+def block_slices(shape: tuple[int, ...], max_dim: int) -> list[tuple[slice, ...]]:
+    """Cut every dimension longer than max_dim into pieces of at most max_dim; all combinations of pieces."""
+    per_dim = [[slice(s, min(s + max_dim, d)) for s in range(0, d, max_dim)] for d in shape]
+    return [tuple(c) for c in itertools.product(*per_dim)]
+
+
+class Shampoo(torch.optim.Optimizer):
+    def __init__(self, params, lr: float = 0.1, config: ShampooConfig | None = None):
+        self.config = config or ShampooConfig()
+        super().__init__(params, dict(lr=lr))
+        self.steps = 0
+
+    def _blocks(self, p: torch.Tensor) -> list[_Block]:
+        st = self.state[p]
+        if "blocks" not in st:
+            shape = tuple(p.shape) if p.dim() > 0 else (1,)
+            st["blocks"] = [
+                _Block(idx, tuple(s.stop - s.start for s in idx), self.config, p)
+                for idx in block_slices(shape, self.config.max_preconditioner_dim)
+            ]
+        return st["blocks"]
+
+    def _graft(self, block: _Block, g: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if cfg.grafting == "adagrad":
+            block.graft.addcmul_(g, g)
+            return g / (block.graft.sqrt() + cfg.graft_epsilon)
+        if cfg.grafting == "adam":
+            t = self.steps + 1
+            block.graft_m.mul_(0.9).add_(g, alpha=0.1)
+            block.graft.mul_(cfg.graft_beta2).addcmul_(g, g, value=1 - cfg.graft_beta2)
+            m_hat = block.graft_m / (1 - 0.9**t)
+            v_hat = block.graft / (1 - cfg.graft_beta2**t)
+            return m_hat / (v_hat.sqrt() + cfg.graft_epsilon)
+        return g  # sgd, or no grafting
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        cfg = self.config
+        preconditioning = self.steps + 1 >= cfg.start_preconditioning_step
+        refresh = preconditioning and self.steps % cfg.precondition_frequency == 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad if p.dim() > 0 else p.grad.view(1)
+                update = torch.empty_like(grad)
+                for block in self._blocks(p):
+                    g = grad[block.index]
+                    block.update_stats(g, cfg.beta2)
+                    grafted = self._graft(block, g)
+                    if not preconditioning:
+                        update[block.index] = grafted
+                        continue
+                    if refresh:
+                        block.compute_roots(cfg.float64, cfg.epsilon)
+                    d = block.direction(g)
+                    if cfg.grafting != "none" and not block.diagonal:
+                        d = d * (grafted.norm() / d.norm().clamp(min=1e-30))
+                    update[block.index] = d
+                if cfg.momentum:
+                    buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(update))
+                    update = buf.mul_(cfg.momentum).add_(update)
+                p.add_(update.view_as(p), alpha=-group["lr"])
+        self.steps += 1
+        return loss
+
+
+def build(ctx: BuildContext, hp: dict):
+    cfg = ShampooConfig(
+        epsilon=hp["epsilon"],
+        beta2=hp["beta2"],
+        precondition_frequency=hp["precondition_frequency"],
+        start_preconditioning_step=hp["start_preconditioning_step"],
+        max_preconditioner_dim=hp["max_preconditioner_dim"],
+        grafting=hp["grafting"],
+        momentum=hp["momentum"],
+        float64=hp["float64"],
+    )
+    opt = Shampoo([p for p in ctx.model.parameters() if p.requires_grad], lr=hp["lr"], config=cfg)
+    opt.tags = {"shampoo_config": repr(cfg)}
+    return opt
+
+
+SPEC = MethodSpec(
+    name="shampoo",
+    description="Shampoo: one preconditioner per tensor dimension, inverse roots amortised (Gupta et al. 2018)",
+    regularisation=COUPLED,
+    hparams=(
+        lr_param(0.1),
+        weight_decay_param(0.0, "L2 lambda: loss + lambda*||theta||^2"),
+        HParam("epsilon", 1e-12, Number(gt=0), "statistics start at epsilon*I"),
+        HParam("beta2", 1.0, Number(gt=0, le=1), "statistics decay (1 = running sums, as the paper)"),
+        HParam("precondition_frequency", 20, Number(integer=True, ge=1), "steps between inverse-root recomputations"),
+        HParam("start_preconditioning_step", 20, Number(integer=True, ge=1), "first step that uses the preconditioners"),
+        HParam("max_preconditioner_dim", 1024, Number(integer=True, ge=1), "dimensions above this are blocked"),
+        HParam("grafting", "sgd", Choice(("none", "sgd", "adagrad", "adam")), "per-block step size from this method (none = the paper)"),
+        HParam("momentum", 0.0, Number(ge=0, lt=1), "momentum on the preconditioned update"),
+        HParam("float64", True, Boolean(), "eigendecompositions in float64"),
+    ),
+    build=build,
+)
