@@ -140,18 +140,12 @@ def train(
 @friendly
 def list_methods():
     """List the methods, their hyperparameters and defaults."""
-    from rich.table import Table
-
-    from curvbench.console import console
     from curvbench.methods import registry
 
-    table = Table(title="methods")
-    for col in ("method", "L2", "hyperparameters (default)", "description"):
-        table.add_column(col)
     for spec in registry().values():
-        hps = "\n".join(f"{h.name}={h.default!r}: {h.help}" for h in spec.hparams)
-        table.add_row(spec.name, spec.regularisation, hps, spec.description)
-    console.print(table)
+        typer.echo(f"{spec.name}: {spec.description} [L2 {spec.regularisation}]")
+        for h in spec.hparams:
+            typer.echo(f"    {h.name} = {h.default!r}: {h.help}")
 
 
 @app.command("tasks")

@@ -17,7 +17,7 @@ CASES = [
     ("task: mnist-mini\nmethods:\n  sgd: {lr: fast}\n", 'methods.sgd.lr: expected a number > 0, got "fast"'),
     ("task: mnist-mini\nmethods:\n  sgd: {lr: -1}\n", "methods.sgd.lr: expected a number > 0, got -1"),
     ("task: mnist-mini\nmethods:\n  sgd: {lrr: 0.1}\n", "methods.sgd.lrr: unknown hyperparameter 'lrr' for sgd; accepted: lr, weight_decay"),
-    ("task: mnist-mini\nmethods:\n  adamx: {}\n", 'methods.adamx: unknown method "adamx"; known methods: sgd'),
+    ("task: mnist-mini\nmethods:\n  adamx: {}\n", 'methods.adamx: unknown method "adamx"; known methods: sgd, sam, lion, kfac, shampoo, adamw, muon'),
     ("task: imagenet\nmethods: {sgd: {}}\n", 'task.dataset: unknown task "imagenet"; known tasks: mnist, fashion-mnist, mnist-mini'),
     ("task: mnist-mini\ntraining: {epochs: 0}\nmethods: {sgd: {}}\n", "training.epochs: expected an integer >= 1, got 0"),
     ("task: mnist-mini\ntraining: {epochs: 2.5}\nmethods: {sgd: {}}\n", "training.epochs: expected an integer >= 1, got 2.5"),

@@ -1,0 +1,183 @@
+"""K-FAC's factors against explicit expectations, and its update against a dense Kronecker solve."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from curvbench.methods.kfac import KFAC
+from helpers import TinyTask, batch
+
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Tiny problems: compare to 1e-9, not to float32 rounding."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+def mlp():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+
+
+def convnet():
+    torch.manual_seed(2)
+    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 4 * 4, 3))
+
+
+def per_sample_targets(model, b, empirical, generator_state):
+    if empirical:
+        return b.targets
+    g = torch.Generator().set_state(generator_state)
+    probs = torch.softmax(model(b.inputs).detach(), -1)
+    return torch.multinomial(probs, 1, generator=g).squeeze(-1)
+
+
+def explicit_mlp_factors(model, b, targets):
+    """A_l = mean_i a_i a_i^T (a with a 1 appended), G_l = mean_i g_i g_i^T, one sample at a time."""
+    lin1, lin2 = model[0], model[2]
+    A = [torch.zeros(5, 5), torch.zeros(6, 6)]
+    G = [torch.zeros(5, 5), torch.zeros(3, 3)]
+    n = b.inputs.shape[0]
+    for i in range(n):
+        x = b.inputs[i : i + 1]
+        s1 = lin1(x)
+        h = torch.tanh(s1)
+        s2 = lin2(h)
+        loss = F.cross_entropy(s2, targets[i : i + 1], reduction="sum")
+        g1, g2 = torch.autograd.grad(loss, [s1, s2])
+        for l, (a, g) in enumerate(((x, g1), (h, g2))):
+            a1 = torch.cat([a[0].detach(), torch.ones(1)])
+            A[l] += torch.outer(a1, a1) / n
+            G[l] += torch.outer(g[0], g[0]) / n
+    return A, G
+
+
+def explicit_conv_factors(model, b, targets):
+    """KFC: patches at every position are samples of a; G = E_i[sum_t g_t g_t^T]."""
+    conv, lin = model[0], model[3]
+    n = b.inputs.shape[0]
+    A = torch.zeros(2 * 9 + 1, 2 * 9 + 1)
+    G = torch.zeros(3, 3)
+    A2, G2 = torch.zeros(49, 49), torch.zeros(3, 3)
+    for i in range(n):
+        x = b.inputs[i : i + 1]
+        s = conv(x)
+        h = torch.tanh(s).flatten(1)
+        out = lin(h)
+        loss = F.cross_entropy(out, targets[i : i + 1], reduction="sum")
+        gs, gout = torch.autograd.grad(loss, [s, out])
+        xp = F.pad(x[0], (1, 1, 1, 1))
+        for r in range(4):
+            for c in range(4):
+                a = torch.cat([xp[:, r : r + 3, c : c + 3].reshape(-1), torch.ones(1)])
+                A += torch.outer(a, a) / (n * 16)
+                G += torch.outer(gs[0, :, r, c], gs[0, :, r, c]) / n
+        a2 = torch.cat([h[0].detach(), torch.ones(1)])
+        A2 += torch.outer(a2, a2) / n
+        G2 += torch.outer(gout[0], gout[0]) / n
+    return [A, A2], [G, G2]
+
+
+CASES = [
+    (mlp, (4,), explicit_mlp_factors),
+    (convnet, (2, 4, 4), explicit_conv_factors),
+]
+
+
+@pytest.mark.parametrize("fisher", ["empirical", "true"])
+@pytest.mark.parametrize("make,features,explicit", CASES, ids=["mlp", "conv"])
+def test_factors_equal_explicit_expectations(make, features, explicit, fisher):
+    model = make()
+    b = batch(12, features, 3, seed=5)
+    opt = KFAC(model, TinyTask().fisher_loss, lr=0.1, momentum=0, kl_clip=None, factor_every=1,
+               inverse_every=1, fisher=fisher)
+    state = opt.generator.get_state()
+    targets = per_sample_targets(model, b, fisher == "empirical", state)
+    A, G = explicit(model, b, targets)
+    opt.step(_closure(model, opt, b))
+    assert len(opt.blocks) == 2
+    for block, a, g in zip(opt.blocks, A, G):
+        torch.testing.assert_close(block.A, a, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(block.G, g, rtol=1e-9, atol=1e-12)
+    if fisher == "true":  # sampled targets differ from the labels somewhere, so this case is a real one
+        assert not torch.equal(targets, b.targets)
+
+
+def _closure(model, opt, b):
+    from curvbench import engine
+
+    return engine.make_closure(model, TinyTask(), opt, b, list(model.parameters()), 0.0)
+
+
+@pytest.mark.parametrize("make,features", [(mlp, (4,)), (convnet, (2, 4, 4))], ids=["mlp", "conv"])
+def test_update_is_the_damped_kronecker_inverse_applied_to_the_gradient(make, features):
+    lr, damping = 0.3, 0.05
+    model = make()
+    b = batch(10, features, 3, seed=3)
+    opt = KFAC(model, TinyTask().fisher_loss, lr=lr, momentum=0, damping=damping, kl_clip=None,
+               factor_every=1, inverse_every=1, fisher="empirical")
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = F.cross_entropy(model(b.inputs), b.targets)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    A, G = (explicit_mlp_factors if make is mlp else explicit_conv_factors)(model, b, b.targets)
+    opt.step(_closure(model, opt, b))
+    layers = [m for m in model if isinstance(m, (nn.Linear, nn.Conv2d))]
+    for l, layer in enumerate(layers):
+        w_idx = 2 * l
+        gw, gb = grads[w_idx], grads[w_idx + 1]
+        V = torch.cat([gw.reshape(gw.shape[0], -1), gb[:, None]], dim=1)
+        pi = math.sqrt((torch.trace(A[l]) / A[l].shape[0]) / (torch.trace(G[l]) / G[l].shape[0]))
+        Ad = A[l] + pi * math.sqrt(damping) * torch.eye(A[l].shape[0])
+        Gd = G[l] + math.sqrt(damping) / pi * torch.eye(G[l].shape[0])
+        # row-major vec: vec(G^-1 V A^-1) = (G (x) A)^-1 vec(V) for symmetric A
+        U = torch.linalg.solve(torch.kron(Gd, Ad), V.reshape(-1)).reshape(V.shape)
+        new_w = before[w_idx] - lr * U[:, :-1].reshape(gw.shape)
+        new_b = before[w_idx + 1] - lr * U[:, -1]
+        torch.testing.assert_close(layer.weight.detach(), new_w, rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(layer.bias.detach(), new_b, rtol=1e-8, atol=1e-10)
+
+
+def test_kl_clipping_scales_the_update_to_the_bound():
+    lr, kl = 0.5, 1e-6
+    model, ref = mlp(), mlp()
+    b = batch(10, (4,), 3, seed=4)
+    clipped = KFAC(model, TinyTask().fisher_loss, lr=lr, momentum=0, kl_clip=kl, factor_every=1,
+                   inverse_every=1, fisher="empirical")
+    free = KFAC(ref, TinyTask().fisher_loss, lr=lr, momentum=0, kl_clip=None, factor_every=1,
+                inverse_every=1, fisher="empirical")
+    before = [p.detach().clone() for p in model.parameters()]
+    g = torch.autograd.grad(F.cross_entropy(ref(b.inputs), b.targets), list(ref.parameters()))
+    clipped.step(_closure(model, clipped, b))
+    free.step(_closure(ref, free, b))
+    steps_free = [(b0 - p.detach()) / lr for b0, p in zip(before, ref.parameters())]  # U
+    vg = lr**2 * sum((u * gi).sum() for u, gi in zip(steps_free, g))
+    nu = min(1.0, math.sqrt(kl / vg))
+    assert nu < 1
+    for b0, p, u in zip(before, model.parameters(), steps_free):
+        torch.testing.assert_close(p.detach(), b0 - lr * nu * u, rtol=1e-8, atol=1e-12)
+
+
+def test_factor_and_inverse_intervals_and_uncovered_params_are_tagged():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.Linear(5, 3))
+    opt = KFAC(model, TinyTask().fisher_loss, factor_every=3, inverse_every=6, fisher="empirical")
+    assert opt.tags["kfac_plain_gradient"] == "1.weight, 1.bias"
+    assert opt.tags["kfac_layers"] == "0:linear, 2:linear"
+    seen_factors, seen_inverses = [], []
+    for step in range(13):
+        b = batch(8, (4,), 3, seed=step)
+        a_before = None if opt.blocks[0].A is None else opt.blocks[0].A.clone()
+        inv_before = None if opt.blocks[0].A_inv is None else opt.blocks[0].A_inv.clone()
+        opt.step(_closure(model, opt, b))
+        if a_before is None or not torch.equal(a_before, opt.blocks[0].A):
+            seen_factors.append(step)
+        if inv_before is None or not torch.equal(inv_before, opt.blocks[0].A_inv):
+            seen_inverses.append(step)
+    assert seen_factors == [0, 3, 6, 9, 12]
+    assert seen_inverses == [0, 3, 6, 12]  # every factor update in the first interval, then every 6 steps

@@ -1,0 +1,90 @@
+"""Lion and SAM against their equations, computed independently on tiny problems."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from curvbench.methods.lion import Lion
+from curvbench.methods.sam import SAM
+from helpers import batch, one_step
+
+
+def test_lion_matches_eqs_31_to_33_over_several_steps():
+    lr, b1, b2, wd = 0.01, 0.9, 0.99, 0.1
+    theta0 = np.array([0.5, -1.0, 2.0, 0.0, 0.3])
+    grads = [np.array([0.2, -0.1, 0.0, 0.4, -0.3]), np.array([-0.5, -0.1, 0.2, 0.1, 0.01]),
+             np.array([0.3, 0.3, -0.2, -0.6, 0.02]), np.array([0.01, -0.02, 0.03, -0.04, 0.05])]
+    # by hand, eq. (31)-(33)
+    theta, m = theta0.copy(), np.zeros(5)
+    for g in grads:
+        c = b1 * m + (1 - b1) * g
+        theta = theta - lr * (np.sign(c) + wd * theta)
+        m = b2 * m + (1 - b2) * g
+    p = torch.nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
+    opt = Lion([p], lr=lr, betas=(b1, b2), weight_decay=wd)
+    for g in grads:
+        p.grad = torch.tensor(g)
+        opt.step()
+    np.testing.assert_allclose(p.detach().numpy(), theta, rtol=0, atol=1e-12)
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_sam_perturbation_and_the_gradient_it_applies(adaptive):
+    rho, lr = 0.2, 0.1
+    model = _mlp()
+    ref = _mlp()
+    b = batch(16, 4, 3)
+    theta = [p.detach().clone() for p in ref.parameters()]
+    # independent computation: g at theta, eps_hat, g at theta + eps_hat
+    loss = nn.functional.cross_entropy(ref(b.inputs), b.targets)
+    g = torch.autograd.grad(loss, list(ref.parameters()))
+    if adaptive:
+        t = [th.abs() + 0.01 for th in theta]
+        norm = torch.sqrt(sum(((ti * gi) ** 2).sum() for ti, gi in zip(t, g)))
+        eps = [rho * ti * ti * gi / norm for ti, gi in zip(t, g)]
+    else:
+        norm = torch.sqrt(sum((gi**2).sum() for gi in g))
+        eps = [rho * gi / norm for gi in g]
+    with torch.no_grad():
+        for p, e in zip(ref.parameters(), eps):
+            p.add_(e)
+    g_sam = torch.autograd.grad(nn.functional.cross_entropy(ref(b.inputs), b.targets), list(ref.parameters()))
+    expected = [th - lr * gs for th, gs in zip(theta, g_sam)]
+
+    opt = SAM(model, torch.optim.SGD(model.parameters(), lr=lr), rho=rho, adaptive=adaptive)
+    # the perturbation the optimizer computes from the first-pass gradient
+    model.zero_grad()
+    nn.functional.cross_entropy(model(b.inputs), b.targets).backward()
+    for e_impl, e_ref in zip(opt.perturbation(list(model.parameters())), eps):
+        torch.testing.assert_close(e_impl, e_ref, rtol=1e-5, atol=1e-7)
+    if not adaptive:
+        total = torch.sqrt(sum((e**2).sum() for e in eps))
+        assert total.item() == pytest.approx(rho, rel=1e-5)
+    one_step(model, opt, b)
+    for p, e in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-7)
+
+
+def test_sam_second_pass_leaves_batchnorm_statistics_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    b = batch(32, 4, 3)
+    bn = model[1]
+    # what one forward pass at theta does to the running statistics
+    ref = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    ref.load_state_dict(model.state_dict())
+    ref.train()
+    ref(b.inputs)
+    opt = SAM(model, torch.optim.SGD(model.parameters(), lr=0.1), rho=0.5)
+    model.train()
+    one_step(model, opt, b)
+    torch.testing.assert_close(bn.running_mean, ref[1].running_mean)
+    torch.testing.assert_close(bn.running_var, ref[1].running_var)
+    assert bn.num_batches_tracked.item() == 1
+    assert bn.track_running_stats

@@ -1,0 +1,114 @@
+"""Shampoo against the paper's formulas, computed independently with scipy's fractional matrix power."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.linalg import fractional_matrix_power
+
+from curvbench.methods.shampoo import Shampoo, ShampooConfig, block_slices
+
+PAPER = dict(epsilon=1e-3, precondition_frequency=1, start_preconditioning_step=1, grafting="none", beta2=1.0)
+
+
+def mpow(h, p):
+    return np.real(fractional_matrix_power(h, p))
+
+
+def run(shape, grads, lr=0.1, **cfg):
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(shape, dtype=torch.float64))
+    start = p.detach().clone().numpy()
+    opt = Shampoo([p], lr=lr, config=ShampooConfig(**{**PAPER, **cfg}))
+    updates = []
+    for g in grads:
+        before = p.detach().clone().numpy()
+        p.grad = torch.tensor(g)
+        opt.step()
+        updates.append((before - p.detach().numpy()) / lr)
+    return start, updates
+
+
+def test_matrix_update_is_L_quarter_G_R_quarter_each_step():
+    rng = np.random.default_rng(0)
+    grads = [rng.normal(size=(4, 3)) for _ in range(3)]
+    _, updates = run((4, 3), grads)
+    L, R = 1e-3 * np.eye(4), 1e-3 * np.eye(3)
+    for g, u in zip(grads, updates):
+        L += g @ g.T
+        R += g.T @ g
+        np.testing.assert_allclose(u, mpow(L, -0.25) @ g @ mpow(R, -0.25), rtol=1e-7, atol=1e-10)
+
+
+def test_conv_kernel_update_is_the_tensor_case_formula():
+    rng = np.random.default_rng(1)
+    shape = (3, 2, 3, 3)
+    grads = [rng.normal(size=shape) for _ in range(2)]
+    _, updates = run(shape, grads)
+    H = [1e-3 * np.eye(d) for d in shape]
+    for g, u in zip(grads, updates):
+        for i in range(4):
+            gi = np.moveaxis(g, i, 0).reshape(shape[i], -1)
+            H[i] += gi @ gi.T
+        P = [mpow(h, -1.0 / 8) for h in H]  # exponent -1/(2k), k = 4
+        expected = np.einsum("abcd,ia,jb,kc,ld->ijkl", g, *P)
+        np.testing.assert_allclose(u, expected, rtol=1e-7, atol=1e-10)
+
+
+def test_bias_gets_the_diagonal_adagrad_form():
+    grads = [np.array([0.5, -1.0, 2.0]), np.array([0.1, 0.3, -0.2])]
+    _, updates = run((3,), grads)
+    acc = np.full(3, 1e-3)
+    for g, u in zip(grads, updates):
+        acc += g * g
+        np.testing.assert_allclose(u, g / np.sqrt(acc), rtol=1e-10)
+
+
+def test_roots_are_recomputed_every_precondition_frequency_steps():
+    rng = np.random.default_rng(2)
+    grads = [rng.normal(size=(3, 3)) for _ in range(4)]
+    _, updates = run((3, 3), grads, precondition_frequency=3)
+    L, R = 1e-3 * np.eye(3), 1e-3 * np.eye(3)
+    roots = None
+    for t, (g, u) in enumerate(zip(grads, updates)):
+        L += g @ g.T  # statistics: every step
+        R += g.T @ g
+        if t % 3 == 0:
+            roots = mpow(L, -0.25), mpow(R, -0.25)
+        np.testing.assert_allclose(u, roots[0] @ g @ roots[1], rtol=1e-7, atol=1e-10)
+
+
+def test_before_start_step_the_grafted_method_moves_alone():
+    rng = np.random.default_rng(3)
+    grads = [rng.normal(size=(3, 2)) for _ in range(3)]
+    _, updates = run((3, 2), grads, start_preconditioning_step=3, grafting="sgd")
+    np.testing.assert_allclose(updates[0], grads[0])
+    np.testing.assert_allclose(updates[1], grads[1])
+    assert not np.allclose(updates[2], grads[2])
+
+
+def test_blocks_are_preconditioned_independently():
+    rng = np.random.default_rng(4)
+    g = rng.normal(size=(5, 3))
+    _, [u] = run((5, 3), [g], max_preconditioner_dim=2)
+    assert len(block_slices((5, 3), 2)) == 6
+    for rows in (slice(0, 2), slice(2, 4), slice(4, 5)):
+        for cols in (slice(0, 2), slice(2, 3)):
+            gb = g[rows, cols]
+            L = 1e-3 * np.eye(gb.shape[0]) + gb @ gb.T
+            R = 1e-3 * np.eye(gb.shape[1]) + gb.T @ gb
+            np.testing.assert_allclose(u[rows, cols], mpow(L, -0.25) @ gb @ mpow(R, -0.25), rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("graft", ["sgd", "adagrad"])
+def test_grafting_keeps_the_direction_and_takes_the_norm(graft):
+    rng = np.random.default_rng(5)
+    grads = [rng.normal(size=(4, 3)) for _ in range(2)]
+    _, updates = run((4, 3), grads, grafting=graft)
+    L, R, acc = 1e-3 * np.eye(4), 1e-3 * np.eye(3), np.zeros((4, 3))
+    for g, u in zip(grads, updates):
+        L += g @ g.T
+        R += g.T @ g
+        acc += g * g
+        d = mpow(L, -0.25) @ g @ mpow(R, -0.25)
+        graft_dir = g if graft == "sgd" else g / (np.sqrt(acc) + 1e-8)
+        np.testing.assert_allclose(u, d * np.linalg.norm(graft_dir) / np.linalg.norm(d), rtol=1e-7)
