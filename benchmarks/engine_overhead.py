@@ -47,6 +47,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # the engine does this too; the comparison is of the loop, not of the floats
     RECIPE["training"]["epochs"] = args.epochs
     r = recipe.parse(RECIPE, "engine_overhead")
     task = load_task(r, torch.device("cpu"))

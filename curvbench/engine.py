@@ -11,7 +11,7 @@ import torch
 from curvbench import methods
 from curvbench.methods.base import COUPLED, BuildContext
 from curvbench.schedules import lr_factor
-from curvbench.timing import Stopwatch
+from curvbench.timing import Stopwatch, configure_cpu
 
 FINISHED, DIVERGED, KILLED, FAILED = "FINISHED", "DIVERGED", "KILLED", "FAILED"
 
@@ -130,6 +130,7 @@ def train(
     Divergence (a NaN or infinite loss) ends the run with status DIVERGED; KeyboardInterrupt propagates after
     the epochs already reported stay reported."""
     cb = callbacks or NoCallbacks()
+    configure_cpu()
     seed_everything(seed)
     model = task.build_model().to(device)
     steps_per_epoch = task.steps_per_epoch(training.batch_size)

@@ -23,6 +23,11 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def configure_cpu() -> None:
+    """Flush denormal floats to zero: tiny weights and gradients otherwise slow CPU steps by up to a third."""
+    torch.set_flush_denormal(True)
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -65,10 +65,18 @@ class LayerBlock:
 
     def batch_factors(self, g_out: torch.Tensor, n_samples: int, mask: torch.Tensor | None):
         a = self.input_rows(self.saved_input, mask)
-        if self.module.bias is not None:
-            a = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
+        rows = a.shape[0]
+        if self.module.bias is None:
+            A = a.T @ a / rows
+        else:  # [a, 1]^T [a, 1] without materialising the column of ones
+            d = a.shape[1]
+            A = a.new_empty(d + 1, d + 1)
+            torch.matmul(a.T, a, out=A[:d, :d])
+            A[:d, d] = A[d, :d] = a.sum(0)
+            A[d, d] = rows
+            A /= rows
         g = self.grad_rows(g_out, mask)
-        return a.T @ a / a.shape[0], g.T @ g / n_samples
+        return A, g.T @ g / n_samples
 
     def update_factors(self, g_out: torch.Tensor, n_samples: int, mask, decay: float) -> None:
         A, G = self.batch_factors(g_out, n_samples, mask)
@@ -251,14 +259,12 @@ class KFAC(torch.optim.Optimizer):
                 params = [p for p in group["params"] if p.grad is not None]
                 grads = [p.grad for p in params]
                 if group["momentum"]:
-                    bufs = []
-                    for p, g in zip(params, grads):
-                        st = self.state[p]
-                        if "momentum_buffer" not in st:
-                            st["momentum_buffer"] = g.clone()
-                        else:
-                            st["momentum_buffer"].mul_(group["momentum"]).add_(g)
-                        bufs.append(st["momentum_buffer"])
+                    fresh = [p for p in params if "momentum_buffer" not in self.state[p]]
+                    for p in fresh:
+                        self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+                    bufs = [self.state[p]["momentum_buffer"] for p in params]
+                    torch._foreach_mul_(bufs, group["momentum"])
+                    torch._foreach_add_(bufs, grads)
                     grads = bufs
                 torch._foreach_add_(params, grads, alpha=-group["lr"])
         self.steps += 1

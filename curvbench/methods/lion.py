@@ -34,14 +34,12 @@ class Lion(torch.optim.Optimizer):
             m = [self.state[p]["exp_avg"] for p in params]
             beta1, beta2 = group["betas"]
             lr, wd = group["lr"], group["weight_decay"]
-            c = torch._foreach_mul(m, beta1)  # eq. (31)
-            torch._foreach_add_(c, grads, alpha=1 - beta1)
+            c = torch._foreach_lerp(m, grads, 1 - beta1)  # eq. (31): beta1*m + (1-beta1)*g
             torch._foreach_sign_(c)
             if wd:
                 torch._foreach_mul_(params, 1 - lr * wd)  # eq. (32): - lr * lambda * theta
             torch._foreach_add_(params, c, alpha=-lr)  # eq. (32): - lr * sign(c)
-            torch._foreach_mul_(m, beta2)  # eq. (33)
-            torch._foreach_add_(m, grads, alpha=1 - beta2)
+            torch._foreach_lerp_(m, grads, 1 - beta2)  # eq. (33): beta2*m + (1-beta2)*g
         return loss
 
 

@@ -17,10 +17,13 @@ from curvbench.methods.base import COUPLED, BuildContext, HParam, MethodSpec, lr
 from curvbench.schema import Boolean, Choice, Number
 
 
+def batchnorms(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
 @contextlib.contextmanager
-def frozen_batchnorm_stats(model: nn.Module):
+def frozen_batchnorm_stats(bns: list[nn.Module]):
     """Batch statistics are still used for normalisation, but running_mean/var and the counter stay as they are."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     for m in bns:
         m.track_running_stats = False
     try:
@@ -33,6 +36,7 @@ def frozen_batchnorm_stats(model: nn.Module):
 class SAM(torch.optim.Optimizer):
     def __init__(self, model: nn.Module, base: torch.optim.Optimizer, rho: float, adaptive: bool = False, eta: float = 0.01):
         self.model, self.base = model, base
+        self.batchnorms = batchnorms(model)
         self.rho, self.adaptive, self.eta = rho, adaptive, eta
         self.param_groups = base.param_groups  # shared: the schedule sets the base method's lr
         self.defaults = base.defaults
@@ -52,7 +56,7 @@ class SAM(torch.optim.Optimizer):
             eps = torch._foreach_mul(tg, scale)  # T^2 g
         else:
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-            eps = [g.clone() for g in grads]
+            return torch._foreach_mul(grads, self.rho / (norm + 1e-12))
         torch._foreach_mul_(eps, self.rho / (norm + 1e-12))
         return eps
 
@@ -63,7 +67,7 @@ class SAM(torch.optim.Optimizer):
         eps = self.perturbation(params)
         with torch.no_grad():
             torch._foreach_add_(params, eps)  # theta + eps_hat
-        with torch.enable_grad(), frozen_batchnorm_stats(self.model):
+        with torch.enable_grad(), frozen_batchnorm_stats(self.batchnorms):
             closure()  # gradient at theta + eps_hat
         with torch.no_grad():
             torch._foreach_sub_(params, eps)  # back to theta

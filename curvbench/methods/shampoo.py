@@ -131,6 +131,19 @@ class Shampoo(torch.optim.Optimizer):
             return m_hat / (v_hat.sqrt() + cfg.graft_epsilon)
         return g  # sgd, or no grafting
 
+    def _block_update(self, block: _Block, g: torch.Tensor, preconditioning: bool, refresh: bool) -> torch.Tensor:
+        cfg = self.config
+        block.update_stats(g, cfg.beta2)
+        grafted = self._graft(block, g)
+        if not preconditioning:
+            return grafted
+        if refresh:
+            block.compute_roots(cfg.float64, cfg.epsilon)
+        d = block.direction(g)
+        if cfg.grafting != "none" and not block.diagonal:
+            d = d * (grafted.norm() / d.norm().clamp(min=1e-30))
+        return d
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
@@ -139,26 +152,20 @@ class Shampoo(torch.optim.Optimizer):
                 loss = closure()
         cfg = self.config
         preconditioning = self.steps + 1 >= cfg.start_preconditioning_step
-        refresh = preconditioning and self.steps % cfg.precondition_frequency == 0
+        first = self.steps + 1 == cfg.start_preconditioning_step
+        refresh = preconditioning and (first or self.steps % cfg.precondition_frequency == 0)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 grad = p.grad if p.dim() > 0 else p.grad.view(1)
-                update = torch.empty_like(grad)
-                for block in self._blocks(p):
-                    g = grad[block.index]
-                    block.update_stats(g, cfg.beta2)
-                    grafted = self._graft(block, g)
-                    if not preconditioning:
-                        update[block.index] = grafted
-                        continue
-                    if refresh:
-                        block.compute_roots(cfg.float64, cfg.epsilon)
-                    d = block.direction(g)
-                    if cfg.grafting != "none" and not block.diagonal:
-                        d = d * (grafted.norm() / d.norm().clamp(min=1e-30))
-                    update[block.index] = d
+                blocks = self._blocks(p)
+                if len(blocks) == 1:  # the common case: no copies in and out of blocks
+                    update = self._block_update(blocks[0], grad, preconditioning, refresh)
+                else:
+                    update = torch.empty_like(grad)
+                    for block in blocks:
+                        update[block.index] = self._block_update(block, grad[block.index], preconditioning, refresh)
                 if cfg.momentum:
                     buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(update))
                     update = buf.mul_(cfg.momentum).add_(update)
