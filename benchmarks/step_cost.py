@@ -56,8 +56,8 @@ class Stepper:
     def __init__(self, name, task, batch_size, device):
         self.name, self.task, self.device = name, task, device
         torch.manual_seed(0)
-        self.model = task.build_model().to(device)
-        if device.type == "cuda" and hasattr(task, "prepare_model"):
+        self.model = task.build_model(method=name).to(device)
+        if hasattr(task, "prepare_model"):
             self.model = task.prepare_model(self.model)
         entry = MethodEntry(name, name, methods.get(name).defaults())
         self.opt, self.l2 = engine.build_optimizer(task, self.model, entry, 100, 100, 0)

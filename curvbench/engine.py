@@ -95,7 +95,7 @@ def make_closure(model, task, opt, batch, params: list[torch.Tensor], l2: float)
 
     def closure() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
-        outputs = model(batch.inputs)
+        outputs = task.forward(model, batch)
         loss = task.loss(outputs, batch)
         if on_forward is not None:  # K-FAC: Fisher statistics from this forward pass
             on_forward(outputs, batch)
@@ -132,7 +132,9 @@ def train(
     cb = callbacks or NoCallbacks()
     configure_cpu()
     seed_everything(seed)
-    model = task.build_model().to(device)
+    model = task.build_model(method=entry.method).to(device)
+    if hasattr(task, "prepare_model"):  # e.g. channels_last on CUDA
+        model = task.prepare_model(model)
     steps_per_epoch = task.steps_per_epoch(training.batch_size)
     total = steps_per_epoch * training.epochs
     opt, l2 = build_optimizer(task, model, entry, steps_per_epoch, training.epochs, seed)

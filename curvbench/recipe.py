@@ -82,6 +82,7 @@ class TaskConfig:
     metric: str
     data_dir: str | None = None
     download: bool = True
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -243,6 +244,7 @@ def _task(value: Any) -> TaskConfig:
             "metric": (Text(nullable=True), None),
             "data_dir": (Text(nullable=True), None),
             "download": (Boolean(), True),
+            "options": (_Raw("a mapping of task options"), None),
         }
     )
     cfg = section.check(value)
@@ -255,6 +257,13 @@ def _task(value: Any) -> TaskConfig:
     cfg["metric"] = cfg["metric"] or spec.metrics[0]
     if cfg["metric"] not in spec.metrics:
         raise Invalid(f"expected one of {', '.join(spec.metrics)}, got {describe(cfg['metric'])}", "metric")
+    if spec.options or cfg["options"]:
+        try:
+            cfg["options"] = Section(dict(spec.options)).check(cfg["options"])
+        except Invalid as e:
+            raise Invalid(e.message, f"options.{e.path}" if e.path else "options") from None
+    else:
+        cfg["options"] = {}
     return TaskConfig(**cfg)
 
 
@@ -403,9 +412,12 @@ def parse(data: Any, source: str, overrides: Overrides | None = None) -> Recipe:
     training = top["training"] or _TRAINING.check({})
     training = dict(training)
     training["schedule"] = training["schedule"] if isinstance(training["schedule"], Schedule) else Schedule()
+    from curvbench.tasks import TASKS
+
+    has_val = training["validation"] > 0 or TASKS[task.dataset].has_val
     if training["eval_splits"] is None:
-        training["eval_splits"] = (["val"] if training["validation"] > 0 else []) + ["test"]
-    if "val" in training["eval_splits"] and training["validation"] == 0:
+        training["eval_splits"] = (["val"] if has_val else []) + ["test"]
+    if "val" in training["eval_splits"] and not has_val:
         raise RecipeError(
             source, "training.eval_splits", 'lists "val" but training.validation is 0; hold out a fraction of train'
         )

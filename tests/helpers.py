@@ -11,6 +11,7 @@ class TinyTask:
     """Just the loss and the Fisher loss of a classification task, for hand-built models and batches."""
 
     loss = staticmethod(lambda outputs, batch: F.cross_entropy(outputs, batch.targets))
+    forward = staticmethod(lambda model, batch: model(batch.inputs))
 
     def fisher_loss(self, outputs, batch, generator, empirical):
         return ClassificationTask.fisher_loss(self, outputs, batch, generator, empirical)

@@ -13,7 +13,7 @@ ALL = list(methods.registry())
 
 
 class LogisticRegression(ClassificationTask):
-    def build_model(self):
+    def build_model(self, method=None):
         return nn.Linear(8, 3)
 
 

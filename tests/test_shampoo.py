@@ -112,3 +112,13 @@ def test_grafting_keeps_the_direction_and_takes_the_norm(graft):
         d = mpow(L, -0.25) @ g @ mpow(R, -0.25)
         graft_dir = g if graft == "sgd" else g / (np.sqrt(acc) + 1e-8)
         np.testing.assert_allclose(u, d * np.linalg.norm(graft_dir) / np.linalg.norm(d), rtol=1e-7)
+
+
+def test_dimensions_above_the_skip_size_are_left_unpreconditioned():
+    rng = np.random.default_rng(6)
+    grads = [rng.normal(size=(9, 3)) for _ in range(2)]  # an "embedding": 9 rows > skip size 5
+    _, updates = run((9, 3), grads, skip_dim_above=5, max_preconditioner_dim=4)
+    R = 1e-3 * np.eye(3)
+    for g, u in zip(grads, updates):
+        R += g.T @ g
+        np.testing.assert_allclose(u, g @ mpow(R, -0.5), rtol=1e-7, atol=1e-10)  # k = 1 preconditioned dim

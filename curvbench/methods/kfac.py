@@ -31,6 +31,11 @@ from curvbench.methods.base import COUPLED, BuildContext, HParam, MethodSpec, lr
 from curvbench.schema import Choice, Number
 
 
+def _full(x: torch.Tensor) -> torch.Tensor:
+    """Statistics of bf16/fp16 activations (autocast) are accumulated in float32."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _damped_inverse(factor: torch.Tensor, damping: float) -> torch.Tensor:
     """(factor + damping*I)^-1 through a symmetric eigendecomposition in float64."""
     evals, evecs = torch.linalg.eigh(factor.double())
@@ -49,12 +54,21 @@ class LayerBlock:
         self.G: torch.Tensor | None = None
         self.A_inv: torch.Tensor | None = None
         self.G_inv: torch.Tensor | None = None
-        self.saved_input: torch.Tensor | None = None
-        self.saved_output: torch.Tensor | None = None
+        self.inputs: list[torch.Tensor] = []  # one entry per call of the layer in this forward pass
+        self.outputs: list[torch.Tensor] = []
+        self.masks: list[torch.Tensor | None] = []  # which rows of each call are real samples (None: all)
+
+    def save(self, x: torch.Tensor, out: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        self.inputs.append(x.detach())
+        self.outputs.append(out)
+        self.masks.append(mask)
+
+    def clear(self) -> None:
+        self.inputs, self.outputs, self.masks = [], [], []
 
     @property
     def params(self) -> list[nn.Parameter]:
-        return [p for p in (self.module.weight, self.module.bias) if p is not None]
+        return [p for p in (self.module.weight, getattr(self.module, "bias", None)) if p is not None]
 
     # --- statistics
     def input_rows(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -63,8 +77,10 @@ class LayerBlock:
     def grad_rows(self, g: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def batch_factors(self, g_out: torch.Tensor, n_samples: int, mask: torch.Tensor | None):
-        a = self.input_rows(self.saved_input, mask)
+    def batch_factors(self, grads: list[torch.Tensor], n_samples: int, batch_mask: torch.Tensor | None):
+        masks = [m if m is not None else batch_mask for m in self.masks]
+        a = _full(torch.cat([self.input_rows(x, m) for x, m in zip(self.inputs, masks)]))
+        g = _full(torch.cat([self.grad_rows(gr, m) for gr, m in zip(grads, masks)]))
         rows = a.shape[0]
         if self.module.bias is None:
             A = a.T @ a / rows
@@ -75,11 +91,10 @@ class LayerBlock:
             A[:d, d] = A[d, :d] = a.sum(0)
             A[d, d] = rows
             A /= rows
-        g = self.grad_rows(g_out, mask)
         return A, g.T @ g / n_samples
 
-    def update_factors(self, g_out: torch.Tensor, n_samples: int, mask, decay: float) -> None:
-        A, G = self.batch_factors(g_out, n_samples, mask)
+    def update_factors(self, grads: list[torch.Tensor], n_samples: int, mask, decay: float) -> None:
+        A, G = self.batch_factors(grads, n_samples, mask)
         if self.A is None:
             self.A, self.G = A, G
         else:
@@ -94,6 +109,9 @@ class LayerBlock:
         root = math.sqrt(damping)
         self.A_inv = _damped_inverse(self.A, pi * root)
         self.G_inv = _damped_inverse(self.G, root / pi)
+
+    def precondition(self, v: torch.Tensor) -> torch.Tensor:
+        return self.G_inv @ v @ self.A_inv
 
     # --- gradients as one matrix [W, b]
     def grad_matrix(self) -> torch.Tensor:
@@ -115,14 +133,12 @@ class LinearBlock(LayerBlock):
     kind = "linear"
 
     def input_rows(self, x, mask):
-        if mask is not None and x.dim() == 3:  # (batch, time, features): real time steps only
+        if mask is not None and x.dim() == mask.dim() + 1:  # (batch[, time], features): real samples only
             return x[mask]
         return x.reshape(-1, x.shape[-1])
 
     def grad_rows(self, g, mask):
-        if mask is not None and g.dim() == 3:
-            return g[mask]
-        return g.reshape(-1, g.shape[-1])
+        return self.input_rows(g, mask)
 
 
 class Conv2dBlock(LayerBlock):
@@ -137,9 +153,59 @@ class Conv2dBlock(LayerBlock):
         return g.permute(0, 2, 3, 1).reshape(-1, g.shape[1])  # (batch*positions, C_out)
 
 
+class StepLinearBlock(LinearBlock):
+    """A Linear layer applied once per time step of a recurrent network, which saves each step itself
+    (`save(input, output, step_mask)`): every real time step is one more sample of A and G."""
+
+    kind = "linear-per-time-step"
+    fed_by_model = True
+    owner = None  # the KFAC optimizer, set when it takes the block
+
+    def capturing(self) -> bool:
+        return self.owner is not None and self.owner.capturing and torch.is_grad_enabled()
+
+
+class EmbeddingBlock(LayerBlock):
+    """An embedding's input is a one-hot token: A = E[a a^T] is diagonal, the tokens' frequencies.
+
+    The weight is (vocabulary, features), input side first, so the update is A_d^-1 V G_d^-1."""
+
+    kind = "embedding-diagonal"
+
+    def batch_factors(self, grads, n_samples, batch_mask):
+        masks = [m if m is not None else batch_mask for m in self.masks]
+        ids = torch.cat([x[m] if m is not None else x.reshape(-1) for x, m in zip(self.inputs, masks)])
+        g = _full(torch.cat([self.grad_rows(gr, m) for gr, m in zip(grads, masks)]))
+        counts = torch.bincount(ids, minlength=self.module.num_embeddings).to(g.dtype)
+        return counts / ids.numel(), g.T @ g / n_samples
+
+    def input_rows(self, x, mask):
+        return x[mask] if mask is not None else x.reshape(-1)
+
+    def grad_rows(self, g, mask):
+        return g[mask] if mask is not None else g.reshape(-1, g.shape[-1])
+
+    def update_inverses(self, damping: float) -> None:
+        dim_a, dim_g = self.A.shape[0], self.G.shape[0]
+        pi = math.sqrt(float((self.A.sum() / dim_a) / (torch.trace(self.G).clamp(min=1e-12) / dim_g)))
+        self.A_inv = 1.0 / (self.A + pi * math.sqrt(damping))
+        self.G_inv = _damped_inverse(self.G, math.sqrt(damping) / pi)
+
+    def precondition(self, v):
+        return (self.A_inv[:, None] * v) @ self.G_inv
+
+    def grad_matrix(self):
+        return self.module.weight.grad
+
+    def set_grad(self, update):
+        self.module.weight.grad.copy_(update)
+
+
 def make_block(name: str, module: nn.Module) -> LayerBlock | None:
     if isinstance(module, nn.Linear):
         return LinearBlock(name, module)
+    if isinstance(module, nn.Embedding) and module.max_norm is None and not module.sparse:
+        return EmbeddingBlock(name, module)
     if isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros" and isinstance(
         module.padding, tuple
     ):
@@ -178,10 +244,10 @@ class KFAC(torch.optim.Optimizer):
             if block is not None and all(p.requires_grad for p in block.params):
                 self.blocks.append(block)
         for block in self.blocks:
-            if not hasattr(block, "install"):
-                block.module.register_forward_hook(self._saver(block))
-            else:
-                block.install(self)
+            if getattr(block, "fed_by_model", False):  # the model saves what the block needs (the LSTM's steps)
+                block.owner = self
+                continue
+            block.module.register_forward_hook(self._saver(block))
         covered = {id(p) for b in self.blocks for p in b.params}
         names = {id(p): n for n, p in model.named_parameters()}
         self.uncovered = [names[id(p)] for g in self.param_groups for p in g["params"] if id(p) not in covered]
@@ -194,9 +260,8 @@ class KFAC(torch.optim.Optimizer):
 
     def _saver(self, block: LayerBlock):
         def hook(module, inputs, output):
-            if self.capturing:
-                block.saved_input = inputs[0].detach()
-                block.saved_output = output
+            if self.capturing and torch.is_grad_enabled():
+                block.save(inputs[0], output)
 
         return hook
 
@@ -204,18 +269,20 @@ class KFAC(torch.optim.Optimizer):
     def on_forward(self, outputs: torch.Tensor, batch) -> None:
         if not self.capturing:
             return
-        live = [b for b in self.blocks if b.saved_output is not None and b.saved_output.requires_grad]
+        live = [b for b in self.blocks if b.outputs and all(o.requires_grad for o in b.outputs)]
         if live:
             loss_sum, n = self.fisher_loss(outputs, batch, self.generator, self.empirical)
-            grads = torch.autograd.grad(loss_sum, [b.saved_output for b in live], retain_graph=True, allow_unused=True)
+            flat = [o for b in live for o in b.outputs]
+            grads = torch.autograd.grad(loss_sum, flat, retain_graph=True, allow_unused=True)
             with torch.no_grad():
-                for block, g in zip(live, grads):
-                    if g is not None:
-                        block.update_factors(g, n, batch.mask, self.factor_decay)
+                i = 0
+                for block in live:
+                    gs = grads[i : i + len(block.outputs)]
+                    i += len(block.outputs)
+                    gs = [torch.zeros_like(o) if g is None else g for o, g in zip(block.outputs, gs)]
+                    block.update_factors(list(gs), n, batch.mask, self.factor_decay)
         for b in self.blocks:
-            b.saved_input = b.saved_output = None
-            if hasattr(b, "clear"):
-                b.clear()
+            b.clear()
 
     def update_inverses(self) -> None:
         for b in self.blocks:
@@ -230,7 +297,7 @@ class KFAC(torch.optim.Optimizer):
             if b.A_inv is None or any(p.grad is None for p in b.params):
                 continue
             v = b.grad_matrix()
-            pairs.append((b, v, b.G_inv @ v @ b.A_inv))
+            pairs.append((b, v, b.precondition(v)))
         if not pairs:
             return
         scale = None

@@ -9,7 +9,9 @@ For a parameter of order k with gradient G, one statistic per dimension i:
 so a matrix gets L^(-1/4) G R^(-1/4) (eqs. 28-30). The statistics change every step; the inverse roots are
 recomputed every `precondition_frequency` steps by a symmetric eigendecomposition (float64 if asked) and used in
 between. Dimensions larger than `max_preconditioner_dim` are cut into blocks, each block preconditioned on its
-own; 1-D parameters (biases) get the diagonal (AdaGrad) form. Optional grafting (Anil et al. 2020) keeps the
+own; dimensions longer than `skip_dim_above` (an embedding's vocabulary) get no preconditioner, k counting the
+preconditioned dimensions only (one-sided Shampoo, as Anil et al.'s implementation does for embeddings); 1-D
+parameters (biases) get the diagonal (AdaGrad) form. Optional grafting (Anil et al. 2020) keeps the
 Shampoo direction but takes the step size (per block) from SGD, AdaGrad or Adam; before
 `start_preconditioning_step` the grafted method (plain SGD without grafting) moves alone.
 With precondition_frequency 1, start 1, no blocking, beta2 1 and no grafting this is the paper's update.
@@ -36,6 +38,7 @@ class ShampooConfig:
     precondition_frequency: int = 20
     start_preconditioning_step: int = 20
     max_preconditioner_dim: int = 1024
+    skip_dim_above: int = 4096  # dimensions longer than this get no preconditioner (an embedding's vocabulary)
     grafting: str = "sgd"  # none | sgd | adagrad | adam
     graft_beta2: float = 0.999
     graft_epsilon: float = 1e-8
@@ -46,16 +49,21 @@ class ShampooConfig:
 class _Block:
     """One block of a parameter: its index into the parameter, statistics and inverse roots per dimension."""
 
-    def __init__(self, index: tuple[slice, ...], shape: tuple[int, ...], cfg: ShampooConfig, like: torch.Tensor):
+    def __init__(self, index: tuple[slice, ...], shape: tuple[int, ...], cfg: ShampooConfig, like: torch.Tensor,
+                 skip: tuple[bool, ...] = ()):
         self.index = index
-        self.order = len(shape)
-        self.diagonal = self.order == 1
+        skip = skip or (False,) * len(shape)
+        self.dims = [i for i in range(len(shape)) if not skip[i]]  # the preconditioned dimensions
+        self.skipped = len(self.dims) < len(shape)
+        self.order = len(self.dims)  # k of the exponent -1/(2k)
+        self.diagonal = len(shape) == 1
+        eye = lambda d: torch.eye(d, dtype=like.dtype, device=like.device)  # noqa: E731
         if self.diagonal:
             self.stats = [torch.full(shape, cfg.epsilon, dtype=like.dtype, device=like.device)]
             self.roots = None
         else:
-            self.stats = [cfg.epsilon * torch.eye(d, dtype=like.dtype, device=like.device) for d in shape]
-            self.roots = [torch.eye(d, dtype=like.dtype, device=like.device) for d in shape]
+            self.stats = [cfg.epsilon * eye(shape[i]) for i in self.dims]
+            self.roots = [eye(shape[i]) for i in self.dims]
         self.graft = torch.zeros(shape, dtype=like.dtype, device=like.device) if cfg.grafting in ("adagrad", "adam") else None
         self.graft_m = torch.zeros(shape, dtype=like.dtype, device=like.device) if cfg.grafting == "adam" else None
 
@@ -64,7 +72,7 @@ class _Block:
             self.stats[0].mul_(beta2).addcmul_(g, g, value=1 - beta2 if beta2 < 1 else 1.0)
             return
         w = 1 - beta2 if beta2 < 1 else 1.0
-        for i, h in enumerate(self.stats):
+        for i, h in zip(self.dims, self.stats):
             gi = g.movedim(i, 0).reshape(g.shape[i], -1)  # G_(i)
             h.mul_(beta2).addmm_(gi, gi.T, alpha=w)
 
@@ -78,9 +86,14 @@ class _Block:
     def direction(self, g: torch.Tensor) -> torch.Tensor:
         if self.diagonal:
             return g / self.stats[0].sqrt()  # exponent -1/2 for k = 1, diagonal form
+        if not self.skipped:
+            out = g
+            for root in self.roots:  # contracting dimension 0 each time cycles the dimensions back into order
+                out = torch.tensordot(out, root, dims=([0], [0]))
+            return out
         out = g
-        for root in self.roots:  # contracting dimension 0 each time cycles the dimensions back into order
-            out = torch.tensordot(out, root, dims=([0], [0]))
+        for i, root in zip(self.dims, self.roots):  # G x_i root_i for the preconditioned dimensions only
+            out = torch.tensordot(out, root, dims=([i], [0])).movedim(-1, i)
         return out
 
 
@@ -95,9 +108,14 @@ def matrix_power(h: torch.Tensor, exponent: float, float64: bool = True, floor: 
     return ((evecs * evals.pow(exponent)) @ evecs.T).to(h.dtype)
 
 
-def block_slices(shape: tuple[int, ...], max_dim: int) -> list[tuple[slice, ...]]:
-    """Cut every dimension longer than max_dim into pieces of at most max_dim; all combinations of pieces."""
-    per_dim = [[slice(s, min(s + max_dim, d)) for s in range(0, d, max_dim)] for d in shape]
+def block_slices(shape: tuple[int, ...], max_dim: int, skip: tuple[bool, ...] = ()) -> list[tuple[slice, ...]]:
+    """Cut every (preconditioned) dimension longer than max_dim into pieces of at most max_dim; all
+    combinations of pieces. Skipped dimensions stay whole."""
+    skip = skip or (False,) * len(shape)
+    per_dim = [
+        [slice(0, d)] if sk else [slice(s, min(s + max_dim, d)) for s in range(0, d, max_dim)]
+        for d, sk in zip(shape, skip)
+    ]
     return [tuple(c) for c in itertools.product(*per_dim)]
 
 
@@ -111,9 +129,13 @@ class Shampoo(torch.optim.Optimizer):
         st = self.state[p]
         if "blocks" not in st:
             shape = tuple(p.shape) if p.dim() > 0 else (1,)
+            cfg = self.config
+            skip = tuple(d > cfg.skip_dim_above for d in shape) if len(shape) > 1 else (False,)
+            if all(skip):
+                skip = tuple(False if d == min(shape) else True for d in shape)  # keep the smallest
             st["blocks"] = [
-                _Block(idx, tuple(s.stop - s.start for s in idx), self.config, p)
-                for idx in block_slices(shape, self.config.max_preconditioner_dim)
+                _Block(idx, tuple(s.stop - s.start for s in idx), cfg, p, skip)
+                for idx in block_slices(shape, cfg.max_preconditioner_dim, skip)
             ]
         return st["blocks"]
 
@@ -181,6 +203,7 @@ def build(ctx: BuildContext, hp: dict):
         precondition_frequency=hp["precondition_frequency"],
         start_preconditioning_step=hp["start_preconditioning_step"],
         max_preconditioner_dim=hp["max_preconditioner_dim"],
+        skip_dim_above=hp["skip_dim_above"],
         grafting=hp["grafting"],
         momentum=hp["momentum"],
         float64=hp["float64"],
@@ -202,6 +225,7 @@ SPEC = MethodSpec(
         HParam("precondition_frequency", 20, Number(integer=True, ge=1), "steps between inverse-root recomputations"),
         HParam("start_preconditioning_step", 20, Number(integer=True, ge=1), "first step that uses the preconditioners"),
         HParam("max_preconditioner_dim", 1024, Number(integer=True, ge=1), "dimensions above this are blocked"),
+        HParam("skip_dim_above", 4096, Number(integer=True, ge=1), "dimensions longer than this are not preconditioned"),
         HParam("grafting", "sgd", Choice(("none", "sgd", "adagrad", "adam")), "per-block step size from this method (none = the paper)"),
         HParam("momentum", 0.0, Number(ge=0, lt=1), "momentum on the preconditioned update"),
         HParam("float64", True, Boolean(), "eigendecompositions in float64"),

@@ -67,8 +67,11 @@ class ClassificationTask:
             yield Batch(data.x[start : start + batch_size], data.y[start : start + batch_size])
 
     # ---- model and loss
-    def build_model(self) -> torch.nn.Module:
+    def build_model(self, method: str | None = None) -> torch.nn.Module:
         raise NotImplementedError
+
+    def forward(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        return model(batch.inputs)
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(outputs, batch.targets)
@@ -92,7 +95,7 @@ class ClassificationTask:
         loss_sum = torch.zeros((), device=self.splits[split].y.device)
         correct = torch.zeros((), device=loss_sum.device, dtype=torch.long)
         for b in self.eval_batches(split, batch_size):
-            out = model(b.inputs).float()
+            out = self.forward(model, b).float()
             loss_sum += F.cross_entropy(out, b.targets, reduction="sum")
             correct += (out.argmax(-1) == b.targets).sum()
         model.train(was_training)

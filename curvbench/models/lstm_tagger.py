@@ -1,0 +1,110 @@
+"""Sequence tagger: embedding -> LSTM with a projection layer (LSTMP, Sak et al. 2014) -> linear over the tags.
+
+Two interchangeable implementations of the recurrent layer, with the same parameters and the same function:
+nn.LSTM with proj_size (fast, fused), and an LSTM unrolled over time from Linear layers, used with K-FAC, which
+needs each time step's layer inputs and pre-activations (time steps as independent samples, Martens, Ba &
+Johnson 2018)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LSTMTagger(nn.Module):
+    output_layer = "out"
+
+    def __init__(self, vocab: int, tags: int, embed: int = 100, hidden: int = 128, proj: int = 64,
+                 bidirectional: bool = True, unrolled: bool = False, padding_idx: int = 0):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, embed, padding_idx=padding_idx)
+        if unrolled:
+            self.lstm = UnrolledLSTMP(embed, hidden, proj, bidirectional)
+        else:
+            self.lstm = nn.LSTM(embed, hidden, proj_size=proj, batch_first=True, bidirectional=bidirectional)
+        self.out = nn.Linear(proj * (2 if bidirectional else 1), tags)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:
+            mask = tokens != self.embedding.padding_idx
+        x = self.embedding(tokens)
+        if isinstance(self.lstm, nn.LSTM):
+            lengths = mask.sum(1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            h, _ = self.lstm(packed)
+            h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=tokens.shape[1])
+        else:
+            h = self.lstm(x, mask)
+        return self.out(h)  # (batch, time, tags)
+
+    def kfac_blocks(self) -> list:
+        return self.lstm.kfac_blocks("lstm") if isinstance(self.lstm, UnrolledLSTMP) else []
+
+
+class _Direction(nn.Module):
+    """One direction of an LSTMP layer: gates = ih(x_t) + hh(r_{t-1}); c, h as usual; r_t = hr(h_t)."""
+
+    def __init__(self, inp: int, hidden: int, proj: int, reverse: bool):
+        super().__init__()
+        self.ih = nn.Linear(inp, 4 * hidden)  # all time steps at once
+        self.hh = nn.Linear(proj, 4 * hidden)  # once per time step
+        self.hr = nn.Linear(hidden, proj, bias=False)  # once per time step
+        self.hidden, self.proj, self.reverse = hidden, proj, reverse
+        self.kfac_hh = self.kfac_hr = None  # K-FAC's per-time-step blocks of hh and hr, once K-FAC is attached
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, steps, _ = x.shape
+        pre = self.ih(x)  # (batch, time, 4H)
+        r = x.new_zeros(batch, self.proj)
+        c = x.new_zeros(batch, self.hidden)
+        record = self.kfac_hh is not None and self.kfac_hh.capturing()
+        outs = [None] * steps
+        order = range(steps - 1, -1, -1) if self.reverse else range(steps)
+        for t in order:
+            m = mask[:, t : t + 1]
+            z_hh = self.hh(r)
+            i, f, g, o = (pre[:, t] + z_hh).chunk(4, dim=1)  # nn.LSTM's gate order
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_new = torch.sigmoid(o) * torch.tanh(c_new)
+            r_new = self.hr(h_new)
+            if record:  # K-FAC: each time step is one more sample of hh's and hr's inputs and outputs
+                self.kfac_hh.save(r, z_hh, mask[:, t])
+                self.kfac_hr.save(h_new, r_new, mask[:, t])
+            c = torch.where(m, c_new, c)  # padding leaves the state as it was (matters for the reverse pass)
+            r = torch.where(m, r_new, r)
+            outs[t] = torch.where(m, r_new, torch.zeros_like(r_new))
+        return torch.stack(outs, dim=1)
+
+
+class UnrolledLSTMP(nn.Module):
+    def __init__(self, inp: int, hidden: int, proj: int, bidirectional: bool = True):
+        super().__init__()
+        self.directions = nn.ModuleList(
+            [_Direction(inp, hidden, proj, reverse=False)]
+            + ([_Direction(inp, hidden, proj, reverse=True)] if bidirectional else [])
+        )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.cat([d(x, mask) for d in self.directions], dim=-1)
+
+    def load_from_lstm(self, lstm: nn.LSTM) -> None:
+        """Copy an nn.LSTM(proj_size=...)'s weights (same function afterwards)."""
+        with torch.no_grad():
+            for k, d in enumerate(self.directions):
+                sfx = "_l0" + ("_reverse" if k == 1 else "")
+                d.ih.weight.copy_(getattr(lstm, "weight_ih" + sfx))
+                d.ih.bias.copy_(getattr(lstm, "bias_ih" + sfx))
+                d.hh.weight.copy_(getattr(lstm, "weight_hh" + sfx))
+                d.hh.bias.copy_(getattr(lstm, "bias_hh" + sfx))
+                d.hr.weight.copy_(getattr(lstm, "weight_hr" + sfx))
+
+    def kfac_blocks(self, prefix: str) -> list:
+        from curvbench.methods.kfac import LinearBlock, StepLinearBlock
+
+        blocks = []
+        for d in self.directions:
+            name = f"{prefix}.{'bwd' if d.reverse else 'fwd'}"
+            d.kfac_hh, d.kfac_hr = StepLinearBlock(f"{name}.hh", d.hh), StepLinearBlock(f"{name}.hr", d.hr)
+            # ih sees (batch, time, features) at once: its rows are the real time steps
+            blocks += [LinearBlock(f"{name}.ih", d.ih), d.kfac_hh, d.kfac_hr]
+        return blocks

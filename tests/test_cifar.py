@@ -1,0 +1,111 @@
+"""CIFAR-10 on generated data in the real `cifar-10-batches-py` pickle layout; ResNet-18's shape and size."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from curvbench import recipe
+from curvbench.errors import DatasetMissing
+from curvbench.runner import load_task
+from curvbench.tasks.cifar import MEAN, STD, random_crop_flip
+
+
+def write_cifar(root, n_per_batch=12, seed=0):
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, size=(n_per_batch, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n_per_batch).tolist()
+        with open(folder / name, "wb") as f:
+            pickle.dump({"batch_label": name, "data": data, "labels": labels, "filenames": []}, f)
+        batches[name] = (data, labels)
+    return batches
+
+
+@pytest.fixture
+def cifar_recipe(tmp_path):
+    batches = write_cifar(tmp_path)
+    r = recipe.parse({"task": {"dataset": "cifar10", "data_dir": str(tmp_path), "download": False},
+                      "training": {"epochs": 1, "batch_size": 20, "device": "cpu"}, "methods": ["sgd"]}, "t")
+    return r, batches
+
+
+def test_reader_loads_the_pickle_layout_normalised(cifar_recipe):
+    r, batches = cifar_recipe
+    task = load_task(r, torch.device("cpu"))
+    assert task.splits["train"].x.shape == (60, 3, 32, 32) and task.splits["test"].x.shape == (12, 3, 32, 32)
+    data, labels = batches["data_batch_2"]
+    x = task.splits["train"].x[12]  # first image of the second batch
+    raw = torch.from_numpy(data[0].reshape(3, 32, 32)).float() / 255
+    expected = (raw - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    torch.testing.assert_close(x, expected)
+    assert task.splits["train"].y[12].item() == labels[0]
+
+
+def test_crop_and_flip_match_an_explicit_per_image_computation():
+    x = torch.randn(6, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    out = random_crop_flip(x, g, pad=2)
+    g = torch.Generator().manual_seed(0)
+    dy, dx = torch.randint(0, 5, (6,), generator=g), torch.randint(0, 5, (6,), generator=g)
+    flip = torch.rand(6, generator=g) < 0.5
+    for i in range(6):  # crop from the zero-padded image, then flip (torchvision's RandomCrop, RandomHorizontalFlip)
+        padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
+        crop = padded[:, dy[i] : dy[i] + 8, dx[i] : dx[i] + 8]
+        torch.testing.assert_close(out[i], crop.flip(2) if flip[i] else crop)
+    assert flip.any() and not flip.all()
+
+
+def test_resnet18_cifar_variant_shape_and_parameters():
+    from curvbench.models.resnet import ResNet18
+
+    m = ResNet18()
+    assert sum(p.numel() for p in m.parameters()) == 11_173_962
+    conv = m.stem[0]
+    assert conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+    assert not any(isinstance(l, torch.nn.MaxPool2d) for l in m.modules())
+    assert [b.conv1.out_channels for b in m.layers] == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_one_epoch_through_the_engine(cifar_recipe):
+    from curvbench import engine, methods
+    from curvbench.recipe import MethodEntry
+
+    r, _ = cifar_recipe
+    task = load_task(r, torch.device("cpu"))
+    entry = MethodEntry("sgd", "sgd", methods.get("sgd").defaults())
+    result = engine.train(task, entry, r.training, 0, torch.device("cpu"))
+    assert result.status == "FINISHED" and result.steps == 3
+    assert 0 <= result.epochs[0].metrics["test_accuracy"] <= 1
+
+
+def test_kfac_covers_every_resnet_conv_and_leaves_batchnorm_to_the_plain_step():
+    from curvbench.methods.base import BuildContext
+    from curvbench.models.resnet import ResNet18
+    from helpers import TinyTask
+
+    model = ResNet18()
+    opt = methods_get("kfac").build(BuildContext(model, TinyTask(), 1, 1, 0), methods_get("kfac").defaults())
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert opt.tags["kfac_layers"].count(":conv2d") == len(convs) == 20
+    assert ":linear" in opt.tags["kfac_layers"]
+    plain = opt.tags["kfac_plain_gradient"].split(", ")
+    assert all(".bn" in n or "shortcut.1" in n or n.startswith("stem.1") for n in plain) and len(plain) == 40
+
+
+def methods_get(name):
+    from curvbench import methods
+
+    return methods.get(name)
+
+
+def test_missing_cifar_names_the_folder(tmp_path):
+    r = recipe.parse({"task": {"dataset": "cifar10", "data_dir": str(tmp_path), "download": False},
+                      "methods": ["sgd"]}, "t")
+    with pytest.raises(DatasetMissing, match=f"not found in {tmp_path}/cifar-10-batches-py"):
+        load_task(r, torch.device("cpu"))
