@@ -83,7 +83,7 @@ def test_resolved_recipe_fills_defaults_and_round_trips(write_recipe):
     r = recipe.load(str(write_recipe(GOOD)), recipe.Overrides({"training.epochs": 3, "task.data_dir": "/d"}))
     d = r.to_dict()
     assert d["training"]["epochs"] == 3 and d["task"] == {
-        "dataset": "mnist-mini", "model": "lenet5", "metric": "accuracy", "data_dir": "/d", "download": True
+        "dataset": "mnist-mini", "model": "lenet5", "metric": "accuracy", "data_dir": "/d", "download": True, "options": {}
     }
     assert d["methods"]["sgd"] == {"lr": 0.1, "weight_decay": 0.0, "momentum": 0.0, "nesterov": False}
     again = recipe.parse(yaml.safe_load(r.to_yaml()), "again.yaml")
