@@ -106,12 +106,9 @@ def train(
     quiet: bool = QuietOpt,
 ):
     """Train every method of each recipe, one MLflow run per method and seed."""
-    from curvbench import recipe as recipes_mod
-
-    ov = _overrides(epochs, batch_size, seed, device, threads, data_dir, no_download, set_, methods)
-    if experiment:
-        ov.values["experiment"] = experiment
-    loaded = [recipes_mod.load(r, ov) for r in recipes]  # check every recipe before the first run starts
+    # check every recipe before the first run starts
+    loaded = [_load_recipe(r, epochs, batch_size, seed, device, threads, data_dir, no_download, set_, methods,
+                           experiment) for r in recipes]
 
     from curvbench.console import console, summary_table
     from curvbench.runner import Interrupted, run_recipe
@@ -134,6 +131,168 @@ def train(
     bad = [o for o in outcomes if o.status != "FINISHED"]
     if bad:
         _fail("; ".join(f"{o.name} {o.status.lower()}: {o.reason}" for o in bad), EXIT_DIVERGED)
+
+
+def _load_recipe(recipe, epochs, batch_size, seed, device, threads, data_dir, no_download, set_, methods, experiment):
+    from curvbench import recipe as recipes_mod
+
+    ov = _overrides(epochs, batch_size, seed, device, threads, data_dir, no_download, set_, methods)
+    if experiment:
+        ov.values["experiment"] = experiment
+    return recipes_mod.load(recipe, ov)
+
+
+def _parse_spaces(items: list[str] | None) -> dict | None:
+    """--space sgd.lr=0.1,0.03  or  --space sgd.lr=1e-3:1:log  ->  {"sgd": {"lr": [...] | {low, high, log}}}"""
+    if not items:
+        return None
+    import yaml
+
+    from curvbench.errors import CurvbenchError
+
+    out: dict = {}
+    for text in items:
+        if "=" not in text or "." not in text.split("=", 1)[0]:
+            raise CurvbenchError(f"--space {text}: expected METHOD.PARAM=v1,v2,... or METHOD.PARAM=LOW:HIGH[:log]")
+        key, raw = text.split("=", 1)
+        entry, hp = key.split(".", 1)
+        if ":" in raw:
+            parts = raw.split(":")
+            dom = {"low": yaml.safe_load(parts[0]), "high": yaml.safe_load(parts[1]), "log": parts[2:] == ["log"]}
+        else:
+            dom = [yaml.safe_load(v) for v in raw.split(",")]
+        out.setdefault(entry, {})[hp] = dom
+    return out
+
+
+@app.command()
+@friendly
+def tune(
+    recipe: str = typer.Argument(..., help="Recipe name or path; its `search` section is the space."),
+    methods: Optional[str] = MethodsOpt,
+    sampler: str = typer.Option("grid", "--sampler", help="grid, random, halton or tpe."),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Trials per method (default: the whole grid, or 20)."),
+    objective: str = typer.Option("best", "--objective", help="best or final value of the metric."),
+    on: Optional[str] = typer.Option(None, "--on", help="Split scored: val (default when there is one) or test."),
+    pruner: str = typer.Option("none", "--pruner", help="none, median or halving."),
+    space: Optional[List[str]] = typer.Option(None, "--space", help="sgd.lr=0.1,0.03 or sgd.lr=1e-3:1:log (repeat)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default sqlite:///mlruns/optuna.db)."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name (default RECIPE-METHOD-SAMPLER)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Write a recipe with the best hyperparameters here."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the trials it would run, run nothing."),
+    sampler_seed: int = typer.Option(0, "--sampler-seed", help="Seed of the sampler."),
+    epochs: Optional[int] = EpochsOpt,
+    batch_size: Optional[int] = BatchOpt,
+    seed: Optional[List[int]] = SeedOpt,
+    device: Optional[str] = DeviceOpt,
+    threads: Optional[int] = ThreadsOpt,
+    data_dir: Optional[str] = DataDirOpt,
+    no_download: bool = NoDownloadOpt,
+    set_: Optional[List[str]] = SetOpt,
+    tracking_uri: Optional[str] = UriOpt,
+    experiment: Optional[str] = ExperimentOpt,
+    quiet: bool = QuietOpt,
+):
+    """Search hyperparameters: one MLflow parent run per method, a child run per trial; resumable."""
+    from curvbench import tune as tuning
+
+    if sampler not in tuning.SAMPLERS:
+        _fail(f"--sampler: unknown sampler {sampler!r}; known: {', '.join(tuning.SAMPLERS)}")
+    if pruner not in tuning.PRUNERS:
+        _fail(f"--pruner: unknown pruner {pruner!r}; known: {', '.join(tuning.PRUNERS)}")
+    if objective not in ("best", "final"):
+        _fail(f"--objective: expected best or final, got {objective!r}")
+    r = _load_recipe(recipe, epochs, batch_size, seed, device, threads, data_dir, no_download, set_, methods, experiment)
+    spaces = _parse_spaces(space)
+    if spaces is not None:
+        from curvbench.recipe import parse
+
+        data = r.to_dict()
+        data["search"] = {**data.get("search", {}), **spaces}
+        r = parse(data, r.source)
+    if dry_run:
+        for entry, todo in tuning.dry_run(r, sampler, trials, storage, study):
+            if isinstance(todo, str):
+                typer.echo(f"{entry}: {todo}")
+            else:
+                typer.echo(f"{entry}: {len(todo)} trial(s) to run")
+                for p in todo:
+                    typer.echo("    " + ", ".join(f"{k}={v}" for k, v in p.items()))
+        return
+    from curvbench.console import console, tune_table
+    from curvbench.runner import Interrupted
+    from curvbench.tracking import Tracker
+
+    tracker = Tracker(tracking_uri)
+    reporter = _reporter(quiet)
+    try:
+        results = tuning.tune(r, tracker, reporter, sampler, trials, storage, study, objective, on, pruner, sampler_seed)
+    except Interrupted:
+        reporter.close()
+        _fail("interrupted: finished trials are kept; run the same command again to resume", EXIT_INTERRUPTED)
+    reporter.close()
+    for res in results:
+        console.print(tune_table(res))
+    if out:
+        import pathlib
+
+        import yaml
+
+        text = yaml.safe_dump(tuning.best_recipe(r, results), sort_keys=False)
+        pathlib.Path(out).write_text(f"# best hyperparameters found by curvbench tune on {r.source}\n" + text)
+        console.print(f"best hyperparameters written to {out}")
+
+
+@app.command("to-target")
+@friendly
+def to_target(
+    recipe: str = typer.Argument(..., help="Recipe name or path."),
+    acc: Optional[float] = typer.Option(None, "--acc", help="Target value of the metric (default: training.target)."),
+    methods: Optional[str] = MethodsOpt,
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Run seeds 0..N-1 (default: the recipe's seeds)."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Budget in epochs (default: training.epochs)."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every STEPS steps (default: each epoch)."),
+    on: Optional[str] = typer.Option(None, "--on", help="val (default when there is one) or test."),
+    batch_size: Optional[int] = BatchOpt,
+    seed: Optional[List[int]] = SeedOpt,
+    device: Optional[str] = DeviceOpt,
+    threads: Optional[int] = ThreadsOpt,
+    data_dir: Optional[str] = DataDirOpt,
+    no_download: bool = NoDownloadOpt,
+    set_: Optional[List[str]] = SetOpt,
+    tracking_uri: Optional[str] = UriOpt,
+    experiment: Optional[str] = ExperimentOpt,
+    quiet: bool = QuietOpt,
+):
+    """Train each method until its metric first reaches the target: training seconds, steps and epochs to it."""
+    if acc is not None and not 0 < acc <= 1:
+        _fail(f"--acc: expected a number > 0 and <= 1, got {acc:g}")
+    if eval_every is not None and eval_every < 1:
+        _fail(f"--eval-every: expected an integer >= 1, got {eval_every}")
+    if seeds is not None and seeds < 1:
+        _fail(f"--seeds: expected an integer >= 1, got {seeds}")
+    seed_list = list(range(seeds)) if seeds is not None else seed
+    r = _load_recipe(recipe, max_epochs, batch_size, seed_list, device, threads, data_dir, no_download, set_, methods,
+                     experiment)
+    from curvbench.console import console
+    from curvbench.runner import Interrupted
+    from curvbench.to_target import run_to_target, summary_markdown
+    from curvbench.tracking import Tracker
+
+    tracker = Tracker(tracking_uri)
+    reporter = _reporter(quiet)
+    try:
+        summaries, parent = run_to_target(r, tracker, reporter, acc, eval_every, on)
+    except Interrupted:
+        reporter.close()
+        _fail("interrupted: the current run was ended as KILLED; everything logged so far is kept", EXIT_INTERRUPTED)
+    reporter.close()
+    from rich.markdown import Markdown
+
+    target = acc if acc is not None else r.training.target
+    split = on or ("val" if r.training.validation > 0 or r.task.dataset == "conll2003" else "test")
+    console.print(Markdown(summary_markdown(summaries, target, f"{split}_{r.task.metric}")))
+    console.print(f"parent run {parent} in {tracker.uri}")
 
 
 @app.command("methods")

@@ -112,3 +112,17 @@ def summary_table(outcomes: list[Any], metric: str = "accuracy") -> Table:
             f"{o.train_seconds:.1f}",
         )
     return table
+
+
+def tune_table(result) -> Table:
+    """The trials of one study, best first (pruned and diverged ones last)."""
+    table = Table(title=f"{result.entry}: study {result.study}")
+    trials = sorted(result.trials, key=lambda t: (t.value is None, -(t.value or 0.0)))
+    names = list(dict.fromkeys(k for t in trials for k in t.params))
+    for col in ["trial", *names, "score", "state"]:
+        table.add_column(col, justify="right" if col not in ("state",) else "left")
+    for t in trials:
+        state = t.state.name.lower() + (f" ({t.user_attrs['reason']})" if "reason" in t.user_attrs else "")
+        table.add_row(str(t.number), *[f"{t.params.get(n, '-')}" for n in names],
+                      "-" if t.value is None else f"{t.value:.4f}", state)
+    return table

@@ -75,6 +75,10 @@ class Diverged(Exception):
     pass
 
 
+class StopTraining(Exception):
+    """Raised by a callback (a pruner, a reached target) to end the run early; the run still counts as finished."""
+
+
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
@@ -190,6 +194,8 @@ def train(
             cb.on_epoch_end(record)
             if result.stopped_early:
                 break
+    except StopTraining as e:
+        result.stopped_early, result.reason = True, str(e)
     except Diverged as e:
         watch.stop()
         result.status, result.reason = DIVERGED, str(e)

@@ -25,6 +25,7 @@ class RunOutcome:
     train_seconds: float = 0.0
     steps: int = 0
     result: object = None
+    run: object = None  # the TrackedRun, when tracked
 
 
 class Interrupted(Exception):
@@ -59,8 +60,9 @@ def experiment_name(recipe: Recipe) -> str:
 class _Relay:
     """Engine callbacks -> the tracked run (one batched call per epoch) and the reporter."""
 
-    def __init__(self, run, reporter, name, epochs):
+    def __init__(self, run, reporter, name, epochs, epoch_hook=None):
         self.run, self.reporter, self.name, self.epochs = run, reporter, name, epochs
+        self.epoch_hook = epoch_hook  # may raise engine.StopTraining (tune's pruner)
         self.records: list = []
 
     def on_start(self, total_steps, steps_per_epoch):
@@ -74,6 +76,8 @@ class _Relay:
         if self.run is not None:
             self.run.log_metrics(record.metrics, step=record.epoch)
         self.reporter.epoch_end(record)
+        if self.epoch_hook is not None:
+            self.epoch_hook(record)
 
 
 def run_one(
@@ -88,6 +92,7 @@ def run_one(
     eval_schedule: engine.EvalSchedule | None = None,
     extra_tags: dict | None = None,
     run_name: str | None = None,
+    epoch_hook=None,
 ) -> RunOutcome:
     import yaml
 
@@ -112,7 +117,7 @@ def run_one(
         run = tracker.start(experiment_name(recipe), name, flatten(resolved), tags, parent_run_id)
         run.log_text(yaml.safe_dump(resolved, sort_keys=False), "recipe.yaml")
     outcome = RunOutcome(name, entry.name, entry.method, seed, engine.FAILED, run_id=run and run.run_id)
-    relay = _Relay(run, reporter, name, recipe.training.epochs)
+    relay = _Relay(run, reporter, name, recipe.training.epochs, epoch_hook)
     try:
         result = engine.train(task, entry, recipe.training, seed, device, relay, eval_schedule)
     except KeyboardInterrupt:
@@ -130,8 +135,10 @@ def run_one(
     outcome.status, outcome.reason, outcome.result = result.status, result.reason, result
     outcome.epochs, outcome.train_seconds, outcome.steps = result.epochs, result.train_seconds, result.steps
     if run is not None:
-        run.set_tags({"outcome": result.status.lower(), **result.tags})
+        outcome_tag = "stopped early" if result.stopped_early else result.status.lower()
+        run.set_tags({"outcome": outcome_tag, **result.tags})
         run.end("FINISHED" if result.status == engine.FINISHED else "FAILED", result.reason)
+    outcome.run = run
     reporter.run_ended(outcome)
     return outcome
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -43,13 +44,39 @@ def git_commit() -> str | None:
         return None
 
 
+@contextlib.contextmanager
+def sqlite_lock(uri: str):
+    """Holds an exclusive lock on DB.lock beside a SQLite database while a store opens it: processes that open
+    one new store at the same moment would otherwise run its schema migrations concurrently and break it."""
+    db = _sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    import fcntl
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(db) + ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _opened_client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    with sqlite_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # creates and migrates the tables now, under the lock
+    return client
+
+
 class Tracker:
     """A thin layer over MlflowClient: no global state, so nested runs and several stores stay explicit."""
 
     def __init__(self, uri: str | None = None):
         import logging
-
-        from mlflow.tracking import MlflowClient
 
         logging.getLogger("alembic").setLevel(logging.WARNING)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -59,7 +86,7 @@ class Tracker:
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
             self.artifact_root = (db.parent / "artifacts").resolve().as_uri()
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = _opened_client(self.uri)
         self._experiments: dict[str, str] = {}
 
     def experiment_id(self, name: str) -> str:

@@ -1,0 +1,319 @@
+"""Hyperparameter search with Optuna: grid (the thesis's protocol), random, halton (quasi-random, as AlgoPerf)
+or TPE. The study lives next to the runs (SQLite under mlruns/ unless --storage says otherwise), so an
+interrupted search resumes without rerunning finished trials and several processes can share one study.
+
+The grid is Optuna's queue of WAITING trials: every grid point is enqueued once and each worker pops the next
+one atomically. A trial that was interrupted (FAIL) or whose process died (caught by the storage heartbeat) has
+its point enqueued again on the next start. MLflow: one parent run per method and invocation, a child per trial."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from curvbench import engine
+from curvbench.errors import CurvbenchError
+from curvbench.recipe import MethodEntry, Recipe
+from curvbench.runner import Interrupted, experiment_name, load_task, run_one
+from curvbench.timing import resolve_device, set_threads
+from curvbench.tracking import sqlite_lock
+
+SAMPLERS = ("grid", "random", "halton", "tpe")
+PRUNERS = ("none", "median", "halving")
+DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
+
+
+@dataclass
+class TuneResult:
+    entry: str
+    study: str
+    best_params: dict | None
+    best_value: float | None
+    trials: list  # optuna FrozenTrials of this study, finished ones
+    parent_run_id: str | None
+
+
+def grid_points(space: dict) -> list[dict]:
+    for hp, dom in space.items():
+        if not isinstance(dom, list):
+            raise CurvbenchError(f"search.{hp}: the grid sampler needs a list of values, got a range; use "
+                                 f"--sampler random, halton or tpe, or list the values")
+    keys = list(space)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(space[k] for k in keys))]
+
+
+def suggest(trial, space: dict, integer: set[str]) -> dict:
+    params = {}
+    for hp, dom in space.items():
+        if isinstance(dom, list):
+            params[hp] = trial.suggest_categorical(hp, dom)
+        elif hp in integer:
+            params[hp] = trial.suggest_int(hp, int(dom["low"]), int(dom["high"]), log=dom["log"])
+        else:
+            params[hp] = trial.suggest_float(hp, dom["low"], dom["high"], log=dom["log"])
+    return params
+
+
+def make_sampler(name: str, seed: int):
+    import optuna
+
+    if name == "grid":
+        return optuna.samplers.RandomSampler(seed=seed)  # the queue supplies the points; this samples nothing
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "halton":
+        return optuna.samplers.QMCSampler(qmc_type="halton", scramble=True, seed=seed, warn_independent_sampling=False)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    raise CurvbenchError(f"--sampler: unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str):
+    import optuna
+
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    raise CurvbenchError(f"--pruner: unknown pruner {name!r}; known: {', '.join(PRUNERS)}")
+
+
+def open_storage(url: str | None):
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")  # we run it ourselves
+
+    url = url or DEFAULT_STORAGE
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith(("sqlite", "postgresql", "mysql")):
+        # a heartbeat lets a later start see the trials of a process that died, and run their points again
+        kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+        with sqlite_lock(url):  # a new database's tables are created by one process at a time
+            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, engine_kwargs=kwargs)
+    return url
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        (isinstance(a[k], float) and isinstance(b[k], float) and math.isclose(a[k], b[k])) or a[k] == b[k] for k in a
+    )
+
+
+def _fixed_params(study, trial) -> dict:
+    """The point an enqueued trial was given (empty for a trial the sampler made up)."""
+    return study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params") or {}
+
+
+def _heartbeat(study, trial):
+    """Optuna's heartbeat thread, as Study.optimize runs it; a no-op where the storage has none."""
+    import contextlib
+
+    try:
+        from optuna.storages._heartbeat import get_heartbeat_thread
+    except ImportError:  # pragma: no cover - an Optuna without it
+        return contextlib.nullcontext()
+    return get_heartbeat_thread(trial._trial_id, study._storage)
+
+
+def enqueue_missing(study, points: list[dict]) -> None:
+    """Put each grid point that no trial has finished, is running or is waiting for into the queue."""
+    from optuna.trial import TrialState
+
+    taken = [t.params or t.system_attrs.get("fixed_params", {}) for t in study.get_trials(deepcopy=False)
+             if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)]
+    for p in points:
+        if not any(_same(p, q) for q in taken):
+            study.enqueue_trial(p)
+
+
+def is_duplicate(study, trial) -> bool:
+    """Two processes may enqueue the same point at once: the trial with the lower number keeps it."""
+    from optuna.trial import TrialState
+
+    mine = trial.params
+    for t in study.get_trials(deepcopy=False):
+        if t.number < trial.number and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
+                                                   TrialState.WAITING):
+            if _same(t.params or t.system_attrs.get("fixed_params", {}), mine):
+                return True
+    return False
+
+
+def objective_value(outcome, key: str, objective: str) -> float | None:
+    curve = [e.metrics[key] for e in outcome.epochs if key in e.metrics]
+    if not curve:
+        return None
+    return max(curve) if objective == "best" else curve[-1]
+
+
+def tune(
+    recipe: Recipe,
+    tracker,
+    reporter,
+    sampler: str = "grid",
+    trials: int | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    objective: str = "best",
+    on: str | None = None,
+    pruner: str = "none",
+    seed: int = 0,
+    spaces: dict | None = None,
+) -> list[TuneResult]:
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spaces = spaces if spaces is not None else recipe.search
+    missing = [m.name for m in recipe.methods if not spaces.get(m.name)]
+    if missing:
+        raise CurvbenchError(f"{recipe.source}: no search space for {', '.join(missing)}; add search.{missing[0]} "
+                             f"to the recipe or pass --space {missing[0]}.lr=0.1,0.03")
+    device = resolve_device(recipe.training.device)
+    set_threads(recipe.training.threads)
+    task = load_task(recipe, device)
+    on = on or ("val" if "val" in task.splits else "test")
+    key = f"{on}_{recipe.task.metric}"
+    store = open_storage(storage)
+    results = []
+    for entry in recipe.methods:
+        space = spaces[entry.name]
+        from curvbench import methods as registry
+
+        integer = {h.name for h in registry.get(entry.method).hparams if getattr(h.check, "integer", False)}
+        name = study_name or f"{recipe.name}-{entry.name}-{sampler}"
+        if study_name and len(recipe.methods) > 1:
+            name = f"{study_name}-{entry.name}"
+        study = optuna.create_study(study_name=name, storage=store, direction="maximize", load_if_exists=True,
+                                    sampler=make_sampler(sampler, seed), pruner=make_pruner(pruner))
+        points = grid_points(space) if sampler == "grid" else None
+        budget = trials if trials is not None else (len(points) if points is not None else 20)
+        if not isinstance(store, str):
+            optuna.storages.fail_stale_trials(study)  # trials of processes that died: FAIL, so their points rerun
+        parent = None
+        if tracker is not None:
+            parent = tracker.start(
+                experiment_name(recipe), f"tune-{recipe.task.dataset}-{entry.name}",
+                {"sampler": sampler, "trials": budget, "objective": f"{objective} {key}", "pruner": pruner,
+                 "study": name, **{f"space.{k}": v for k, v in space.items()}},
+                {"kind": "tune", "task": recipe.task.dataset, "method": entry.method, "entry": entry.name,
+                 "study": name, "recipe": recipe.name, "recipe_hash": recipe.digest()},
+            )
+
+        def done() -> int:
+            return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+        try:
+            while done() < budget:
+                if points is not None:
+                    enqueue_missing(study, points)
+                    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                        break  # every point is finished or being run by another process
+                trial = study.ask()
+                if points is not None and not _fixed_params(study, trial):
+                    trial.set_user_attr("reason", "no grid point left")  # another process took the last one
+                    study.tell(trial, state=TrialState.FAIL)
+                    break
+                params = suggest(trial, space, integer)
+                if points is not None and is_duplicate(study, trial):
+                    trial.set_user_attr("reason", "duplicate grid point")
+                    study.tell(trial, state=TrialState.FAIL)
+                    continue
+                with _heartbeat(study, trial):  # lets a later start see that this process died mid-trial
+                    _run_trial(recipe, task, entry, params, trial, study, device, tracker, reporter, parent, key,
+                               objective)
+        except Interrupted:
+            if parent is not None:
+                parent.end("KILLED", "interrupted by the user (Ctrl-C)")
+            raise
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        complete = [t for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
+        best = max(complete, key=lambda t: t.value) if complete else None
+        if parent is not None:
+            if best is not None:
+                parent.log_params({f"best.{k}": v for k, v in best.params.items()})
+                parent.log_metrics({"best_score": best.value, "trials_complete": len(complete),
+                                    "trials_pruned": len(finished) - len(complete)}, step=0)
+                parent.set_tags({"best_trial": best.number, "best_run_id": best.user_attrs.get("run_id", "")})
+            parent.end("FINISHED")
+        results.append(TuneResult(entry.name, name, best and dict(best.params), best and best.value, finished,
+                                  parent and parent.run_id))
+    return results
+
+
+def _run_trial(recipe, task, entry, params, trial, study, device, tracker, reporter, parent, key, objective):
+    from optuna.trial import TrialState
+
+    trial_entry = MethodEntry(entry.name, entry.method, {**entry.hparams, **params})
+
+    def prune_check(record):
+        if key in record.metrics:
+            trial.report(record.metrics[key], record.epoch)
+            if trial.should_prune():
+                raise engine.StopTraining(f"pruned after epoch {record.epoch}")
+
+    try:
+        outcome = run_one(recipe, task, trial_entry, recipe.training.seeds[0], device, tracker, reporter,
+                          parent_run_id=parent and parent.run_id,
+                          extra_tags={"kind": "trial", "trial": trial.number, "study": study.study_name},
+                          run_name=f"{recipe.task.dataset}-{entry.name}-trial{trial.number}", epoch_hook=prune_check)
+    except Interrupted:
+        study.tell(trial, state=TrialState.FAIL)  # its point is run again when the search resumes
+        raise
+    if outcome.run_id:
+        trial.set_user_attr("run_id", outcome.run_id)
+    if outcome.status == engine.DIVERGED:
+        trial.set_user_attr("reason", "diverged")
+        study.tell(trial, state=TrialState.PRUNED)
+    elif outcome.result is not None and outcome.result.stopped_early:
+        trial.set_user_attr("reason", outcome.reason)
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        value = objective_value(outcome, key, objective)
+        study.tell(trial, value) if value is not None else study.tell(trial, state=TrialState.FAIL)
+
+
+def best_recipe(recipe: Recipe, results: list[TuneResult]) -> dict:
+    """The recipe with each tuned method's hyperparameters replaced by the best found: `train` takes it as is."""
+    d = recipe.to_dict()
+    for r in results:
+        if r.best_params:
+            d["methods"][r.entry].update(r.best_params)
+    d["description"] = (d.get("description") or "") + " (tuned: " + ", ".join(
+        f"{r.entry} {r.best_value:.4f}" for r in results if r.best_value is not None) + ")"
+    return d
+
+
+def dry_run(recipe: Recipe, sampler: str, trials: int | None, storage: str | None, study_name: str | None,
+            spaces: dict | None = None) -> list[tuple[str, list[dict] | str]]:
+    """What a run would do: per method, the grid points still to run, or how many trials a sampler would draw."""
+    import optuna
+    from optuna.trial import TrialState
+
+    spaces = spaces if spaces is not None else recipe.search
+    out = []
+    for entry in recipe.methods:
+        space = spaces.get(entry.name)
+        if not space:
+            raise CurvbenchError(f"{recipe.source}: no search space for {entry.name}")
+        name = study_name or f"{recipe.name}-{entry.name}-{sampler}"
+        try:
+            study = optuna.load_study(study_name=name, storage=open_storage(storage))
+            finished = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
+        except KeyError:
+            finished = []
+        if sampler == "grid":
+            todo = [p for p in grid_points(space) if not any(_same(p, q) for q in finished)]
+            out.append((entry.name, todo[:trials] if trials is not None else todo))
+        else:
+            n = (trials or 20) - len(finished)
+            out.append((entry.name, f"{max(0, n)} trial(s) drawn by {sampler} from {space}"))
+    return out

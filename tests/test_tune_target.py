@@ -1,0 +1,135 @@
+"""tune resumes and shares studies; to-target finds the first evaluation at the target."""
+
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from curvbench import recipe
+from curvbench.console import QuietReporter
+from curvbench.runner import Interrupted
+from curvbench.to_target import first_reaching, run_to_target
+from curvbench.tracking import Tracker
+from curvbench.tune import best_recipe, tune
+
+RECIPE = """
+task: {{dataset: mnist, data_dir: "{data}", download: false}}
+training: {{epochs: 1, batch_size: 100, validation: 0.2, device: cpu, threads: 1}}
+methods:
+  sgd: {{lr: 0.1}}
+search:
+  sgd: {{lr: [0.2, 0.1, 0.05], weight_decay: [0, 1.0e-4]}}
+"""
+
+
+@pytest.fixture
+def tune_recipe(mnist_dir, write_recipe):
+    return write_recipe(RECIPE.format(data=mnist_dir))
+
+
+def completed_points(storage, name):
+    study = optuna.load_study(study_name=name, storage=storage)
+    done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    return sorted((t.params["lr"], t.params["weight_decay"]) for t in done), study
+
+
+def test_tune_resumes_after_an_interruption_without_rerunning(tune_recipe, tmp_path, tracking_uri):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    r = recipe.load(str(tune_recipe))
+
+    class StopAtThird(QuietReporter):
+        started = 0
+
+        def run_started(self, *a):
+            super().run_started(*a)
+            StopAtThird.started += 1
+            if StopAtThird.started == 3:
+                raise KeyboardInterrupt
+
+    tracker = Tracker(tracking_uri)
+    with pytest.raises(Interrupted):
+        tune(r, tracker, StopAtThird(), "grid", storage=storage)
+    points, study = completed_points(storage, "r-sgd-grid")
+    assert len(points) == 2
+    first_two = {t.number for t in study.get_trials() if t.state == TrialState.COMPLETE}
+    [res] = tune(r, tracker, QuietReporter(), "grid", storage=storage)
+    points, study = completed_points(storage, "r-sgd-grid")
+    assert points == sorted((lr, wd) for lr in (0.2, 0.1, 0.05) for wd in (0.0, 1e-4))  # each exactly once
+    assert first_two <= {t.number for t in study.get_trials() if t.state == TrialState.COMPLETE}
+    assert res.best_value == max(t.value for t in study.get_trials() if t.state == TrialState.COMPLETE)
+    # MLflow: the parents and their children
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("mnist").experiment_id
+    parent = client.get_run(res.parent_run_id)
+    assert parent.data.tags["kind"] == "tune" and float(parent.data.metrics["best_score"]) == res.best_value
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert parent.data.params["best.lr"] == str(res.best_params["lr"])
+
+
+def test_best_recipe_round_trips_through_train(tune_recipe, tmp_path):
+    import yaml
+
+    r = recipe.load(str(tune_recipe))
+    [res] = tune(r, None, QuietReporter(), "random", trials=2, storage=f"sqlite:///{tmp_path}/o.db")
+    out = tmp_path / "best.yaml"
+    out.write_text(yaml.safe_dump(best_recipe(r, [res])))
+    again = recipe.load(str(out))
+    assert again.methods[0].hparams["lr"] == res.best_params["lr"]
+    assert again.methods[0].hparams["weight_decay"] == res.best_params["weight_decay"]
+    from curvbench.runner import run_recipe
+
+    [o] = run_recipe(again, None, QuietReporter())
+    assert o.status == "FINISHED"
+
+
+def test_two_processes_share_one_study_and_run_the_grid_once(tune_recipe, tmp_path, tracking_uri):
+    storage = f"sqlite:///{tmp_path}/shared.db"
+    cmd = [sys.executable, "-m", "curvbench.cli", "tune", str(tune_recipe), "--storage", storage, "--quiet",
+           "--tracking-uri", tracking_uri, "--study", "shared"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=240)[0].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    points, study = completed_points(storage, "shared")
+    assert points == sorted((lr, wd) for lr in (0.2, 0.1, 0.05) for wd in (0.0, 1e-4))
+    assert all("start" in o for o in outs)  # both took part
+
+
+def test_to_target_reports_the_first_evaluation_at_the_target(tune_recipe, tracking_uri):
+    r = recipe.load(str(tune_recipe), recipe.Overrides({"training.epochs": 3, "training.seeds": [0, 1]}))
+    summaries, parent_id = run_to_target(r, Tracker(tracking_uri), QuietReporter(), target=0.5, eval_every=2)
+    [s] = summaries
+    for run in s.runs:
+        key = "val_accuracy"
+        points = run.evaluations
+        assert [p.step for p in points] == list(range(2, 2 * len(points) + 1, 2))
+        hit = first_reaching(points, key, 0.5)
+        if hit is None:
+            assert not run.reached
+            continue
+        assert run.reached and points[-1] is hit  # training stopped at the first evaluation over the target
+        assert all(p.metrics[key] < 0.5 for p in points[:-1])
+        assert (run.seconds, run.steps, run.epochs) == (hit.train_seconds, hit.step, hit.step / 5)
+        assert run.value == hit.metrics[key] >= 0.5
+        assert 0 < run.seconds
+    client = MlflowClient(tracking_uri)
+    child = client.get_run(s.runs[0].run_id)
+    assert child.data.tags["mlflow.parentRunId"] == parent_id
+    if s.runs[0].reached:
+        assert child.data.metrics["time_to_target"] == pytest.approx(s.runs[0].seconds)
+
+
+def test_to_target_not_reached_is_recorded(tune_recipe, tracking_uri):
+    r = recipe.load(str(tune_recipe))
+    [s], parent_id = run_to_target(r, Tracker(tracking_uri), QuietReporter(), target=1.0)
+    [run] = s.runs
+    assert not run.reached and run.seconds is None and s.stat("seconds") is None
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(run.run_id).data.tags["target_reached"] == "false"
+    assert client.get_run(parent_id).data.metrics["sgd.reached"] == 0
