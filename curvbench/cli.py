@@ -295,6 +295,45 @@ def to_target(
     console.print(f"parent run {parent} in {tracker.uri}")
 
 
+@app.command()
+@friendly
+def report(
+    out: str = typer.Option("report", "--out", help="Folder for report.md, report.html and the figures."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="Only this MLflow experiment."),
+    parent: Optional[str] = typer.Option(None, "--parent", help="Only the children of this run (a tune or to-target)."),
+    task: Optional[str] = typer.Option(None, "--task", help="Only this task."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Only these method entries (comma-separated)."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only runs started since this date (ISO 8601)."),
+    tracking_uri: Optional[str] = UriOpt,
+    no_log: bool = typer.Option(False, "--no-log", help="Do not log the report as an MLflow run."),
+):
+    """Tables and figures from the tracked runs (Markdown, HTML, PNG), logged as a report run."""
+    import pathlib
+
+    from curvbench import report as reporting
+    from curvbench.console import console
+    from curvbench.errors import CurvbenchError
+    from curvbench.tracking import Tracker
+
+    tracker = Tracker(tracking_uri)
+    wanted = [m.strip() for m in methods.split(",")] if methods else None
+    runs = reporting.collect(tracker.client, experiment, parent, task, wanted, since)
+    if not runs:
+        sel = ", ".join(f"{k}={v}" for k, v in (("experiment", experiment), ("parent", parent), ("task", task),
+                                                ("methods", methods), ("since", since)) if v) or "no filters"
+        raise CurvbenchError(f"no training runs with metrics match ({sel}) in {tracker.uri}; nothing written")
+    folder = pathlib.Path(out)
+    rows, figures = reporting.write_report(runs, folder)
+    from rich.markdown import Markdown
+
+    console.print(Markdown(reporting.markdown_table(rows)))
+    console.print(f"{len(runs)} runs -> {folder / 'report.md'}, {folder / 'report.html'}, {len(figures)} figures")
+    if not no_log:
+        rid = reporting.log_report(tracker, folder, figures, {"experiment": experiment, "parent": parent,
+                                                               "task": task, "methods": methods, "since": since})
+        console.print(f"logged as run {rid} in experiment curvbench-reports")
+
+
 @app.command("methods")
 @friendly
 def list_methods():

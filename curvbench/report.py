@@ -1,0 +1,316 @@
+"""Reports from the MLflow store: the thesis's figures (accuracy, test and train loss against epochs with a band
+over seeds, training time, time and epochs to target) and an AlgoPerf-style performance profile; tables of
+best and final accuracy, seconds per epoch, total time, time and epochs to target and step time relative to SGD.
+Written as PNGs, report.md and one self-contained report.html, and logged as artifacts of a report run."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from curvbench.errors import CurvbenchError
+
+CURVES = ("test_accuracy", "test_loss", "train_loss")
+PARENT_KINDS = ("tune", "to-target", "report")
+
+
+@dataclass
+class RunData:
+    run_id: str
+    task: str
+    entry: str
+    seed: str
+    status: str
+    batch_size: str
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric -> [(epoch, value)]
+    metrics: dict[str, float] = field(default_factory=dict)
+    target_reached: str | None = None
+    metric: str = "accuracy"
+
+    def curve(self, key: str) -> list[float]:
+        return [v for _, v in sorted(self.curves.get(key, []))]
+
+
+def collect(client, experiment=None, parent=None, task=None, methods=None, since=None) -> list[RunData]:
+    if experiment:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            raise CurvbenchError(f"--experiment: no experiment named {experiment!r} in the store")
+        exp_ids = [exp.experiment_id]
+    else:
+        exp_ids = [e.experiment_id for e in client.search_experiments()]
+    filters = []
+    if parent:
+        filters.append(f"tags.mlflow.parentRunId = '{parent}'")
+    if task:
+        filters.append(f"tags.task = '{task}'")
+    if since:
+        try:
+            start = dt.datetime.fromisoformat(since)
+        except ValueError:
+            raise CurvbenchError(f"--since: expected a date such as 2026-11-24 or 2026-11-24T10:00, got {since!r}") from None
+        if start.tzinfo is None:
+            start = start.astimezone()
+        filters.append(f"attributes.start_time >= {int(start.timestamp() * 1000)}")
+    runs = []
+    for r in _search_all(client, exp_ids, " and ".join(filters)):
+        tags = r.data.tags
+        if tags.get("kind") in PARENT_KINDS or "train_loss" not in r.data.metrics:
+            continue
+        entry = tags.get("entry", tags.get("method", "?"))
+        if methods and entry not in methods and tags.get("method") not in methods:
+            continue
+        data = RunData(r.info.run_id, tags.get("task", "?"), entry, tags.get("seed", "0"), r.info.status,
+                       r.data.params.get("training.batch_size", "?"), metrics=dict(r.data.metrics),
+                       target_reached=tags.get("target_reached"), metric=r.data.params.get("task.metric", "accuracy"))
+        for key in CURVES + ("epoch_seconds", "train_seconds", f"test_{data.metric}"):
+            data.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
+        runs.append(data)
+    return runs
+
+
+def _search_all(client, exp_ids, filter_string):
+    token = None
+    while True:
+        page = client.search_runs(exp_ids, filter_string, max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+@dataclass
+class Row:
+    task: str
+    entry: str
+    runs: int
+    best: float | None
+    final: float | None
+    sec_per_epoch: float | None
+    total: float | None
+    ttt: tuple | None  # (median, min, max) seconds to target over seeds that reached it
+    ett: tuple | None
+    reached: str  # "2/3", or "" when no run aimed at a target
+    ratio_sgd: float | None
+    metric: str = "accuracy"
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.fmean(xs) if xs else None
+
+
+def _stat(xs):
+    return (statistics.median(xs), min(xs), max(xs)) if xs else None
+
+
+def summarise(runs: list[RunData]) -> list[Row]:
+    groups: dict[tuple[str, str], list[RunData]] = defaultdict(list)
+    for r in runs:
+        groups[(r.task, r.entry)].append(r)
+    rows = []
+    for (task, entry), rs in sorted(groups.items()):
+        metric = rs[0].metric
+        key = f"test_{metric}"
+        best = _mean([max(r.curve(key)) if r.curve(key) else None for r in rs])
+        final = _mean([r.curve(key)[-1] if r.curve(key) else None for r in rs])
+        spe = _mean([_mean(r.curve("epoch_seconds")) for r in rs])
+        total = _mean([r.curve("train_seconds")[-1] if r.curve("train_seconds") else None for r in rs])
+        aimed = [r for r in rs if r.target_reached is not None]
+        hit = [r for r in aimed if r.target_reached == "true" and "time_to_target" in r.metrics]
+        rows.append(Row(task, entry, len(rs), best, final, spe, total,
+                        _stat([r.metrics["time_to_target"] for r in hit]),
+                        _stat([r.metrics["epochs_to_target"] for r in hit]),
+                        f"{len(hit)}/{len(aimed)}" if aimed else "", None, metric))
+    by_task: dict[str, dict[str, Row]] = defaultdict(dict)
+    for row in rows:
+        by_task[row.task][row.entry] = row
+    for task, entries in by_task.items():
+        sgd = entries.get("sgd")
+        batch = {r.batch_size for r in runs if r.task == task}
+        if sgd and sgd.sec_per_epoch and len(batch) == 1:  # same batch size: seconds per epoch ratio = step ratio
+            for row in entries.values():
+                row.ratio_sgd = row.sec_per_epoch / sgd.sec_per_epoch if row.sec_per_epoch else None
+    return rows
+
+
+def _f(x, fmt="{:.4f}"):
+    return "-" if x is None else fmt.format(x)
+
+
+def _ft(st, fmt="{:.2f}"):
+    return "not reached" if st is None else f"{fmt.format(st[0])} [{fmt.format(st[1])}, {fmt.format(st[2])}]"
+
+
+def markdown_table(rows: list[Row]) -> str:
+    head = ("| task | method | runs | best test acc | final test acc | s/epoch | total train s | "
+            "time to target s | epochs to target | step time / SGD |")
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        ttt = _ft(r.ttt) if r.reached else "-"
+        ett = _ft(r.ett) if r.reached else "-"
+        if r.reached:
+            ttt += f" ({r.reached})"
+        lines.append(f"| {r.task} | {r.entry} | {r.runs} | {_f(r.best)} | {_f(r.final)} | {_f(r.sec_per_epoch, '{:.2f}')} | "
+                     f"{_f(r.total, '{:.1f}')} | {ttt} | {ett} | {_f(r.ratio_sgd, '{:.2f}')} |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------- figures
+def _curve_figure(runs, task, key, ylabel, path):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    by_entry = defaultdict(list)
+    for r in runs:
+        if r.task == task and r.curves.get(key):
+            by_entry[r.entry].append(dict(r.curves[key]))
+    for entry, curves in sorted(by_entry.items()):
+        epochs = sorted(set().union(*curves))
+        vals = [[c[e] for c in curves if e in c] for e in epochs]
+        mean = [statistics.fmean(v) for v in vals]
+        line, = ax.plot(epochs, mean, marker="o", ms=3, label=entry)
+        if len(curves) > 1:  # a band over seeds
+            ax.fill_between(epochs, [min(v) for v in vals], [max(v) for v in vals], alpha=0.2, color=line.get_color())
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{task}: {ylabel}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _bar_figure(labels, values, errs, ylabel, title, path, missing=()):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    top = max([v for v in values if v is not None] or [1.0])
+    heights = [v if v is not None else top * 1.05 for v in values]
+    yerr = [[lo for lo, _ in errs], [hi for _, hi in errs]] if any(lo or hi for lo, hi in errs) else None
+    bars = ax.bar(labels, heights, yerr=yerr, capsize=4,
+                  color=["#bbbbbb" if v is None else f"C{i}" for i, v in enumerate(values)])
+    for bar, v in zip(bars, values):
+        if v is None:
+            bar.set_hatch("//")
+            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), "not reached", ha="center", va="bottom",
+                    fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _profile_figure(rows, path):
+    """Dolan-More / AlgoPerf performance profile: fraction of tasks each method reaches within tau x the fastest."""
+    import matplotlib.pyplot as plt
+
+    times: dict[str, dict[str, float | None]] = defaultdict(dict)
+    for r in rows:
+        if r.reached:
+            times[r.task][r.entry] = r.ttt[0] if r.ttt else None
+    tasks = [t for t, d in times.items() if any(v is not None for v in d.values())]
+    entries = sorted({e for d in times.values() for e in d})
+    taus = [1 + 0.05 * i for i in range(0, 81)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for e in entries:
+        fr = []
+        for tau in taus:
+            ok = sum(1 for t in tasks if times[t].get(e) is not None
+                     and times[t][e] <= tau * min(v for v in times[t].values() if v is not None))
+            fr.append(ok / len(tasks))
+        ax.step(taus, fr, where="post", label=e)
+    ax.set_xlabel("tau (time to target / fastest)")
+    ax.set_ylabel("fraction of tasks")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("performance profile")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return profile_values(times, tasks, entries)
+
+
+def profile_values(times, tasks, entries, tau: float = 1.0) -> dict[str, float]:
+    return {e: sum(1 for t in tasks if times[t].get(e) is not None
+                   and times[t][e] <= tau * min(v for v in times[t].values() if v is not None)) / len(tasks)
+            for e in entries}
+
+
+def write_report(runs: list[RunData], out: Path) -> tuple[list[Row], list[Path]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = summarise(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    figures: list[Path] = []
+    tasks = sorted({r.task for r in runs})
+    for task in tasks:
+        for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss"), ("train_loss", "train loss")):
+            if any(r.curves.get(key) for r in runs if r.task == task):
+                p = out / f"{task}_{key}.png"
+                _curve_figure(runs, task, key, label, p)
+                figures.append(p)
+        trows = [r for r in rows if r.task == task]
+        p = out / f"{task}_train_time.png"
+        _bar_figure([r.entry for r in trows], [r.total for r in trows], [(0, 0) for _ in trows],
+                    "training seconds", f"{task}: training time (evaluation excluded)", p)
+        figures.append(p)
+        aimed = [r for r in trows if r.reached]
+        if aimed:
+            for attr, label, name in (("ttt", "seconds to target", "time_to_target"),
+                                      ("ett", "epochs to target", "epochs_to_target")):
+                st = [getattr(r, attr) for r in aimed]
+                errs = [(s[0] - s[1], s[2] - s[0]) if s else (0, 0) for s in st]
+                p = out / f"{task}_{name}.png"
+                _bar_figure([r.entry for r in aimed], [s[0] if s else None for s in st], errs,
+                            label, f"{task}: {label} (median, min-max over seeds)", p)
+                figures.append(p)
+    if len({r.task for r in rows if r.reached}) >= 2:
+        p = out / "performance_profile.png"
+        _profile_figure(rows, p)
+        figures.append(p)
+    md = ["# curvbench report", "", f"{len(runs)} runs; generated {dt.datetime.now().isoformat(timespec='seconds')}.", "",
+          "Accuracy columns: mean over seeds. Times: training seconds only (evaluation excluded). Time and epochs to",
+          "target: median [min, max] over the seeds that reached it, (reached/runs).", "", markdown_table(rows)]
+    md += [f"![{p.stem}]({p.name})" for p in figures]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    (out / "report.html").write_text(_html(rows, figures, len(runs)))
+    return rows, figures
+
+
+def _html(rows, figures, n) -> str:
+    import html
+
+    table = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in (
+        "task", "method", "runs", "best test acc", "final test acc", "s/epoch", "total train s", "time to target s",
+        "epochs to target", "step time / SGD")) + "</tr>"]
+    for r in rows:
+        cells = [r.task, r.entry, r.runs, _f(r.best), _f(r.final), _f(r.sec_per_epoch, "{:.2f}"), _f(r.total, "{:.1f}"),
+                 (_ft(r.ttt) + f" ({r.reached})") if r.reached else "-", _ft(r.ett) if r.reached else "-",
+                 _f(r.ratio_sgd, "{:.2f}")]
+        table.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    table.append("</table>")
+    imgs = [f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
+            f'alt="{p.stem}"><figcaption>{p.stem}</figcaption></figure>' for p in figures]
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+             "padding:4px 8px;text-align:right}figure{display:inline-block;margin:1em}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>curvbench report</title><style>{style}</style>"
+            f"</head><body><h1>curvbench report</h1><p>{n} runs.</p>{''.join(table)}{''.join(imgs)}</body></html>\n")
+
+
+def log_report(tracker, out: Path, figures: list[Path], selection: dict) -> str:
+    run = tracker.start("curvbench-reports", f"report-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}",
+                        {k: v for k, v in selection.items() if v}, {"kind": "report"})
+    for p in [out / "report.md", out / "report.html", *figures]:
+        run.log_file(str(p))
+    run.end("FINISHED")
+    return run.run_id

@@ -1,0 +1,119 @@
+"""report from a fixture store: every figure and table is written, and the tables hold the logged numbers."""
+
+import pytest
+from typer.testing import CliRunner
+
+from curvbench.cli import app
+from curvbench.report import collect, write_report
+from curvbench.tracking import Tracker
+
+# task -> entry -> seed -> per-epoch (test_accuracy, test_loss, train_loss, epoch_seconds)
+CURVES = {
+    "mnist": {
+        "sgd": {0: [(0.90, 0.4, 0.6, 2.0), (0.95, 0.2, 0.3, 2.2)], 1: [(0.91, 0.38, 0.5, 2.1), (0.94, 0.25, 0.35, 1.9)]},
+        "kfac": {0: [(0.96, 0.15, 0.2, 3.0), (0.97, 0.12, 0.15, 3.2)], 1: [(0.95, 0.2, 0.25, 3.1), (0.98, 0.1, 0.1, 2.9)]},
+    },
+    "cifar10": {
+        "sgd": {0: [(0.5, 1.5, 1.7, 10.0), (0.6, 1.2, 1.3, 10.0)]},
+        "kfac": {0: [(0.55, 1.4, 1.6, 14.0), (0.7, 1.0, 1.1, 14.0)]},
+    },
+}
+TARGET = {("mnist", "sgd", 0): (4.2, 2.0), ("mnist", "sgd", 1): None, ("mnist", "kfac", 0): (3.0, 1.0),
+          ("mnist", "kfac", 1): (6.0, 2.0), ("cifar10", "sgd", 0): None, ("cifar10", "kfac", 0): (28.0, 2.0)}
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    tracker = Tracker(uri)
+    for task, entries in CURVES.items():
+        for entry, seeds in entries.items():
+            for seed, curve in seeds.items():
+                run = tracker.start(task, f"{task}-{entry}-s{seed}", {"training.batch_size": 100, "task.metric": "accuracy"},
+                                    {"task": task, "method": entry, "entry": entry, "seed": seed,
+                                     "target_reached": "false" if TARGET[(task, entry, seed)] is None else "true"})
+                total = 0.0
+                for epoch, (acc, tl, trl, sec) in enumerate(curve, 1):
+                    total += sec
+                    run.log_metrics({"test_accuracy": acc, "test_loss": tl, "train_loss": trl, "epoch_seconds": sec,
+                                     "train_seconds": total}, step=epoch)
+                if TARGET[(task, entry, seed)]:
+                    t, e = TARGET[(task, entry, seed)]
+                    run.log_metrics({"time_to_target": t, "epochs_to_target": e}, step=0)
+                run.end("FINISHED")
+    parent = tracker.start("mnist", "tune-mnist-sgd", {}, {"kind": "tune", "task": "mnist"})  # not a training run
+    parent.end("FINISHED")
+    return uri, tmp_path
+
+
+def table_rows(md: str) -> dict:
+    rows = {}
+    for line in md.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 10 and cells[0] in CURVES:
+            rows[(cells[0], cells[1])] = cells
+    return rows
+
+
+def test_report_writes_every_figure_and_the_logged_numbers(store):
+    uri, tmp = store
+    tracker = Tracker(uri)
+    runs = collect(tracker.client)
+    assert len(runs) == 6
+    out = tmp / "rep"
+    rows, figures = write_report(runs, out)
+    names = {p.name for p in figures}
+    for task in CURVES:
+        for fig in ("test_accuracy", "test_loss", "train_loss", "train_time", "time_to_target", "epochs_to_target"):
+            assert f"{task}_{fig}.png" in names
+    assert "performance_profile.png" in names
+    for p in figures:
+        assert p.stat().st_size > 5000 and p.read_bytes()[:4] == b"\x89PNG"
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(figures)
+    table = table_rows((out / "report.md").read_text())
+    for task, entries in CURVES.items():
+        for entry, seeds in entries.items():
+            cells = table[(task, entry)]
+            accs = [[e[0] for e in c] for c in seeds.values()]
+            assert cells[2] == str(len(seeds))
+            assert float(cells[3]) == pytest.approx(sum(max(a) for a in accs) / len(accs), abs=5e-5)
+            assert float(cells[4]) == pytest.approx(sum(a[-1] for a in accs) / len(accs), abs=5e-5)
+            secs = [sum(e[3] for e in c) / len(c) for c in seeds.values()]
+            assert float(cells[5]) == pytest.approx(sum(secs) / len(secs), abs=5e-3)
+            totals = [sum(e[3] for e in c) for c in seeds.values()]
+            assert float(cells[6]) == pytest.approx(sum(totals) / len(totals), abs=0.05)
+            reached = [TARGET[(task, entry, s)] for s in seeds if TARGET[(task, entry, s)]]
+            if reached:
+                times = sorted(t for t, _ in reached)
+                median = times[len(times) // 2] if len(times) % 2 else (times[0] + times[1]) / 2
+                assert cells[7].startswith(f"{median:.2f} [{times[0]:.2f}, {times[-1]:.2f}] ({len(reached)}/{len(seeds)})")
+            else:
+                assert cells[7].startswith("not reached")
+    sgd = table[("mnist", "sgd")]
+    kfac = table[("mnist", "kfac")]
+    assert float(sgd[9]) == 1.0 and float(kfac[9]) == pytest.approx(float(kfac[5]) / float(sgd[5]), abs=0.01)
+
+
+def test_filters_and_the_report_run(store):
+    uri, tmp = store
+    out = tmp / "r2"
+    result = CliRunner().invoke(app, ["report", "--tracking-uri", uri, "--out", str(out), "--task", "mnist",
+                                      "--methods", "kfac"])
+    assert result.exit_code == 0, result.output
+    assert "1 runs" not in result.output and "2 runs" in result.output
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    [rep] = client.search_runs([client.get_experiment_by_name("curvbench-reports").experiment_id])
+    logged = {a.path for a in client.list_artifacts(rep.info.run_id)}
+    assert {"report.md", "report.html", "mnist_test_accuracy.png"} <= logged
+
+
+def test_empty_selection_is_one_clear_line_and_writes_nothing(store):
+    uri, tmp = store
+    out = tmp / "nothing"
+    result = CliRunner().invoke(app, ["report", "--tracking-uri", uri, "--out", str(out), "--task", "imagenet"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: no training runs with metrics match (task=imagenet)")
+    assert not out.exists()
