@@ -1,6 +1,7 @@
 """Per-step cost of every method as a ratio to SGD: same model, batch and device, measured in one run.
 
-    python benchmarks/step_cost.py [--methods sgd,sam,...] [--rounds 7] [--block 100] [--device cpu] [--threads 2]
+    python benchmarks/step_cost.py [--model lenet5|resnet18] [--methods sgd,sam,...] [--rounds 7] [--block 100]
+                                   [--device cpu|cuda] [--threads 2]
 
 A step is the engine's step: forward, backward, the method's update. Amortised work (K-FAC's factor and
 inverse updates, Shampoo's root recomputations) is counted honestly: each measurement is a block of `--block`
@@ -21,7 +22,22 @@ from curvbench.recipe import MethodEntry
 from curvbench.runner import load_task
 from curvbench.timing import configure_cpu, synchronize
 
-TASKS = {"lenet5": "mnist-mini"}
+TASKS = ("lenet5", "resnet18")
+
+
+def make_task(model: str, device: torch.device):
+    """LeNet-5 on mnist-mini; ResNet-18 on CIFAR-shaped random images (the step cost does not depend on them)."""
+    if model == "lenet5":
+        return load_task(recipe.parse({"task": "mnist-mini", "methods": ["sgd"]}, "step_cost"), device)
+    from curvbench.tasks.base import Split
+    from curvbench.tasks.cifar import CifarTask
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2000, 3, 32, 32, generator=g), torch.randint(0, 10, (2000,), generator=g)
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    split = Split(x.to(device).contiguous(memory_format=fmt), y.to(device))
+    options = {"augment": True, "channels_last": True, "bf16": True}
+    return CifarTask("cifar10", "resnet18", "accuracy", split, split, 10, options=options, device=device)
 
 
 def state_bytes(opt, params: set[int]) -> int:
@@ -86,7 +102,7 @@ class Stepper:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default=",".join(methods.registry()))
-    ap.add_argument("--model", default="lenet5", choices=sorted(TASKS))
+    ap.add_argument("--model", default="lenet5", choices=TASKS)
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--block", type=int, default=100)
@@ -100,8 +116,7 @@ def main() -> None:
     names = [m.strip() for m in args.methods.split(",")]
     if "sgd" not in names:
         names.insert(0, "sgd")
-    r = recipe.parse({"task": TASKS[args.model], "methods": ["sgd"]}, "step_cost")
-    task = load_task(r, device)
+    task = make_task(args.model, device)
     steppers = [Stepper(n, task, args.batch_size, device) for n in names]
     for s in steppers:
         s.run(args.block)  # warm-up: past K-FAC's first inverse interval, Shampoo's start step, allocator growth

@@ -78,6 +78,8 @@ class Tracker:
     def __init__(self, uri: str | None = None):
         import logging
 
+        import mlflow  # noqa: F401 - configures its loggers on import; quieten them afterwards
+
         logging.getLogger("alembic").setLevel(logging.WARNING)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         self.uri = resolve_uri(uri)
