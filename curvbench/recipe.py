@@ -201,19 +201,6 @@ class _Schedule:
 
 _TRAINING.fields["schedule"] = (_Schedule(), Schedule())
 
-_TOP = Section(
-    {
-        "name": (Text(), None),
-        "description": (Text(nullable=True, allow_empty=True), ""),
-        "experiment": (Text(nullable=True), None),
-        "task": (None, Section.REQUIRED),
-        "training": (_TRAINING, None),
-        "methods": (None, Section.REQUIRED),
-        "search": (None, None),
-    }
-)
-
-
 class _Raw:
     """Passes a value through untouched; its own checker looks at it later."""
 
@@ -227,9 +214,17 @@ class _Raw:
         return value
 
 
-_TOP.fields["task"] = (_Raw("a task name or a mapping with a dataset"), Section.REQUIRED)
-_TOP.fields["methods"] = (_Raw("a mapping of method names to hyperparameters"), Section.REQUIRED)
-_TOP.fields["search"] = (_Raw("a mapping of method names to search spaces"), None)
+_TOP = Section(
+    {
+        "name": (Text(), None),
+        "description": (Text(nullable=True, allow_empty=True), ""),
+        "experiment": (Text(nullable=True), None),
+        "task": (_Raw("a task name or a mapping with a dataset"), Section.REQUIRED),
+        "training": (_TRAINING, None),
+        "methods": (_Raw("a mapping of method names to hyperparameters"), Section.REQUIRED),
+        "search": (_Raw("a mapping of method names to search spaces"), None),
+    }
+)
 
 
 def _task(value: Any) -> TaskConfig:
@@ -355,7 +350,7 @@ def set_path(data: dict, dotted: str, value: Any) -> None:
     node = data
     for k in keys[:-1]:
         if not isinstance(node.get(k), dict):
-            node[k] = {} if node.get(k) is None or not isinstance(node.get(k), dict) else node[k]
+            node[k] = {}
         node = node[k]
     node[keys[-1]] = value
 
@@ -382,6 +377,9 @@ class Overrides:
         data = copy.deepcopy(data)
         if isinstance(data.get("task"), str) and any(p.startswith("task.") for p in self.values):
             data["task"] = {"dataset": data["task"]}
+        methods = data.get("methods")
+        if isinstance(methods, list) and all(isinstance(m, str) for m in methods):
+            data["methods"] = {m: None for m in methods}  # [sgd, lion] -> mapping, so methods.sgd.lr can be set
         for path, value in self.values.items():
             set_path(data, path, value)
         return data

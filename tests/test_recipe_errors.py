@@ -93,3 +93,10 @@ def test_resolved_recipe_fills_defaults_and_round_trips(write_recipe):
 def test_yaml_scientific_notation_strings_are_numbers(write_recipe):
     r = recipe.load(str(write_recipe("task: mnist-mini\nmethods: {sgd: {lr: 1e-3}}\n")))
     assert r.methods[0].hparams["lr"] == pytest.approx(1e-3)
+
+
+def test_setting_one_hyperparameter_keeps_the_other_methods(write_recipe):
+    path = write_recipe("task: mnist-mini\nmethods: [sgd, lion]\n")
+    r = recipe.load(str(path), recipe.Overrides({"methods.sgd.lr": 0.05, "task.data_dir": "/d"}))
+    assert [m.name for m in r.methods] == ["sgd", "lion"]
+    assert r.entry("sgd").hparams["lr"] == 0.05 and r.task.dataset == "mnist-mini" and r.task.data_dir == "/d"
