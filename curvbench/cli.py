@@ -282,7 +282,7 @@ def to_target(
     tracker = Tracker(tracking_uri)
     reporter = _reporter(quiet)
     try:
-        summaries, parent = run_to_target(r, tracker, reporter, acc, eval_every, on)
+        summaries, parent, key = run_to_target(r, tracker, reporter, acc, eval_every, on)
     except Interrupted:
         reporter.close()
         _fail("interrupted: the current run was ended as KILLED; everything logged so far is kept", EXIT_INTERRUPTED)
@@ -290,8 +290,7 @@ def to_target(
     from rich.markdown import Markdown
 
     target = acc if acc is not None else r.training.target
-    split = on or ("val" if r.training.validation > 0 or r.task.dataset == "conll2003" else "test")
-    console.print(Markdown(summary_markdown(summaries, target, f"{split}_{r.task.metric}")))
+    console.print(Markdown(summary_markdown(summaries, target, key)))
     console.print(f"parent run {parent} in {tracker.uri}")
 
 

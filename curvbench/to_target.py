@@ -58,9 +58,9 @@ def run_to_target(
     target: float | None = None,
     eval_every: int | None = None,
     on: str | None = None,
-) -> tuple[list[TargetSummary], str | None]:
-    """Runs every method entry and seed of `recipe` (its epochs are the budget). Returns the summaries and the
-    parent run's id."""
+) -> tuple[list[TargetSummary], str | None, str]:
+    """Runs every method entry and seed of `recipe` (its epochs are the budget). Returns the summaries, the
+    parent run's id and the metric key aimed at (e.g. val_accuracy)."""
     target = target if target is not None else recipe.training.target
     if target is None:
         raise CurvbenchError(f"{recipe.source}: training.target is not set; pass --acc")
@@ -127,7 +127,7 @@ def run_to_target(
                                         f"{s.entry}.{attr}_to_target_max": st[2]}, step=0)
         parent.log_text(summary_markdown(summaries, target, key), "to_target.md")
         parent.end("FINISHED")
-    return summaries, parent and parent.run_id
+    return summaries, parent and parent.run_id, key
 
 
 def _fmt(st, unit="") -> str:

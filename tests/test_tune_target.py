@@ -103,7 +103,8 @@ def test_two_processes_share_one_study_and_run_the_grid_once(tune_recipe, tmp_pa
 
 def test_to_target_reports_the_first_evaluation_at_the_target(tune_recipe, tracking_uri):
     r = recipe.load(str(tune_recipe), recipe.Overrides({"training.epochs": 3, "training.seeds": [0, 1]}))
-    summaries, parent_id = run_to_target(r, Tracker(tracking_uri), QuietReporter(), target=0.5, eval_every=2)
+    summaries, parent_id, key = run_to_target(r, Tracker(tracking_uri), QuietReporter(), target=0.5, eval_every=2)
+    assert key == "val_accuracy"
     [s] = summaries
     for run in s.runs:
         key = "val_accuracy"
@@ -127,7 +128,7 @@ def test_to_target_reports_the_first_evaluation_at_the_target(tune_recipe, track
 
 def test_to_target_not_reached_is_recorded(tune_recipe, tracking_uri):
     r = recipe.load(str(tune_recipe))
-    [s], parent_id = run_to_target(r, Tracker(tracking_uri), QuietReporter(), target=1.0)
+    [s], parent_id, _ = run_to_target(r, Tracker(tracking_uri), QuietReporter(), target=1.0)
     [run] = s.runs
     assert not run.reached and run.seconds is None and s.stat("seconds") is None
     client = MlflowClient(tracking_uri)
