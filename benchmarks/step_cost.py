@@ -121,18 +121,25 @@ def main() -> None:
     for s in steppers:
         s.run(args.block)  # warm-up: past K-FAC's first inverse interval, Shampoo's start step, allocator growth
     times = {s.name: [] for s in steppers}
+    peaks: dict[str, float] = {}
     for _ in range(args.rounds):
         for s in steppers:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             times[s.name].append(s.run(args.block))
+            if device.type == "cuda":
+                peaks[s.name] = max(peaks.get(s.name, 0.0), torch.cuda.max_memory_allocated(device) / 2**20)
     params = {id(p) for s in steppers for p in s.params}
     sgd = statistics.median(times["sgd"])
     print(f"device {device} threads {torch.get_num_threads()} model {args.model} batch {args.batch_size}: "
           f"median of {args.rounds} blocks of {args.block} steps")
-    print("| method | ms/step | ratio to SGD | optimizer state (KiB) |")
-    print("|---|---:|---:|---:|")
+    peak_col = " peak allocated during steps (MiB) |" if peaks else ""
+    print("| method | ms/step | ratio to SGD | optimizer state (KiB) |" + peak_col)
+    print("|---|---:|---:|---:|" + ("---:|" if peaks else ""))
     for s in steppers:
         t = statistics.median(times[s.name])
-        print(f"| {s.name} | {t * 1e3:.2f} | {t / sgd:.2f} | {state_bytes(s.opt, params) / 1024:.1f} |")
+        peak = f" {peaks[s.name]:.0f} |" if peaks else ""
+        print(f"| {s.name} | {t * 1e3:.2f} | {t / sgd:.2f} | {state_bytes(s.opt, params) / 1024:.1f} |{peak}")
 
 
 if __name__ == "__main__":
