@@ -238,7 +238,10 @@ def tune(
 
         import yaml
 
-        text = yaml.safe_dump(tuning.best_recipe(r, results), sort_keys=False)
+        # every entry of the recipe goes into the output, the tuned ones with their best values
+        full = _load_recipe(recipe, epochs, batch_size, seed, device, threads, data_dir, no_download, set_, None,
+                            experiment)
+        text = yaml.safe_dump(tuning.best_recipe(full, results), sort_keys=False)
         pathlib.Path(out).write_text(f"# best hyperparameters found by curvbench tune on {r.source}\n" + text)
         console.print(f"best hyperparameters written to {out}")
 

@@ -88,6 +88,22 @@ def test_best_recipe_round_trips_through_train(tune_recipe, tmp_path):
     assert o.status == "FINISHED"
 
 
+def test_out_recipe_keeps_the_untuned_entries(tune_recipe, tmp_path, tracking_uri):
+    from typer.testing import CliRunner
+
+    from curvbench.cli import app
+
+    text = tune_recipe.read_text().replace("  sgd: {lr: 0.1}\n", "  sgd: {lr: 0.1}\n  lion: {lr: 3.0e-4}\n")
+    tune_recipe.write_text(text)
+    out = tmp_path / "best.yaml"
+    result = CliRunner().invoke(app, ["tune", str(tune_recipe), "--methods", "sgd", "--sampler", "random", "--trials",
+                                      "1", "--storage", f"sqlite:///{tmp_path}/o.db", "--tracking-uri", tracking_uri,
+                                      "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    best = recipe.load(str(out))
+    assert [m.name for m in best.methods] == ["sgd", "lion"] and best.entry("lion").hparams["lr"] == 3e-4
+
+
 def test_two_processes_share_one_study_and_run_the_grid_once(tune_recipe, tmp_path, tracking_uri):
     storage = f"sqlite:///{tmp_path}/shared.db"
     cmd = [sys.executable, "-m", "curvbench.cli", "tune", str(tune_recipe), "--storage", storage, "--quiet",
