@@ -31,8 +31,14 @@ def friendly(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        import signal
+
         from curvbench.errors import CurvbenchError
 
+        def terminate(signum, frame):  # a kill ends the current run as KILLED, exactly as Ctrl-C does
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, terminate)
         try:
             return func(*args, **kwargs)
         except CurvbenchError as e:
@@ -302,7 +308,7 @@ def to_target(
 def report(
     out: str = typer.Option("report", "--out", help="Folder for report.md, report.html and the figures."),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="Only this MLflow experiment."),
-    parent: Optional[str] = typer.Option(None, "--parent", help="Only the children of this run (a tune or to-target)."),
+    parent: Optional[List[str]] = typer.Option(None, "--parent", help="Only the children of this run (a tune or to-target); repeat for several."),
     task: Optional[str] = typer.Option(None, "--task", help="Only this task."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Only these method entries (comma-separated)."),
     since: Optional[str] = typer.Option(None, "--since", help="Only runs started since this date (ISO 8601)."),

@@ -44,8 +44,9 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
     else:
         exp_ids = [e.experiment_id for e in client.search_experiments()]
     filters = []
-    if parent:
-        filters.append(f"tags.mlflow.parentRunId = '{parent}'")
+    parents = [parent] if isinstance(parent, str) else list(parent or [])
+    if parents:
+        filters.append("tags.mlflow.parentRunId IN (" + ", ".join(f"'{p}'" for p in parents) + ")")
     if task:
         filters.append(f"tags.task = '{task}'")
     if since:
@@ -61,9 +62,13 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
         tags = r.data.tags
         if tags.get("kind") in PARENT_KINDS or "train_loss" not in r.data.metrics:
             continue
+        if r.info.status in ("RUNNING", "SCHEDULED", "KILLED"):
+            continue  # still going, orphaned or interrupted: its curves are incomplete
         entry = tags.get("entry", tags.get("method", "?"))
         if methods and entry not in methods and tags.get("method") not in methods:
             continue
+        if tags.get("kind") == "trial":  # each trial of a search is its own line, not an average over trials
+            entry = f"{entry} trial {tags.get('trial', '?')}"
         data = RunData(r.info.run_id, tags.get("task", "?"), entry, tags.get("seed", "0"), r.info.status,
                        r.data.params.get("training.batch_size", "?"), metrics=dict(r.data.metrics),
                        target_reached=tags.get("target_reached"), metric=r.data.params.get("task.metric", "accuracy"))

@@ -56,3 +56,30 @@ def test_missing_data_is_one_line(tmp_path, write_recipe):
     assert result.exit_code == 2
     assert result.output.startswith("error: mnist: train-images-idx3-ubyte[.gz]")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_sigterm_ends_the_run_as_killed_and_keeps_its_epochs(mnist_dir, write_recipe, tracking_uri):
+    import os
+    import signal
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    path = write_recipe(f'task: {{dataset: mnist, data_dir: "{mnist_dir}"}}\nmethods: [sgd]\n')
+    proc = subprocess.Popen([sys.executable, "-m", "curvbench.cli", "train", str(path), "--epochs", "500", "--quiet",
+                             "--tracking-uri", tracking_uri, "--device", "cpu"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = proc.stdout.readline().decode()
+        lines.append(line)
+        if "epoch 2:" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 130, "".join(lines) + out
+    client = MlflowClient(tracking_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
+    assert run.info.status == "KILLED"
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 2

@@ -43,6 +43,8 @@ def store(tmp_path):
                 run.end("FINISHED")
     parent = tracker.start("mnist", "tune-mnist-sgd", {}, {"kind": "tune", "task": "mnist"})  # not a training run
     parent.end("FINISHED")
+    orphan = tracker.start("mnist", "mnist-sgd-s9", {}, {"task": "mnist", "entry": "sgd", "seed": 9})
+    orphan.log_metrics({"test_accuracy": 0.1, "train_loss": 9.0}, step=1)  # never ended: left out of reports
     return uri, tmp_path
 
 
@@ -93,6 +95,20 @@ def test_report_writes_every_figure_and_the_logged_numbers(store):
     sgd = table[("mnist", "sgd")]
     kfac = table[("mnist", "kfac")]
     assert float(sgd[9]) == 1.0 and float(kfac[9]) == pytest.approx(float(kfac[5]) / float(sgd[5]), abs=0.01)
+
+
+def test_trials_are_lines_of_their_own(store):
+    uri, tmp = store
+    tracker = Tracker(uri)
+    for n, acc in ((0, 0.5), (1, 0.7)):
+        run = tracker.start("mnist", f"mnist-sgd-trial{n}", {}, {"task": "mnist", "entry": "sgd", "kind": "trial",
+                                                                 "trial": n})
+        run.log_metrics({"test_accuracy": acc, "train_loss": 1.0, "epoch_seconds": 1.0, "train_seconds": 1.0}, step=1)
+        run.end("FINISHED")
+    rows, _ = write_report(collect(tracker.client, task="mnist"), tmp / "t")
+    labels = {r.entry: r for r in rows}
+    assert labels["sgd trial 0"].best == 0.5 and labels["sgd trial 1"].best == 0.7
+    assert labels["sgd"].runs == 2  # the two seeds; neither the trials nor the orphaned run
 
 
 def test_filters_and_the_report_run(store):
