@@ -217,7 +217,7 @@ def tune(
         data["search"] = {**data.get("search", {}), **spaces}
         r = parse(data, r.source)
     if dry_run:
-        for entry, todo in tuning.dry_run(r, sampler, trials, storage, study):
+        for entry, todo in tuning.dry_run(r, sampler, trials, storage, study, objective=objective, on=on):
             if isinstance(todo, str):
                 typer.echo(f"{entry}: {todo}")
             else:

@@ -8,7 +8,9 @@ its point enqueued again on the next start. MLflow: one parent run per method an
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +149,29 @@ def is_duplicate(study, trial) -> bool:
     return False
 
 
+def fingerprint(recipe: Recipe, entry: MethodEntry, space: dict, objective: str, key: str) -> str:
+    """What a trial's score depends on besides the tuned point: a study is only resumed under the same one."""
+    d = recipe.to_dict()
+    t = d["training"]
+    fixed = {k: v for k, v in entry.hparams.items() if k not in space}
+    what = {"task": {k: d["task"][k] for k in ("dataset", "model", "metric", "options")},
+            "training": {k: t[k] for k in ("epochs", "batch_size", "schedule", "validation")},
+            "seed": t["seeds"][0], "method": entry.method, "fixed": fixed, "space": space,
+            "objective": f"{objective} {key}"}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def check_fingerprint(study, mark: str, storage: str | None) -> None:
+    """Refuse to mix trials scored under another recipe or search space into one study."""
+    seen = study.user_attrs.get("fingerprint")
+    if seen is None:
+        study.set_user_attr("fingerprint", mark)
+    elif seen != mark:
+        raise CurvbenchError(
+            f"study {study.study_name!r} in {storage or DEFAULT_STORAGE} was run with another recipe or search "
+            f"space (epochs, schedule, fixed hyperparameters, grid or objective); pass --study NAME to start a new one")
+
+
 def objective_value(outcome, key: str, objective: str) -> float | None:
     curve = [e.metrics[key] for e in outcome.epochs if key in e.metrics]
     if not curve:
@@ -194,6 +219,7 @@ def tune(
             name = f"{study_name}-{entry.name}"
         study = optuna.create_study(study_name=name, storage=store, direction="maximize", load_if_exists=True,
                                     sampler=make_sampler(sampler, seed), pruner=make_pruner(pruner))
+        check_fingerprint(study, fingerprint(recipe, entry, space, objective, key), storage)
         points = grid_points(space) if sampler == "grid" else None
         budget = trials if trials is not None else (len(points) if points is not None else 20)
         if not isinstance(store, str):
@@ -293,20 +319,29 @@ def best_recipe(recipe: Recipe, results: list[TuneResult]) -> dict:
 
 
 def dry_run(recipe: Recipe, sampler: str, trials: int | None, storage: str | None, study_name: str | None,
-            spaces: dict | None = None) -> list[tuple[str, list[dict] | str]]:
+            spaces: dict | None = None, objective: str = "best",
+            on: str | None = None) -> list[tuple[str, list[dict] | str]]:
     """What a run would do: per method, the grid points still to run, or how many trials a sampler would draw."""
     import optuna
     from optuna.trial import TrialState
 
+    from curvbench.tasks import TASKS
+
     spaces = spaces if spaces is not None else recipe.search
+    has_val = TASKS[recipe.task.dataset].has_val or recipe.training.validation > 0
+    key = f"{on or ('val' if has_val else 'test')}_{recipe.task.metric}"
     out = []
     for entry in recipe.methods:
         space = spaces.get(entry.name)
         if not space:
             raise CurvbenchError(f"{recipe.source}: no search space for {entry.name}")
         name = study_name or f"{recipe.name}-{entry.name}-{sampler}"
+        if study_name and len(recipe.methods) > 1:
+            name = f"{study_name}-{entry.name}"
         try:
             study = optuna.load_study(study_name=name, storage=open_storage(storage))
+            if "fingerprint" in study.user_attrs:  # a dry run only reads; it marks nothing
+                check_fingerprint(study, fingerprint(recipe, entry, space, objective, key), storage)
             finished = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
         except KeyError:
             finished = []

@@ -72,6 +72,26 @@ def test_tune_resumes_after_an_interruption_without_rerunning(tune_recipe, tmp_p
     assert parent.data.params["best.lr"] == str(res.best_params["lr"])
 
 
+def test_a_study_is_only_resumed_under_the_recipe_and_grid_it_was_run_with(tune_recipe, tmp_path):
+    from curvbench.errors import CurvbenchError
+
+    storage = f"sqlite:///{tmp_path}/o.db"
+    r = recipe.load(str(tune_recipe))
+    tune(r, None, QuietReporter(), "grid", trials=1, storage=storage)
+    longer = recipe.load(str(tune_recipe), recipe.Overrides({"training.epochs": 2}))
+    with pytest.raises(CurvbenchError, match=r"study 'r-sgd-grid' .* another recipe or search space.*--study"):
+        tune(longer, None, QuietReporter(), "grid", trials=2, storage=storage)
+    wider = {"sgd": {**r.search["sgd"], "momentum": [0.0, 0.9]}}
+    with pytest.raises(CurvbenchError, match="another recipe or search space"):
+        tune(r, None, QuietReporter(), "grid", trials=2, storage=storage, spaces=wider)
+    with pytest.raises(CurvbenchError, match="another recipe or search space"):
+        tune(r, None, QuietReporter(), "grid", trials=2, storage=storage, objective="final")
+    [res] = tune(r, None, QuietReporter(), "grid", trials=2, storage=storage)  # the same recipe resumes
+    assert len(res.trials) == 2
+    [res] = tune(longer, None, QuietReporter(), "grid", trials=1, storage=storage, study_name="longer")
+    assert len(res.trials) == 1
+
+
 def test_best_recipe_round_trips_through_train(tune_recipe, tmp_path):
     import yaml
 
