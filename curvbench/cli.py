@@ -335,6 +335,9 @@ def report(
     from rich.markdown import Markdown
 
     console.print(Markdown(reporting.markdown_table(rows)))
+    found = reporting.searches(runs)
+    if found:
+        console.print(Markdown(reporting.search_table(found)))
     console.print(f"{len(runs)} runs -> {folder / 'report.md'}, {folder / 'report.html'}, {len(figures)} figures")
     if not no_log:
         rid = reporting.log_report(tracker, folder, figures, {"experiment": experiment, "parent": parent,

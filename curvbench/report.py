@@ -30,9 +30,28 @@ class RunData:
     metrics: dict[str, float] = field(default_factory=dict)
     target_reached: str | None = None
     metric: str = "accuracy"
+    method: str = "?"
+    study: str | None = None  # a tune trial: its study and number
+    trial: int | None = None
+    params: dict = field(default_factory=dict)
 
     def curve(self, key: str) -> list[float]:
         return [v for _, v in sorted(self.curves.get(key, []))]
+
+    def score(self) -> float | None:
+        """Best validation value of the metric (test when there is no validation split): how tune ranks trials."""
+        c = self.curve(f"val_{self.metric}") or self.curve(f"test_{self.metric}")
+        return max(c) if c else None
+
+
+@dataclass
+class Search:
+    task: str
+    entry: str
+    study: str
+    trials: list[RunData]
+    best: RunData
+    varied: dict  # hyperparameter -> value in the best trial, for those the trials differ in
 
 
 def collect(client, experiment=None, parent=None, task=None, methods=None, since=None) -> list[RunData]:
@@ -67,12 +86,13 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
         entry = tags.get("entry", tags.get("method", "?"))
         if methods and entry not in methods and tags.get("method") not in methods:
             continue
-        if tags.get("kind") == "trial":  # each trial of a search is its own line, not an average over trials
-            entry = f"{entry} trial {tags.get('trial', '?')}"
+        trial = tags.get("kind") == "trial"
         data = RunData(r.info.run_id, tags.get("task", "?"), entry, tags.get("seed", "0"), r.info.status,
                        r.data.params.get("training.batch_size", "?"), metrics=dict(r.data.metrics),
-                       target_reached=tags.get("target_reached"), metric=r.data.params.get("task.metric", "accuracy"))
-        for key in CURVES + ("epoch_seconds", "train_seconds", f"test_{data.metric}"):
+                       target_reached=tags.get("target_reached"), metric=r.data.params.get("task.metric", "accuracy"),
+                       method=tags.get("method", entry), study=tags.get("study", "?") if trial else None,
+                       trial=int(tags.get("trial", -1)) if trial else None, params=dict(r.data.params))
+        for key in CURVES + ("epoch_seconds", "train_seconds", f"test_{data.metric}", f"val_{data.metric}"):
             data.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
         runs.append(data)
     return runs
@@ -86,6 +106,35 @@ def _search_all(client, exp_ids, filter_string):
         token = page.token
         if not token:
             return
+
+
+def searches(runs: list[RunData]) -> list[Search]:
+    """The tune trials grouped by study, each with its best trial and the hyperparameters the trials varied."""
+    studies: dict[tuple[str, str], list[RunData]] = defaultdict(list)
+    for r in runs:
+        if r.study is not None:
+            studies[(r.task, r.study)].append(r)
+    out = []
+    for (task, study), trials in sorted(studies.items()):
+        trials.sort(key=lambda r: r.trial)
+        scored = [r for r in trials if r.score() is not None]
+        if not scored:
+            continue
+        best = max(scored, key=lambda r: r.score())
+        keys = {k for r in trials for k in r.params if k.startswith("methods.")}
+        varied = {k.split(".")[-1]: best.params.get(k) for k in sorted(keys)
+                  if len({r.params.get(k) for r in trials}) > 1}
+        out.append(Search(task, best.entry, study, trials, best, varied))
+    return out
+
+
+def compared(runs: list[RunData], found: list[Search]) -> list[RunData]:
+    """What the figures and the main table compare: every run outside a search, and each search's best trial."""
+    import dataclasses
+
+    plain = [r for r in runs if r.study is None]
+    tuned = [dataclasses.replace(s.best, entry=f"{s.entry} (best of {len(s.trials)} trials)") for s in found]
+    return plain + tuned
 
 
 @dataclass
@@ -102,6 +151,8 @@ class Row:
     reached: str  # "2/3", or "" when no run aimed at a target
     ratio_sgd: float | None
     metric: str = "accuracy"
+    method: str = "?"
+    tuned: bool = False  # the best trial of a search, not a run of its own
 
 
 def _mean(xs):
@@ -130,16 +181,18 @@ def summarise(runs: list[RunData]) -> list[Row]:
         rows.append(Row(task, entry, len(rs), best, final, spe, total,
                         _stat([r.metrics["time_to_target"] for r in hit]),
                         _stat([r.metrics["epochs_to_target"] for r in hit]),
-                        f"{len(hit)}/{len(aimed)}" if aimed else "", None, metric))
-    by_task: dict[str, dict[str, Row]] = defaultdict(dict)
-    for row in rows:
-        by_task[row.task][row.entry] = row
-    for task, entries in by_task.items():
-        sgd = entries.get("sgd")
+                        f"{len(hit)}/{len(aimed)}" if aimed else "", None, metric, rs[0].method,
+                        rs[0].study is not None))
+    # step time relative to SGD, within runs measured alike: searches' best trials against SGD's best trial,
+    # the other runs against the other SGD runs (a search and a later comparison ran under different loads)
+    for task in {r.task for r in rows}:
         batch = {r.batch_size for r in runs if r.task == task}
-        if sgd and sgd.sec_per_epoch and len(batch) == 1:  # same batch size: seconds per epoch ratio = step ratio
-            for row in entries.values():
-                row.ratio_sgd = row.sec_per_epoch / sgd.sec_per_epoch if row.sec_per_epoch else None
+        for tuned in (False, True):
+            same = [r for r in rows if r.task == task and r.tuned == tuned]
+            sgd = next((r for r in same if r.method == "sgd" and r.entry.split(" ")[0] == "sgd"), None)
+            if sgd and sgd.sec_per_epoch and len(batch) == 1:  # same batch size: epoch-time ratio = step ratio
+                for row in same:
+                    row.ratio_sgd = row.sec_per_epoch / sgd.sec_per_epoch if row.sec_per_epoch else None
     return rows
 
 
@@ -162,6 +215,16 @@ def markdown_table(rows: list[Row]) -> str:
             ttt += f" ({r.reached})"
         lines.append(f"| {r.task} | {r.entry} | {r.runs} | {_f(r.best)} | {_f(r.final)} | {_f(r.sec_per_epoch, '{:.2f}')} | "
                      f"{_f(r.total, '{:.1f}')} | {ttt} | {ett} | {_f(r.ratio_sgd, '{:.2f}')} |")
+    return "\n".join(lines) + "\n"
+
+
+def search_table(found: list[Search]) -> str:
+    lines = ["| task | method | study | trials | best score | best trial | its hyperparameters |", "|" + "---|" * 7]
+    for s in found:
+        split = "val" if s.best.curve(f"val_{s.best.metric}") else "test"
+        hp = ", ".join(f"{k}={v}" for k, v in s.varied.items()) or "-"
+        lines.append(f"| {s.task} | {s.entry} | {s.study} | {len(s.trials)} | {s.best.score():.4f} ({split}) | "
+                     f"{s.best.trial} | {hp} |")
     return "\n".join(lines) + "\n"
 
 
@@ -254,6 +317,9 @@ def write_report(runs: list[RunData], out: Path) -> tuple[list[Row], list[Path]]
     import matplotlib
 
     matplotlib.use("Agg")
+    n_read = len(runs)
+    found = searches(runs)
+    runs = compared(runs, found)
     rows = summarise(runs)
     out.mkdir(parents=True, exist_ok=True)
     figures: list[Path] = []
@@ -283,16 +349,21 @@ def write_report(runs: list[RunData], out: Path) -> tuple[list[Row], list[Path]]
         p = out / "performance_profile.png"
         _profile_figure(rows, p)
         figures.append(p)
-    md = ["# curvbench report", "", f"{len(runs)} runs; generated {dt.datetime.now().isoformat(timespec='seconds')}.", "",
+    md = ["# curvbench report", "", f"{n_read} runs; generated {dt.datetime.now().isoformat(timespec='seconds')}.", "",
           "Accuracy columns: mean over seeds. Times: training seconds only (evaluation excluded). Time and epochs to",
-          "target: median [min, max] over the seeds that reached it, (reached/runs).", "", markdown_table(rows)]
+          "target: median [min, max] over the seeds that reached it, (reached/runs). A search (`tune`) is shown by",
+          "its best trial; step time / SGD compares runs of one kind (searches with searches).", "",
+          markdown_table(rows)]
+    if found:
+        md += ["## Searches", "", "Best score: the best validation value of the metric over the epochs of a trial.", "",
+               search_table(found)]
     md += [f"![{p.stem}]({p.name})" for p in figures]
     (out / "report.md").write_text("\n".join(md) + "\n")
-    (out / "report.html").write_text(_html(rows, figures, len(runs)))
+    (out / "report.html").write_text(_html(rows, figures, n_read, found))
     return rows, figures
 
 
-def _html(rows, figures, n) -> str:
+def _html(rows, figures, n, found=()) -> str:
     import html
 
     table = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in (
@@ -304,6 +375,14 @@ def _html(rows, figures, n) -> str:
                  _f(r.ratio_sgd, "{:.2f}")]
         table.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     table.append("</table>")
+    if found:
+        table.append("<h2>Searches</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in (
+            "task", "method", "study", "trials", "best score", "best trial", "its hyperparameters")) + "</tr>")
+        for s in found:
+            cells = [s.task, s.entry, s.study, len(s.trials), f"{s.best.score():.4f}", s.best.trial,
+                     ", ".join(f"{k}={v}" for k, v in s.varied.items()) or "-"]
+            table.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+        table.append("</table>")
     imgs = [f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
             f'alt="{p.stem}"><figcaption>{p.stem}</figcaption></figure>' for p in figures]
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"

@@ -97,18 +97,27 @@ def test_report_writes_every_figure_and_the_logged_numbers(store):
     assert float(sgd[9]) == 1.0 and float(kfac[9]) == pytest.approx(float(kfac[5]) / float(sgd[5]), abs=0.01)
 
 
-def test_trials_are_lines_of_their_own(store):
+def test_a_search_is_shown_by_its_best_trial_and_a_table_of_its_own(store):
     uri, tmp = store
     tracker = Tracker(uri)
-    for n, acc in ((0, 0.5), (1, 0.7)):
-        run = tracker.start("mnist", f"mnist-sgd-trial{n}", {}, {"task": "mnist", "entry": "sgd", "kind": "trial",
-                                                                 "trial": n})
-        run.log_metrics({"test_accuracy": acc, "train_loss": 1.0, "epoch_seconds": 1.0, "train_seconds": 1.0}, step=1)
+    # trial 1 has the best validation accuracy, trial 2 the best test accuracy: tune ranks by validation
+    for n, lr, val, test in ((0, 0.3, 0.5, 0.55), (1, 0.1, 0.8, 0.7), (2, 0.03, 0.6, 0.9)):
+        run = tracker.start("mnist", f"mnist-sgd-trial{n}", {"methods.sgd.lr": lr, "methods.sgd.momentum": 0.0,
+                                                              "training.batch_size": 100},
+                            {"task": "mnist", "entry": "sgd", "method": "sgd", "kind": "trial", "trial": n,
+                             "study": "m-sgd-grid"})
+        run.log_metrics({"val_accuracy": val, "test_accuracy": test, "train_loss": 1.0, "epoch_seconds": 1.0 + n,
+                         "train_seconds": 1.0 + n}, step=1)
         run.end("FINISHED")
-    rows, _ = write_report(collect(tracker.client, task="mnist"), tmp / "t")
+    out = tmp / "t"
+    rows, figures = write_report(collect(tracker.client, task="mnist"), out)
     labels = {r.entry: r for r in rows}
-    assert labels["sgd trial 0"].best == 0.5 and labels["sgd trial 1"].best == 0.7
+    assert set(labels) == {"sgd", "kfac", "sgd (best of 3 trials)"}  # not one line per trial
+    assert labels["sgd (best of 3 trials)"].best == 0.7 and labels["sgd (best of 3 trials)"].ratio_sgd == 1.0
     assert labels["sgd"].runs == 2  # the two seeds; neither the trials nor the orphaned run
+    md = (out / "report.md").read_text()
+    assert "| mnist | sgd | m-sgd-grid | 3 | 0.8000 (val) | 1 | lr=0.1 |" in md
+    assert md.startswith("# curvbench report\n\n7 runs")
 
 
 def test_filters_and_the_report_run(store):
