@@ -136,7 +136,9 @@ def train(
     console.print(f"runs stored in {tracker.uri}; open them with `curvbench ui`")
     bad = [o for o in outcomes if o.status != "FINISHED"]
     if bad:
-        _fail("; ".join(f"{o.name} {o.status.lower()}: {o.reason}" for o in bad), EXIT_DIVERGED)
+        from curvbench.console import describe
+
+        _fail("; ".join(f"{o.name} {describe(o)}" for o in bad), EXIT_DIVERGED)
 
 
 def _load_recipe(recipe, epochs, batch_size, seed, device, threads, data_dir, no_download, set_, methods, experiment):

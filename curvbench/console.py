@@ -38,8 +38,7 @@ class QuietReporter:
         self._say(f"[{self.name}] epoch {record.epoch}: {_fmt_metrics(record.metrics)}")
 
     def run_ended(self, outcome) -> None:
-        tail = f" ({outcome.reason})" if outcome.reason else ""
-        self._say(f"[{self.name}] {outcome.status.lower()}{tail}")
+        self._say(f"[{self.name}] {describe(outcome)}")
 
     def close(self) -> None:
         pass
@@ -86,10 +85,18 @@ class RichReporter(QuietReporter):
 
     def run_ended(self, outcome):
         if outcome.status != "FINISHED":
-            self.progress_ui.console.print(f"[yellow]{self.name}: {outcome.status.lower()}[/] {outcome.reason}")
+            self.progress_ui.console.print(f"[yellow]{self.name}:[/] {describe(outcome)}")
 
     def close(self):
         self.progress_ui.stop()
+
+
+def describe(outcome) -> str:
+    """"diverged: loss nan in epoch 1", never "diverged (diverged: ...)"."""
+    status, reason = outcome.status.lower(), outcome.reason or ""
+    if not reason or reason.startswith(status):
+        return reason or status
+    return f"{status}: {reason}"
 
 
 def summary_table(outcomes: list[Any], metric: str = "accuracy") -> Table:

@@ -47,7 +47,8 @@ def test_diverged_run_exits_nonzero_and_names_it(mnist_dir, write_recipe, tracki
     path = write_recipe(f'task: {{dataset: mnist, data_dir: "{mnist_dir}"}}\nmethods: {{sgd: {{lr: 1.0e+7}}}}\n')
     result = runner.invoke(app, ["train", str(path), "--epochs", "1", "--quiet", "--tracking-uri", tracking_uri])
     assert result.exit_code == 1
-    assert "mnist-sgd-s0 diverged" in result.output
+    assert "mnist-sgd-s0 diverged: loss " in result.output
+    assert "diverged: diverged" not in result.output and "diverged (diverged" not in result.output
 
 
 def test_missing_data_is_one_line(tmp_path, write_recipe):
