@@ -113,6 +113,13 @@ class MethodEntry:
     hparams: dict
 
 
+def holds_val(dataset: str, validation: float) -> bool:
+    """A validation split exists when part of train is held out or the dataset has its own."""
+    from curvbench.tasks import TASKS
+
+    return validation > 0 or TASKS[dataset].has_val
+
+
 @dataclass
 class Recipe:
     name: str
@@ -152,6 +159,10 @@ class Recipe:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def default_split(self) -> str:
+        """The split a score is read from unless told otherwise: val when the recipe has one, else test."""
+        return "val" if holds_val(self.task.dataset, self.training.validation) else "test"
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
@@ -410,9 +421,7 @@ def parse(data: Any, source: str, overrides: Overrides | None = None) -> Recipe:
     training = top["training"] or _TRAINING.check({})
     training = dict(training)
     training["schedule"] = training["schedule"] if isinstance(training["schedule"], Schedule) else Schedule()
-    from curvbench.tasks import TASKS
-
-    has_val = training["validation"] > 0 or TASKS[task.dataset].has_val
+    has_val = holds_val(task.dataset, training["validation"])
     if training["eval_splits"] is None:
         training["eval_splits"] = (["val"] if has_val else []) + ["test"]
     if "val" in training["eval_splits"] and not has_val:

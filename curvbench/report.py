@@ -53,6 +53,13 @@ class Search:
     best: RunData
     varied: dict  # hyperparameter -> value in the best trial, for those the trials differ in
 
+    def chosen(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.varied.items()) or "-"
+
+    def score_text(self) -> str:
+        split = "val" if self.best.curve(f"val_{self.best.metric}") else "test"
+        return f"{self.best.score():.4f} ({split})"
+
 
 def collect(client, experiment=None, parent=None, task=None, methods=None, since=None) -> list[RunData]:
     if experiment:
@@ -221,10 +228,8 @@ def markdown_table(rows: list[Row]) -> str:
 def search_table(found: list[Search]) -> str:
     lines = ["| task | method | study | trials | best score | best trial | its hyperparameters |", "|" + "---|" * 7]
     for s in found:
-        split = "val" if s.best.curve(f"val_{s.best.metric}") else "test"
-        hp = ", ".join(f"{k}={v}" for k, v in s.varied.items()) or "-"
-        lines.append(f"| {s.task} | {s.entry} | {s.study} | {len(s.trials)} | {s.best.score():.4f} ({split}) | "
-                     f"{s.best.trial} | {hp} |")
+        lines.append(f"| {s.task} | {s.entry} | {s.study} | {len(s.trials)} | {s.score_text()} | {s.best.trial} | "
+                     f"{s.chosen()} |")
     return "\n".join(lines) + "\n"
 
 
@@ -379,8 +384,7 @@ def _html(rows, figures, n, found=()) -> str:
         table.append("<h2>Searches</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in (
             "task", "method", "study", "trials", "best score", "best trial", "its hyperparameters")) + "</tr>")
         for s in found:
-            cells = [s.task, s.entry, s.study, len(s.trials), f"{s.best.score():.4f}", s.best.trial,
-                     ", ".join(f"{k}={v}" for k, v in s.varied.items()) or "-"]
+            cells = [s.task, s.entry, s.study, len(s.trials), s.score_text(), s.best.trial, s.chosen()]
             table.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
         table.append("</table>")
     imgs = [f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '

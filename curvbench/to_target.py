@@ -67,7 +67,7 @@ def run_to_target(
     device = resolve_device(recipe.training.device)
     set_threads(recipe.training.threads)
     task = load_task(recipe, device)
-    on = on or ("val" if "val" in task.splits else "test")
+    on = on or recipe.default_split()
     if on not in task.splits:
         raise CurvbenchError(f"--on {on}: the task has no {on} split (hold one out with training.validation)")
     metric = recipe.task.metric

@@ -149,6 +149,13 @@ def is_duplicate(study, trial) -> bool:
     return False
 
 
+def study_name_of(recipe: Recipe, entry: MethodEntry, sampler: str, given: str | None) -> str:
+    """RECIPE-ENTRY-SAMPLER, or the name given (suffixed by the entry when the recipe has several)."""
+    if not given:
+        return f"{recipe.name}-{entry.name}-{sampler}"
+    return f"{given}-{entry.name}" if len(recipe.methods) > 1 else given
+
+
 def fingerprint(recipe: Recipe, entry: MethodEntry, space: dict, objective: str, key: str) -> str:
     """What a trial's score depends on besides the tuned point: a study is only resumed under the same one."""
     d = recipe.to_dict()
@@ -205,8 +212,7 @@ def tune(
     device = resolve_device(recipe.training.device)
     set_threads(recipe.training.threads)
     task = load_task(recipe, device)
-    on = on or ("val" if "val" in task.splits else "test")
-    key = f"{on}_{recipe.task.metric}"
+    key = f"{on or recipe.default_split()}_{recipe.task.metric}"
     store = open_storage(storage)
     results = []
     for entry in recipe.methods:
@@ -214,9 +220,7 @@ def tune(
         from curvbench import methods as registry
 
         integer = {h.name for h in registry.get(entry.method).hparams if getattr(h.check, "integer", False)}
-        name = study_name or f"{recipe.name}-{entry.name}-{sampler}"
-        if study_name and len(recipe.methods) > 1:
-            name = f"{study_name}-{entry.name}"
+        name = study_name_of(recipe, entry, sampler, study_name)
         study = optuna.create_study(study_name=name, storage=store, direction="maximize", load_if_exists=True,
                                     sampler=make_sampler(sampler, seed), pruner=make_pruner(pruner))
         check_fingerprint(study, fingerprint(recipe, entry, space, objective, key), storage)
@@ -325,19 +329,14 @@ def dry_run(recipe: Recipe, sampler: str, trials: int | None, storage: str | Non
     import optuna
     from optuna.trial import TrialState
 
-    from curvbench.tasks import TASKS
-
     spaces = spaces if spaces is not None else recipe.search
-    has_val = TASKS[recipe.task.dataset].has_val or recipe.training.validation > 0
-    key = f"{on or ('val' if has_val else 'test')}_{recipe.task.metric}"
+    key = f"{on or recipe.default_split()}_{recipe.task.metric}"
     out = []
     for entry in recipe.methods:
         space = spaces.get(entry.name)
         if not space:
             raise CurvbenchError(f"{recipe.source}: no search space for {entry.name}")
-        name = study_name or f"{recipe.name}-{entry.name}-{sampler}"
-        if study_name and len(recipe.methods) > 1:
-            name = f"{study_name}-{entry.name}"
+        name = study_name_of(recipe, entry, sampler, study_name)
         try:
             study = optuna.load_study(study_name=name, storage=open_storage(storage))
             if "fingerprint" in study.user_attrs:  # a dry run only reads; it marks nothing
