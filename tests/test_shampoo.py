@@ -122,3 +122,41 @@ def test_dimensions_above_the_skip_size_are_left_unpreconditioned():
     for g, u in zip(grads, updates):
         R += g.T @ g
         np.testing.assert_allclose(u, g @ mpow(R, -0.5), rtol=1e-7, atol=1e-10)  # k = 1 preconditioned dim
+
+
+def test_roots_are_refreshed_at_start_then_every_frequency_steps_after_it():
+    """start 2, frequency 3: roots from the statistics of steps 2, 5 and 8 (1-based), used until the next."""
+    rng = np.random.default_rng(7)
+    grads = [rng.normal(size=(3, 2)) for _ in range(8)]
+    _, updates = run((3, 2), grads, precondition_frequency=3, start_preconditioning_step=2)
+    L, R = 1e-3 * np.eye(3), 1e-3 * np.eye(2)
+    roots = None
+    for step, (g, u) in enumerate(zip(grads, updates), start=1):
+        L += g @ g.T
+        R += g.T @ g
+        if step == 1:
+            np.testing.assert_allclose(u, g)  # before the start: plain SGD (no grafting)
+            continue
+        if step in (2, 5, 8):
+            roots = mpow(L, -0.25), mpow(R, -0.25)
+        np.testing.assert_allclose(u, roots[0] @ g @ roots[1], rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("graft", ["sgd", "adagrad"])
+def test_vectors_are_grafted_like_every_other_block(graft):
+    """A bias keeps its diagonal-AdaGrad direction and takes the grafted method's step size, from the first
+    preconditioned step on (no jump when preconditioning starts)."""
+    rng = np.random.default_rng(8)
+    grads = [rng.normal(size=4) for _ in range(5)]
+    _, updates = run((4,), grads, grafting=graft, start_preconditioning_step=3)
+    acc, graft_acc = np.full(4, 1e-3), np.zeros(4)
+    for step, (g, u) in enumerate(zip(grads, updates), start=1):
+        acc += g * g
+        graft_acc += g * g
+        graft_dir = g if graft == "sgd" else g / (np.sqrt(graft_acc) + 1e-8)
+        if step < 3:
+            np.testing.assert_allclose(u, graft_dir, rtol=1e-10)
+            continue
+        d = g / np.sqrt(acc)
+        np.testing.assert_allclose(u, d * np.linalg.norm(graft_dir) / np.linalg.norm(d), rtol=1e-10)
+        np.testing.assert_allclose(np.linalg.norm(u), np.linalg.norm(graft_dir), rtol=1e-10)

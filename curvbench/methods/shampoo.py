@@ -8,13 +8,21 @@ For a parameter of order k with gradient G, one statistic per dimension i:
 
 so a matrix gets L^(-1/4) G R^(-1/4) (eqs. 28-30). The statistics change every step; the inverse roots are
 recomputed every `precondition_frequency` steps by a symmetric eigendecomposition (float64 if asked) and used in
-between. Dimensions larger than `max_preconditioner_dim` are cut into blocks, each block preconditioned on its
-own; dimensions longer than `skip_dim_above` (an embedding's vocabulary) get no preconditioner, k counting the
-preconditioned dimensions only (one-sided Shampoo, as Anil et al.'s implementation does for embeddings); 1-D
-parameters (biases) get the diagonal (AdaGrad) form. Optional grafting (Anil et al. 2020) keeps the
-Shampoo direction but takes the step size (per block) from SGD, AdaGrad or Adam; before
-`start_preconditioning_step` the grafted method (plain SGD without grafting) moves alone.
-With precondition_frequency 1, start 1, no blocking, beta2 1 and no grafting this is the paper's update.
+between: at steps start, start + f, start + 2f, ... (1-based; start = `start_preconditioning_step`,
+f = `precondition_frequency`). Dimensions larger than `max_preconditioner_dim` are cut into blocks, each block
+preconditioned on its own; dimensions longer than `skip_dim_above` (an embedding's vocabulary) get no
+preconditioner, k counting the preconditioned dimensions only (one-sided Shampoo, as Anil et al.'s
+implementation does for embeddings).
+
+1-D parameters (biases, norm weights) get the diagonal (AdaGrad) form g / sqrt(h), h <- beta2*h + g*g. This
+departs from the paper, whose order-1 case is full-matrix AdaGrad (a d x d statistic); the diagonal form is
+what practical Shampoo implementations use for vectors, and it costs nothing. Optional grafting (Anil et al.
+2020) keeps each block's Shampoo direction but takes its step size from SGD, AdaGrad or Adam, 1-D blocks
+included (so no block's step jumps when preconditioning starts); before `start_preconditioning_step` the
+grafted method (plain SGD without grafting) moves alone.
+
+With precondition_frequency 1, start 1, no blocking, beta2 1 and no grafting this is the paper's update for
+every tensor of order 2 or more, and diagonal AdaGrad for vectors.
 
 Defaults: roots refreshed every 20 steps, first used at step 20 (statistics of one step are rank-deficient, and
 stale roots of such statistics amplify new directions by epsilon^(-1/2k)), SGD grafting so lr means what it
@@ -162,7 +170,7 @@ class Shampoo(torch.optim.Optimizer):
         if refresh:
             block.compute_roots(cfg.float64, cfg.epsilon)
         d = block.direction(g)
-        if cfg.grafting != "none" and not block.diagonal:
+        if cfg.grafting != "none":  # every block, vectors included, moves by the grafted method's step size
             d = d * (grafted.norm() / d.norm().clamp(min=1e-30))
         return d
 
@@ -173,9 +181,10 @@ class Shampoo(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         cfg = self.config
-        preconditioning = self.steps + 1 >= cfg.start_preconditioning_step
-        first = self.steps + 1 == cfg.start_preconditioning_step
-        refresh = preconditioning and (first or self.steps % cfg.precondition_frequency == 0)
+        step = self.steps + 1  # 1-based
+        since_start = step - cfg.start_preconditioning_step
+        preconditioning = since_start >= 0
+        refresh = preconditioning and since_start % cfg.precondition_frequency == 0  # start, start + f, ...
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
