@@ -89,7 +89,8 @@ def build_optimizer(task, model, entry, steps_per_epoch: int, epochs: int, seed:
     opt = spec.build(ctx, entry.hparams)
     for g in opt.param_groups:
         g.setdefault("initial_lr", g["lr"])
-    l2 = entry.hparams.get("weight_decay", 0.0) if spec.regularisation == COUPLED else 0.0
+    coupled_by_engine = spec.regularisation == COUPLED and not spec.adds_l2
+    l2 = entry.hparams.get("weight_decay", 0.0) if coupled_by_engine else 0.0
     return opt, l2
 
 

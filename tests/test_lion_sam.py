@@ -45,7 +45,9 @@ def test_sam_perturbation_and_the_gradient_it_applies(adaptive):
     loss = nn.functional.cross_entropy(ref(b.inputs), b.targets)
     g = torch.autograd.grad(loss, list(ref.parameters()))
     if adaptive:
-        t = [th.abs() + 0.01 for th in theta]
+        # the authors' code rescales the parameters named weight only; biases keep T = 1
+        t = [th.abs() + 0.01 if n.endswith("weight") else torch.ones_like(th)
+             for (n, _), th in zip(ref.named_parameters(), theta)]
         norm = torch.sqrt(sum(((ti * gi) ** 2).sum() for ti, gi in zip(t, g)))
         eps = [rho * ti * ti * gi / norm for ti, gi in zip(t, g)]
     else:
@@ -88,3 +90,61 @@ def test_sam_second_pass_leaves_batchnorm_statistics_alone():
     torch.testing.assert_close(bn.running_var, ref[1].running_var)
     assert bn.num_batches_tracked.item() == 1
     assert bn.track_running_stats
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_sam_with_l2_over_several_steps(inside):
+    """Three steps of SAM with coupled L2 and a momentum base, against a hand-written loop. Thesis eq. (22)
+    (inside=False): eps from grad L alone, update gradient grad L(theta + eps) + 2*lambda*theta. inside=True:
+    SAM of L + lambda*||theta||^2, both gradients of the regularised objective."""
+    from curvbench import engine
+    from curvbench.recipe import MethodEntry
+    from curvbench.methods import get
+    from helpers import TinyTask
+
+    rho, lr, lam, mom = 0.1, 0.05, 0.01, 0.9
+    batches = [batch(16, 4, 3, seed=s) for s in range(3)]
+    ref = _mlp()
+    theta = [p.detach().clone() for p in ref.parameters()]
+    buf = [torch.zeros_like(t) for t in theta]
+
+    def grad_at(params, b, with_l2):
+        params = [p.detach().clone().requires_grad_(True) for p in params]
+        out = torch.func.functional_call(ref, dict(zip([n for n, _ in ref.named_parameters()], params)), (b.inputs,))
+        loss = nn.functional.cross_entropy(out, b.targets)
+        if with_l2:
+            loss = loss + lam * sum((p**2).sum() for p in params)
+        return torch.autograd.grad(loss, params)
+
+    for b in batches:
+        g = grad_at(theta, b, inside)
+        norm = torch.sqrt(sum((gi**2).sum() for gi in g))
+        perturbed = [t + rho * gi / norm for t, gi in zip(theta, g)]
+        g_sam = grad_at(perturbed, b, inside)
+        if not inside:
+            g_sam = [gs + 2 * lam * t for gs, t in zip(g_sam, theta)]
+        buf = [mom * m + gs for m, gs in zip(buf, g_sam)]
+        theta = [t - lr * m for t, m in zip(theta, buf)]
+
+    model = _mlp()
+    entry = MethodEntry("sam", "sam", get("sam").resolve(
+        {"lr": lr, "rho": rho, "momentum": mom, "weight_decay": lam, "l2_in_perturbation": inside}))
+    opt, l2 = engine.build_optimizer(TinyTask(), model, entry, 10, 1, 0)
+    assert l2 == 0.0  # SAM adds the L2 gradient itself, where eq. (22) says
+    params = list(model.parameters())
+    for b in batches:
+        opt.step(engine.make_closure(model, TinyTask(), opt, b, params, l2))
+    for p, e in zip(model.parameters(), theta):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-6)
+
+
+def test_rho_defaults_to_each_variants_authors_choice():
+    from curvbench import engine
+    from curvbench.methods import get
+    from curvbench.recipe import MethodEntry
+    from helpers import TinyTask
+
+    for adaptive, rho in ((False, 0.05), (True, 0.5)):
+        entry = MethodEntry("sam", "sam", get("sam").resolve({"adaptive": adaptive}))
+        opt, _ = engine.build_optimizer(TinyTask(), _mlp(), entry, 10, 1, 0)
+        assert opt.rho == rho and opt.adaptive is adaptive

@@ -38,6 +38,8 @@ class MethodSpec:
     regularisation: str
     hparams: tuple[HParam, ...]
     build: Callable[[BuildContext, dict], Any]  # returns a torch.optim.Optimizer whose step() takes a closure
+    # coupled L2 whose gradient the method adds itself, where its update rule says (SAM: at theta, not theta+eps)
+    adds_l2: bool = False
 
     def defaults(self) -> dict:
         return {h.name: h.default for h in self.hparams}
