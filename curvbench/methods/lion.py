@@ -3,6 +3,10 @@
     c_t     = beta1 * m_{t-1} + (1 - beta1) * g_t
     theta_t = theta_{t-1} - lr * (sign(c_t) + lambda * theta_{t-1})      (decoupled weight decay)
     m_t     = beta2 * m_{t-1} + (1 - beta2) * g_t
+
+beta1 and beta2 are Chen et al.'s (Algorithm 2): beta1 interpolates for the sign, beta2 decays the momentum.
+The thesis's eqs. (31) and (33) name them the other way round: its beta2 is beta1 here and its beta1 is beta2,
+so a recipe copied from the thesis must swap them.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from curvbench.schema import Number
 
 
 class Lion(torch.optim.Optimizer):
-    def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.99), weight_decay: float = 0.0):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.99), weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay))
 
     @torch.no_grad()
@@ -54,8 +58,10 @@ SPEC = MethodSpec(
     hparams=(
         lr_param(1e-3, "learning rate (1e-3 reaches 90% on mnist-mini in 2 epochs; the paper's 3-10x below AdamW needs more)"),
         weight_decay_param(0.0, "decoupled weight decay lambda (eq. 32)"),
-        HParam("beta1", 0.9, Number(ge=0, lt=1), "interpolation of momentum and gradient for the sign"),
-        HParam("beta2", 0.99, Number(ge=0, lt=1), "momentum decay"),
+        HParam("beta1", 0.9, Number(ge=0, lt=1),
+               "Chen et al.'s beta1: c = beta1*m + (1-beta1)*g, whose sign is the step (the thesis's beta2)"),
+        HParam("beta2", 0.99, Number(ge=0, lt=1),
+               "Chen et al.'s beta2: m = beta2*m + (1-beta2)*g, the momentum decay (the thesis's beta1)"),
     ),
     build=build,
 )
