@@ -105,3 +105,87 @@ def test_methods_command_lists_every_method_and_its_defaults():
         for h in spec.hparams:
             assert h.name in out
     assert "coupled" in out and "decoupled" in out
+    lines = out.splitlines()
+    for spec in methods.registry().values():  # each hyperparameter shown with its default, under its method
+        head = next(i for i, line in enumerate(lines) if line.startswith(f"{spec.name}:"))
+        block = lines[head + 1 : head + 1 + len(spec.hparams)]
+        for h, line in zip(spec.hparams, block):
+            assert line.strip().startswith(f"{h.name} = {h.default!r}:"), line
+    assert "    momentum = 0.0:" in out  # sgd, as the thesis runs it
+
+
+def _muon_by_hand(model, batches, hp):
+    """torch's Muon and AdamW driven directly: each kernel as its own 2-D tensor, gradients fresh every step."""
+    from curvbench.methods.muon import split_params
+
+    hidden, rest = split_params(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+    flat = {names[id(p)]: p.detach().reshape(p.shape[0], -1).clone().requires_grad_(True) for p in hidden}
+    others = {names[id(p)]: p.detach().clone().requires_grad_(True) for p in rest}
+    muon = torch.optim.Muon(list(flat.values()), lr=hp["lr"], weight_decay=hp["weight_decay"],
+                            momentum=hp["momentum"], nesterov=hp["nesterov"], ns_steps=hp["ns_steps"])
+    adamw = torch.optim.AdamW(list(others.values()), lr=hp["adamw_lr"], betas=(hp["adamw_beta1"], hp["adamw_beta2"]),
+                              weight_decay=hp["weight_decay"])
+    for x, y in batches:
+        params = {n: t.view(shapes[n]) for n, t in flat.items()} | others
+        loss = nn.functional.cross_entropy(torch.func.functional_call(model, params, (x,)), y)
+        muon.zero_grad()
+        adamw.zero_grad()
+        loss.backward()
+        muon.step()
+        adamw.step()
+    return {n: t.view(shapes[n]).detach() for n, t in flat.items()} | {n: t.detach() for n, t in others.items()}
+
+
+def _newton_schulz_float64(grad, ns_coefficients, ns_steps, eps):
+    """torch's quintic Newton-Schulz iteration, in float64 rather than bfloat16."""
+    a, b, c = ns_coefficients
+    x = grad.double()
+    if grad.size(0) > grad.size(1):
+        x = x.T
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(ns_steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if grad.size(0) > grad.size(1) else x).to(grad.dtype)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_muon_over_several_steps_matches_torch_muon_driven_by_hand(channels_last, monkeypatch):
+    """Four steps: a kernel's gradient must be this step's alone (not summed over past steps), and a
+    channels_last network (how the CIFAR task prepares ResNet-18 on CUDA) builds and steps the same.
+
+    channels_last convolutions round differently (1e-8), which Muon's bfloat16 Newton-Schulz would turn into
+    bf16-sized differences: both sides orthogonalise in float64 here, so they must agree to float precision."""
+    import torch.optim._muon
+
+    monkeypatch.setattr(torch.optim._muon, "_zeropower_via_newtonschulz", _newton_schulz_float64)
+    from curvbench.methods.base import BuildContext
+    from curvbench.models.lenet import LeNet5
+    from curvbench.tasks.base import Batch
+    from helpers import TinyTask
+
+    hp = {**methods.get("muon").defaults(), "adamw_beta2": 0.98}
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(4)]
+    torch.manual_seed(0)
+    model = LeNet5()
+    expected = _muon_by_hand(_copy(model), batches, hp)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        assert not model.c3.weight.is_contiguous()
+    opt = methods.get("muon").build(BuildContext(model, None, 1, 1, 0), hp)
+    params = list(model.parameters())
+    for x, y in batches:
+        opt.step(engine.make_closure(model, TinyTask(), opt, Batch(x, y), params, 0.0))
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), expected[n], rtol=0, atol=1e-6, msg=lambda m, n=n: f"{n}: {m}")
+    if channels_last:
+        assert model.c3.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def _copy(model):
+    import copy
+
+    return copy.deepcopy(model)

@@ -34,14 +34,23 @@ def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
 
 def build(ctx: BuildContext, hp: dict):
     hidden, rest = split_params(ctx.model)
-    # Muon needs 2-D parameters: a 2-D Parameter sharing storage with each conv kernel stands in for it,
-    # its gradient pointed at the kernel's gradient before every step; Muon's in-place update lands in the kernel.
-    proxies = [nn.Parameter(p.detach().view(p.shape[0], -1)) if p.ndim > 2 else p for p in hidden]
-    pairs = [(p, q) for p, q in zip(hidden, proxies) if q is not p]
+    # Muon needs 2-D parameters: each conv kernel gets a 2-D stand-in with storage of its own (a view would
+    # fail on channels_last kernels). Before every step the stand-in takes the kernel's value and gradient;
+    # after it the kernel takes the stand-in's new value. The kernels' own gradients are cleared with the rest.
+    pairs = [(p, nn.Parameter(p.detach().reshape(p.shape[0], -1).clone())) for p in hidden if p.ndim > 2]
+    stand_in = {id(p): q for p, q in pairs}
+    proxies = [stand_in.get(id(p), p) for p in hidden]
 
-    def link_grads():
+    @torch.no_grad()
+    def load_kernels():
         for p, q in pairs:
-            q.grad = None if p.grad is None else p.grad.view(q.shape)
+            q.copy_(p.reshape(q.shape))
+            q.grad = None if p.grad is None else p.grad.reshape(q.shape)
+
+    @torch.no_grad()
+    def store_kernels():
+        for p, q in pairs:
+            p.copy_(q.view(p.shape))
 
     muon = torch.optim.Muon(
         proxies,
@@ -52,9 +61,11 @@ def build(ctx: BuildContext, hp: dict):
         ns_steps=hp["ns_steps"],
     ) if proxies else None
     adamw = torch.optim.AdamW(
-        rest, lr=hp["adamw_lr"], betas=(0.9, 0.95), weight_decay=hp["weight_decay"], foreach=True
+        rest, lr=hp["adamw_lr"], betas=(hp["adamw_beta1"], hp["adamw_beta2"]), weight_decay=hp["weight_decay"],
+        foreach=True,
     ) if rest else None
-    opt = Composite([muon, adamw], before_step=link_grads)
+    opt = Composite([muon, adamw], before_step=load_kernels, after_step=store_kernels,
+                    also_zero=[p for p, _ in pairs])
     opt.tags = {"muon_params": len(hidden), "adamw_params": len(rest)}
     return opt
 
@@ -66,6 +77,8 @@ SPEC = MethodSpec(
     hparams=(
         lr_param(0.02, "Muon learning rate (hidden weights)"),
         HParam("adamw_lr", 1e-3, Number(gt=0), "AdamW learning rate (biases, embeddings, output layer)"),
+        HParam("adamw_beta1", 0.9, Number(ge=0, lt=1), "AdamW beta1"),
+        HParam("adamw_beta2", 0.95, Number(ge=0, lt=1), "AdamW beta2"),
         weight_decay_param(0.0, "decoupled weight decay, both parts"),
         HParam("momentum", 0.95, Number(ge=0, lt=1), "Muon momentum"),
         HParam("nesterov", True, Boolean(), "Nesterov momentum in Muon"),
