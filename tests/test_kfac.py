@@ -34,8 +34,9 @@ def per_sample_targets(model, b, empirical, generator_state):
     if empirical:
         return b.targets
     g = torch.Generator().set_state(generator_state)
-    probs = torch.softmax(model(b.inputs).detach(), -1)
-    return torch.multinomial(probs, 1, generator=g).squeeze(-1)
+    logits = model(b.inputs).detach()
+    u = torch.rand(logits.shape, generator=g, dtype=torch.float32)  # Gumbel-max: argmax(logits + Gumbel noise)
+    return (logits.float() - torch.log(-torch.log(u))).argmax(-1)
 
 
 def explicit_mlp_factors(model, b, targets):
@@ -181,3 +182,28 @@ def test_factor_and_inverse_intervals_and_uncovered_params_are_tagged():
             seen_inverses.append(step)
     assert seen_factors == [0, 3, 6, 9, 12]
     assert seen_inverses == [0, 3, 6, 12]  # every factor update in the first interval, then every 6 steps
+
+
+def test_sampled_labels_follow_the_softmax_distribution():
+    from curvbench.tasks.base import sample_labels
+
+    logits = torch.tensor([[2.0, 0.0, -1.0, 0.5]]).expand(200_000, 4)
+    labels = sample_labels(logits, torch.Generator().manual_seed(0))
+    freq = torch.bincount(labels, minlength=4).double() / labels.numel()
+    torch.testing.assert_close(freq, torch.softmax(logits[0].double(), 0), atol=4e-3, rtol=0)
+
+
+def test_nan_logits_end_the_run_as_diverged_not_with_an_error():
+    """K-FAC samples Fisher labels from the model; NaN logits must reach the divergence check, not raise."""
+    from curvbench import engine, recipe
+    from curvbench.methods import get
+    from curvbench.recipe import MethodEntry
+    from curvbench.runner import load_task
+
+    torch.set_default_dtype(torch.float32)  # a real task's float32 data and model
+    r = recipe.parse({"task": "mnist-mini", "methods": ["kfac"], "training": {"epochs": 1, "log_every": 50}}, "t")
+    task = load_task(r, torch.device("cpu"))
+    entry = MethodEntry("kfac", "kfac", get("kfac").resolve({"lr": 1e4, "kl_clip": 0, "momentum": 0}))
+    result = engine.train(task, entry, r.training, 0, torch.device("cpu"))
+    assert result.status == engine.DIVERGED, result.reason
+    assert "loss" in result.reason

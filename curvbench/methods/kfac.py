@@ -286,7 +286,8 @@ class KFAC(torch.optim.Optimizer):
 
     def update_inverses(self) -> None:
         for b in self.blocks:
-            if b.A is not None:
+            # non-finite factors (a run going to NaN) keep the last inverses: the engine's loss check ends the run
+            if b.A is not None and bool(torch.isfinite(b.A).all() and torch.isfinite(b.G).all()):
                 b.update_inverses(self.damping)
 
     @torch.no_grad()

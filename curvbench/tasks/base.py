@@ -9,6 +9,16 @@ import torch
 import torch.nn.functional as F
 
 
+def sample_labels(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One label per row drawn from softmax(logits), by the Gumbel-max trick: argmax(logits + Gumbel noise).
+
+    Unlike torch.multinomial it never raises (NaN or infinite logits give some label, and the loss check then
+    ends the run as diverged) and never waits for the device."""
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
+    gumbel = -torch.log(-torch.log(u.clamp(min=1e-20)))
+    return (logits.float() + gumbel).argmax(-1)
+
+
 @dataclass
 class Batch:
     inputs: torch.Tensor
@@ -84,8 +94,7 @@ class ClassificationTask:
         if empirical:
             targets = batch.targets
         else:
-            probs = torch.softmax(logits.float(), dim=-1)
-            targets = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            targets = sample_labels(logits, generator)
         return F.cross_entropy(outputs, targets, reduction="sum"), targets.shape[0]
 
     @torch.no_grad()

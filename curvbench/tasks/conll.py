@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from curvbench.errors import DatasetMissing
 from curvbench.tasks import data_dir as data_dirs
-from curvbench.tasks.base import Batch
+from curvbench.tasks.base import Batch, sample_labels
 from curvbench.tasks.ner_metrics import iob1_to_iob2, micro_f1
 
 PAD, UNK = "<pad>", "<unk>"
@@ -184,8 +184,7 @@ class TaggingTask:
         if empirical:
             targets = batch.targets[batch.mask]
         else:
-            probs = torch.softmax(logits.detach().float(), dim=-1)
-            targets = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            targets = sample_labels(logits.detach(), generator)
         return F.cross_entropy(logits, targets, reduction="sum"), targets.shape[0]
 
     @torch.no_grad()
