@@ -14,7 +14,8 @@ err_console = Console(stderr=True, highlight=False)
 
 def _fmt_metrics(metrics: dict[str, float]) -> str:
     keys = [k for k in metrics if k.endswith(("_accuracy", "_f1")) or k in ("train_loss",)]
-    return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys) + f"  {metrics.get('epoch_seconds', 0):.2f}s"
+    secs = metrics.get("epoch_seconds")
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys) + (f"  {secs:.2f}s" if secs is not None else "  (partial epoch)")
 
 
 class QuietReporter:
@@ -101,7 +102,8 @@ def describe(outcome) -> str:
 
 def summary_table(outcomes: list[Any], metric: str = "accuracy") -> Table:
     table = Table(title="curvbench summary")
-    for col in ("run", "status", "epochs", f"final test {metric}", f"best test {metric}", "s/epoch", "train s"):
+    for col in ("run", "status", "epochs", f"final test {metric}", f"best test {metric}", "s/epoch", "ms/step",
+                "train s"):
         table.add_column(col, justify="left" if col in ("run", "status") else "right", no_wrap=col == "run")
     for o in outcomes:
         curve = [r.metrics.get(f"test_{metric}") for r in o.epochs if f"test_{metric}" in r.metrics]
@@ -109,13 +111,15 @@ def summary_table(outcomes: list[Any], metric: str = "accuracy") -> Table:
             o.status, f"[red]{o.status.lower()}"
         )
         n = len(o.epochs)
+        whole = [r.metrics["epoch_seconds"] for r in o.epochs if "epoch_seconds" in r.metrics]  # no partial epochs
         table.add_row(
             o.name,
             status,
             str(n),
             f"{curve[-1]:.4f}" if curve else "-",
             f"{max(curve):.4f}" if curve else "-",
-            f"{o.train_seconds / n:.2f}" if n else "-",
+            f"{sum(whole) / len(whole):.2f}" if whole else "-",
+            f"{1000 * o.train_seconds / o.steps:.2f}" if o.steps else "-",
             f"{o.train_seconds:.1f}",
         )
     return table

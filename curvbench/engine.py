@@ -75,6 +75,36 @@ class Diverged(Exception):
     pass
 
 
+class ExplosionCheck:
+    """A loss far above where the run started ends it as diverged, like NaN does.
+
+    At every progress check (every `log_every` steps) the epoch's running mean loss (what `train_loss` will
+    report) is compared with the loss of the first step (at the initial parameters): above `factor` times it
+    at `checks` checks in a row, the run has exploded. Lion at lr 10 on LeNet-5 throws its loss to 1e11 in its
+    first steps and then sits at chance accuracy, an epoch's train loss of 5e10, without ever producing a NaN;
+    a run that still learns is never 100 times above its initial loss for three checks. factor 0 turns the
+    rule off."""
+
+    def __init__(self, factor: float, checks: int):
+        self.factor, self.checks = factor, checks
+        self.initial: float | None = None
+        self.strikes = 0
+
+    def start(self, first_loss: float) -> None:
+        self.initial = first_loss
+
+    def check(self, loss: float, epoch: int, step: int) -> None:
+        if not math.isfinite(loss):
+            raise Diverged(f"diverged: loss {loss} in epoch {epoch} by step {step}")
+        if not self.factor or self.initial is None or not math.isfinite(self.initial):
+            return
+        limit = self.factor * max(self.initial, 1e-12)
+        self.strikes = self.strikes + 1 if loss > limit else 0
+        if self.strikes >= self.checks:
+            raise Diverged(f"diverged: loss exploded to {loss:.3g}, above {self.factor:g} x the initial "
+                           f"{self.initial:.3g} for {self.checks} checks, in epoch {epoch} by step {step}")
+
+
 class StopTraining(Exception):
     """Raised by a callback (a pruner, a reached target) to end the run early; the run still counts as finished."""
 
@@ -132,8 +162,11 @@ def train(
 ) -> RunResult:
     """Train `entry` (a recipe MethodEntry) on `task` for `training.epochs` epochs.
 
-    Divergence (a NaN or infinite loss) ends the run with status DIVERGED; KeyboardInterrupt propagates after
-    the epochs already reported stay reported."""
+    Divergence (a NaN or infinite loss, or an explosion: see ExplosionCheck) ends the run with status DIVERGED;
+    KeyboardInterrupt propagates after the epochs already reported stay reported.
+
+    Every epoch record holds the cumulative `steps` and `train_seconds`; `epoch_seconds` only for epochs that ran
+    all their steps (a run stopped inside an epoch, at a target, logs no partial epoch time)."""
     cb = callbacks or NoCallbacks()
     configure_cpu()
     seed_everything(seed)
@@ -149,6 +182,7 @@ def train(
     result = RunResult(tags=dict(getattr(opt, "tags", {}) or {}))
     cb.on_start(total, steps_per_epoch)
     step, log_every = 0, training.log_every
+    explosion = ExplosionCheck(training.explode_factor, training.explode_checks)
     model.train()
     try:
         for epoch in range(training.epochs):
@@ -162,13 +196,15 @@ def train(
                 for g in opt.param_groups:
                     g["lr"] = g["initial_lr"] * factor
                 lr = opt.param_groups[0]["lr"]
-                loss_sum += opt.step(make_closure(model, task, opt, batch, params, l2))
+                loss = opt.step(make_closure(model, task, opt, batch, params, l2))
+                loss_sum += loss
+                if step == 0:
+                    explosion.start(float(loss))  # the loss at the initial parameters: one sync per run
                 batches += 1
                 step += 1
                 if step % log_every == 0:
                     running = loss_sum.item() / batches  # a sync point: also where divergence is seen
-                    if not math.isfinite(running):
-                        raise Diverged(f"diverged: loss {running} in epoch {epoch + 1} by step {step}")
+                    explosion.check(running, epoch + 1, step)
                     cb.on_progress(step, epoch + 1, running)
                 if eval_schedule and step % eval_schedule.every == 0:
                     watch.stop()
@@ -182,12 +218,9 @@ def train(
             train_loss = loss_sum.item() / max(1, batches)
             if not math.isfinite(train_loss):
                 raise Diverged(f"diverged: loss {train_loss} in epoch {epoch + 1}")
-            metrics = {
-                "train_loss": train_loss,
-                "lr": lr,
-                "epoch_seconds": watch.total - epoch_start,
-                "train_seconds": watch.total,
-            }
+            metrics = {"train_loss": train_loss, "lr": lr, "steps": step, "train_seconds": watch.total}
+            if batches == steps_per_epoch:  # a whole epoch: its time is an epoch time
+                metrics["epoch_seconds"] = watch.total - epoch_start
             metrics.update(evaluate(task, model, training.eval_splits))
             record = EpochRecord(epoch + 1, step, metrics)
             result.epochs.append(record)

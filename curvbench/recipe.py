@@ -104,6 +104,8 @@ class Training:
     threads: int | None
     target: float | None
     log_every: int
+    explode_factor: float = 100.0
+    explode_checks: int = 3
 
 
 @dataclass
@@ -150,6 +152,8 @@ class Recipe:
                 "threads": t.threads,
                 "target": t.target,
                 "log_every": t.log_every,
+                "explode_factor": t.explode_factor,
+                "explode_checks": t.explode_checks,
             },
             "methods": {
                 m.name: ({"method": m.method} if m.method != m.name else {}) | dict(m.hparams) for m in self.methods
@@ -191,6 +195,8 @@ _TRAINING = Section(
         "threads": (Number(integer=True, ge=1, nullable=True), None),
         "target": (Number(gt=0, le=1, nullable=True), None),
         "log_every": (Number(integer=True, ge=1), 20),
+        "explode_factor": (Number(ge=0), 100.0),
+        "explode_checks": (Number(integer=True, ge=1), 3),
     }
 )
 

@@ -138,28 +138,36 @@ def test_two_processes_share_one_study_and_run_the_grid_once(tune_recipe, tmp_pa
 
 
 def test_to_target_reports_the_first_evaluation_at_the_target(tune_recipe, tracking_uri):
+    """Target 0.3 on the synthetic digits: seed 0 first gets there at step 14 (epoch 3), seed 1 at step 8
+    (epoch 2), both after evaluations below it. Every assertion runs: a seed that misses fails the test."""
     r = recipe.load(str(tune_recipe), recipe.Overrides({"training.epochs": 3, "training.seeds": [0, 1]}))
-    summaries, parent_id, key = run_to_target(r, Tracker(tracking_uri), QuietReporter(), target=0.5, eval_every=2)
+    summaries, parent_id, key = run_to_target(r, Tracker(tracking_uri), QuietReporter(), target=0.3, eval_every=2)
     assert key == "val_accuracy"
     [s] = summaries
+    client = MlflowClient(tracking_uri)
+    assert len(s.runs) == 2 and all(run.reached for run in s.runs), [run.evaluations for run in s.runs]
     for run in s.runs:
-        key = "val_accuracy"
         points = run.evaluations
         assert [p.step for p in points] == list(range(2, 2 * len(points) + 1, 2))
-        hit = first_reaching(points, key, 0.5)
-        if hit is None:
-            assert not run.reached
-            continue
-        assert run.reached and points[-1] is hit  # training stopped at the first evaluation over the target
-        assert all(p.metrics[key] < 0.5 for p in points[:-1])
+        hit = first_reaching(points, key, 0.3)
+        assert points[-1] is hit and len(points) > 1  # training stopped at the first evaluation over the target
+        assert all(p.metrics[key] < 0.3 for p in points[:-1])
         assert (run.seconds, run.steps, run.epochs) == (hit.train_seconds, hit.step, hit.step / 5)
-        assert run.value == hit.metrics[key] >= 0.5
+        assert run.value == hit.metrics[key] >= 0.3
         assert 0 < run.seconds
-    client = MlflowClient(tracking_uri)
-    child = client.get_run(s.runs[0].run_id)
-    assert child.data.tags["mlflow.parentRunId"] == parent_id
-    if s.runs[0].reached:
-        assert child.data.metrics["time_to_target"] == pytest.approx(s.runs[0].seconds)
+        child = client.get_run(run.run_id)
+        assert child.data.tags["mlflow.parentRunId"] == parent_id
+        assert child.data.metrics["time_to_target"] == pytest.approx(run.seconds)
+        # the epoch the target was reached in stopped part-way: it has steps and seconds, but no epoch time
+        whole_epochs = hit.step // 5
+        assert hit.step % 5 != 0
+        epoch_times = client.get_metric_history(run.run_id, "epoch_seconds")
+        assert sorted(m.step for m in epoch_times) == list(range(1, whole_epochs + 1))
+        steps = {m.step: m.value for m in client.get_metric_history(run.run_id, "steps")}
+        assert steps == {e: min(5 * e, hit.step) for e in range(1, whole_epochs + 2)}
+        seconds = {m.step: m.value for m in client.get_metric_history(run.run_id, "train_seconds")}
+        assert seconds[whole_epochs + 1] == pytest.approx(run.seconds)
+    assert sorted(run.steps for run in s.runs) == [8, 14]
 
 
 def test_to_target_not_reached_is_recorded(tune_recipe, tracking_uri):
