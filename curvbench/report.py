@@ -34,6 +34,18 @@ class RunData:
     study: str | None = None  # a tune trial: its study and number
     trial: int | None = None
     params: dict = field(default_factory=dict)
+    protocol: str = "train"  # train, or "to-target >= 0.985": runs stopped at a target are not compared with others
+    label: str = ""  # the entry, and what sets its configuration apart from others of that entry (assign_labels)
+
+    def configuration(self) -> tuple:
+        """Everything a run's numbers depend on besides its seed: the resolved hyperparameters of its entry,
+        the training settings, the task and the protocol. Runs are only averaged when this is equal."""
+        skip = ("training.seeds", "training.log_every", "task.data_dir", "task.download", "name", "description",
+                "experiment")
+        own = f"methods.{self.entry}."
+        keep = {k: v for k, v in self.params.items()
+                if k not in skip and (k.startswith(("training.", "task.")) or k.startswith(own))}
+        return (self.protocol, *sorted(keep.items()))
 
     def curve(self, key: str) -> list[float]:
         return [v for _, v in sorted(self.curves.get(key, []))]
@@ -94,12 +106,14 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
         if methods and entry not in methods and tags.get("method") not in methods:
             continue
         trial = tags.get("kind") == "trial"
+        protocol = f"to-target >= {tags['target']}" if tags.get("kind") == "to-target-run" and "target" in tags else "train"
         data = RunData(r.info.run_id, tags.get("task", "?"), entry, tags.get("seed", "0"), r.info.status,
                        r.data.params.get("training.batch_size", "?"), metrics=dict(r.data.metrics),
                        target_reached=tags.get("target_reached"), metric=r.data.params.get("task.metric", "accuracy"),
                        method=tags.get("method", entry), study=tags.get("study", "?") if trial else None,
-                       trial=int(tags.get("trial", -1)) if trial else None, params=dict(r.data.params))
-        for key in CURVES + ("epoch_seconds", "train_seconds", f"test_{data.metric}", f"val_{data.metric}"):
+                       trial=int(tags.get("trial", -1)) if trial else None, params=dict(r.data.params),
+                       protocol=protocol)
+        for key in CURVES + ("epoch_seconds", "train_seconds", "steps", f"test_{data.metric}", f"val_{data.metric}"):
             data.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
         runs.append(data)
     return runs
@@ -136,12 +150,42 @@ def searches(runs: list[RunData]) -> list[Search]:
 
 
 def compared(runs: list[RunData], found: list[Search]) -> list[RunData]:
-    """What the figures and the main table compare: every run outside a search, and each search's best trial."""
+    """What the figures and the main table compare: every run outside a search, and each search's best trial,
+    each labelled so that runs of different configurations never share a label."""
     import dataclasses
 
     plain = [r for r in runs if r.study is None]
-    tuned = [dataclasses.replace(s.best, entry=f"{s.entry} (best of {len(s.trials)} trials)") for s in found]
+    tuned = [dataclasses.replace(s.best, label=f"{s.entry} (best of {len(s.trials)} trials)") for s in found]
+    assign_labels(plain)
     return plain + tuned
+
+
+def _short(key: str) -> str:
+    return key.split(".")[-1]
+
+
+def assign_labels(runs: list[RunData]) -> None:
+    """Label each run by its entry, plus, where runs of one entry and task differ in configuration, the settings
+    that differ (lr=10, epochs=3) and the protocol (to-target >= 0.985): one label, one configuration."""
+    by_entry: dict[tuple[str, str], dict[tuple, list[RunData]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        by_entry[(r.task, r.entry)][r.configuration()].append(r)
+    for (task, entry), configs in by_entry.items():
+        if len(configs) == 1:
+            for rs in configs.values():
+                for r in rs:
+                    r.label = entry if rs[0].protocol == "train" else f"{entry} [{rs[0].protocol}]"
+            continue
+        dicts = {c: dict(c[1:]) for c in configs}
+        keys = sorted({k for d in dicts.values() for k in d})
+        varied = [k for k in keys if len({d.get(k) for d in dicts.values()}) > 1]
+        for c, rs in configs.items():
+            parts = [f"{_short(k)}={dicts[c].get(k, '-')}" for k in varied]
+            label = entry + (f" ({', '.join(parts)})" if parts else "")
+            if c[0] != "train":  # plain training is unmarked; any other protocol says so
+                label += f" [{c[0]}]"
+            for r in rs:
+                r.label = label
 
 
 @dataclass
@@ -160,6 +204,7 @@ class Row:
     metric: str = "accuracy"
     method: str = "?"
     tuned: bool = False  # the best trial of a search, not a run of its own
+    sec_per_step: float | None = None  # training seconds / steps, mean over the runs
 
 
 def _mean(xs):
@@ -171,10 +216,19 @@ def _stat(xs):
     return (statistics.median(xs), min(xs), max(xs)) if xs else None
 
 
+def _sec_per_step(r: RunData) -> float | None:
+    secs, steps = r.curve("train_seconds"), r.curve("steps")
+    return secs[-1] / steps[-1] if secs and steps and steps[-1] else None
+
+
 def summarise(runs: list[RunData]) -> list[Row]:
+    """One row per task and configuration (label): every number in a row comes from runs that differ only in
+    their seed."""
+    if any(not r.label for r in runs):
+        assign_labels([r for r in runs if not r.label])
     groups: dict[tuple[str, str], list[RunData]] = defaultdict(list)
     for r in runs:
-        groups[(r.task, r.entry)].append(r)
+        groups[(r.task, r.label)].append(r)
     rows = []
     for (task, entry), rs in sorted(groups.items()):
         metric = rs[0].metric
@@ -189,17 +243,21 @@ def summarise(runs: list[RunData]) -> list[Row]:
                         _stat([r.metrics["time_to_target"] for r in hit]),
                         _stat([r.metrics["epochs_to_target"] for r in hit]),
                         f"{len(hit)}/{len(aimed)}" if aimed else "", None, metric, rs[0].method,
-                        rs[0].study is not None))
+                        rs[0].study is not None, _mean([_sec_per_step(r) for r in rs])))
     # step time relative to SGD, within runs measured alike: searches' best trials against SGD's best trial,
-    # the other runs against the other SGD runs (a search and a later comparison ran under different loads)
+    # the other runs against the other SGD runs (a search and a later comparison ran under different loads).
+    # Seconds per step = training seconds / steps, so runs stopped inside an epoch (at a target) count right.
     for task in {r.task for r in rows}:
         batch = {r.batch_size for r in runs if r.task == task}
         for tuned in (False, True):
             same = [r for r in rows if r.task == task and r.tuned == tuned]
             sgd = next((r for r in same if r.method == "sgd" and r.entry.split(" ")[0] == "sgd"), None)
-            if sgd and sgd.sec_per_epoch and len(batch) == 1:  # same batch size: epoch-time ratio = step ratio
+            if sgd and len(batch) == 1:  # the same batch size
                 for row in same:
-                    row.ratio_sgd = row.sec_per_epoch / sgd.sec_per_epoch if row.sec_per_epoch else None
+                    if row.sec_per_step and sgd.sec_per_step:
+                        row.ratio_sgd = row.sec_per_step / sgd.sec_per_step
+                    elif row.sec_per_epoch and sgd.sec_per_epoch:  # runs logged without steps: whole epochs
+                        row.ratio_sgd = row.sec_per_epoch / sgd.sec_per_epoch
     return rows
 
 
@@ -241,7 +299,7 @@ def _curve_figure(runs, task, key, ylabel, path):
     by_entry = defaultdict(list)
     for r in runs:
         if r.task == task and r.curves.get(key):
-            by_entry[r.entry].append(dict(r.curves[key]))
+            by_entry[r.label or r.entry].append(dict(r.curves[key]))
     for entry, curves in sorted(by_entry.items()):
         epochs = sorted(set().union(*curves))
         vals = [[c[e] for c in curves if e in c] for e in epochs]
@@ -355,9 +413,12 @@ def write_report(runs: list[RunData], out: Path) -> tuple[list[Row], list[Path]]
         _profile_figure(rows, p)
         figures.append(p)
     md = ["# curvbench report", "", f"{n_read} runs; generated {dt.datetime.now().isoformat(timespec='seconds')}.", "",
-          "Accuracy columns: mean over seeds. Times: training seconds only (evaluation excluded). Time and epochs to",
-          "target: median [min, max] over the seeds that reached it, (reached/runs). A search (`tune`) is shown by",
-          "its best trial; step time / SGD compares runs of one kind (searches with searches).", "",
+          "A row holds runs that differ only in their seed: the same entry, hyperparameters, training settings and",
+          "protocol; where runs of one entry differ, the label names what differs (lr=10) and runs stopped at a",
+          "target say so ([to-target >= 0.985]). Accuracy columns: mean over seeds. Times: training seconds only",
+          "(evaluation excluded); s/epoch over whole epochs only. Time and epochs to target: median [min, max] over",
+          "the seeds that reached it, (reached/runs). A search (`tune`) is shown by its best trial. Step time / SGD:",
+          "training seconds per step (seconds / steps) against SGD's, runs of one kind (searches with searches).", "",
           markdown_table(rows)]
     if found:
         md += ["## Searches", "", "Best score: the best validation value of the metric over the epochs of a trial.", "",

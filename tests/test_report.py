@@ -36,7 +36,7 @@ def store(tmp_path):
                 for epoch, (acc, tl, trl, sec) in enumerate(curve, 1):
                     total += sec
                     run.log_metrics({"test_accuracy": acc, "test_loss": tl, "train_loss": trl, "epoch_seconds": sec,
-                                     "train_seconds": total}, step=epoch)
+                                     "train_seconds": total, "steps": 10 * epoch}, step=epoch)
                 if TARGET[(task, entry, seed)]:
                     t, e = TARGET[(task, entry, seed)]
                     run.log_metrics({"time_to_target": t, "epochs_to_target": e}, step=0)
@@ -142,3 +142,30 @@ def test_empty_selection_is_one_clear_line_and_writes_nothing(store):
     assert result.exit_code == 2
     assert result.output.startswith("error: no training runs with metrics match (task=imagenet)")
     assert not out.exists()
+
+
+def test_a_row_holds_one_configuration_and_one_protocol(store):
+    """Runs of one entry with other hyperparameters, or stopped at a target, never share a row with the rest."""
+    uri, tmp = store
+    tracker = Tracker(uri)
+
+    def run(name, lr, acc, tags=None, steps=20, seconds=4.0):
+        r = tracker.start("mnist", name, {"methods.lion.lr": lr, "training.batch_size": 100, "task.metric": "accuracy"},
+                          {"task": "mnist", "method": "lion", "entry": "lion", "seed": 0, **(tags or {})})
+        r.log_metrics({"test_accuracy": acc, "train_loss": 1.0, "train_seconds": seconds, "steps": steps}, step=1)
+        r.end("FINISHED")
+
+    run("a", 0.001, 0.97)
+    run("b", 0.001, 0.96)
+    run("c", 10.0, 0.099)
+    run("d", 0.001, 0.95, {"kind": "to-target-run", "target": "0.95", "target_reached": "true"}, steps=7, seconds=1.4)
+    rows, _ = write_report(collect(tracker.client, task="mnist"), tmp / "cfg")
+    lion = {r.entry: r for r in rows if r.method == "lion"}
+    assert set(lion) == {"lion (lr=0.001)", "lion (lr=10.0)", "lion (lr=0.001) [to-target >= 0.95]"}
+    assert lion["lion (lr=0.001)"].runs == 2 and lion["lion (lr=0.001)"].best == pytest.approx(0.965)
+    assert lion["lion (lr=10.0)"].best == pytest.approx(0.099)
+    # seconds per step from training seconds / steps, the partial epoch of the to-target run included
+    assert lion["lion (lr=0.001) [to-target >= 0.95]"].sec_per_step == pytest.approx(0.2)
+    sgd = next(r for r in rows if r.entry == "sgd")
+    assert sgd.sec_per_step == pytest.approx((4.2 / 20 + 4.0 / 20) / 2)
+    assert lion["lion (lr=10.0)"].ratio_sgd == pytest.approx(0.2 / sgd.sec_per_step)
