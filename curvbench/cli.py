@@ -189,6 +189,7 @@ def tune(
     out: Optional[str] = typer.Option(None, "--out", help="Write a recipe with the best hyperparameters here."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the trials it would run, run nothing."),
     sampler_seed: int = typer.Option(0, "--sampler-seed", help="Seed of the sampler."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Train each trial with seeds 0..N-1 and score it by the median (default: the recipe's first seed)."),
     epochs: Optional[int] = EpochsOpt,
     batch_size: Optional[int] = BatchOpt,
     seed: Optional[List[int]] = SeedOpt,
@@ -210,6 +211,10 @@ def tune(
         _fail(f"--pruner: unknown pruner {pruner!r}; known: {', '.join(tuning.PRUNERS)}")
     if objective not in ("best", "final"):
         _fail(f"--objective: expected best or final, got {objective!r}")
+    if seeds is not None and seeds < 1:
+        _fail(f"--seeds: expected an integer >= 1, got {seeds}")
+    if on is not None and on not in ("val", "test"):
+        _fail(f"--on: expected val or test, got {on!r}")
     r = _load_recipe(recipe, epochs, batch_size, seed, device, threads, data_dir, no_download, set_, methods, experiment)
     spaces = _parse_spaces(space)
     if spaces is not None:
@@ -219,7 +224,7 @@ def tune(
         data["search"] = {**data.get("search", {}), **spaces}
         r = parse(data, r.source)
     if dry_run:
-        for entry, todo in tuning.dry_run(r, sampler, trials, storage, study, objective=objective, on=on):
+        for entry, todo in tuning.dry_run(r, sampler, trials, storage, study, objective=objective, on=on, seeds=seeds):
             if isinstance(todo, str):
                 typer.echo(f"{entry}: {todo}")
             else:
@@ -231,16 +236,22 @@ def tune(
     from curvbench.runner import Interrupted
     from curvbench.tracking import Tracker
 
+    split = on or r.default_split()
+    if split == "test":
+        typer.echo(f"warning: trials are scored on the test split ({r.source} holds out no validation data; "
+                   f"set training.validation to tune on val)", err=True)
     tracker = Tracker(tracking_uri)
     reporter = _reporter(quiet)
     try:
-        results = tuning.tune(r, tracker, reporter, sampler, trials, storage, study, objective, on, pruner, sampler_seed)
+        results = tuning.tune(r, tracker, reporter, sampler, trials, storage, study, objective, on, pruner,
+                              sampler_seed, seeds=seeds)
     except Interrupted:
         reporter.close()
         _fail("interrupted: finished trials are kept; run the same command again to resume", EXIT_INTERRUPTED)
     reporter.close()
     for res in results:
         console.print(tune_table(res))
+        console.print(tuning.result_line(res, tracker.uri))
     if out:
         import pathlib
 

@@ -61,16 +61,19 @@ class Search:
     task: str
     entry: str
     study: str
-    trials: list[RunData]
-    best: RunData
+    trials: list[RunData]  # every run of the search (a trial with N seeds has N runs)
+    best: RunData  # the best trial's first run
     varied: dict  # hyperparameter -> value in the best trial, for those the trials differ in
+    best_runs: list[RunData] = field(default_factory=list)  # the best trial's runs, one per seed
+    n_trials: int = 0
+    best_score: float | None = None  # the median over the best trial's seeds
 
     def chosen(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.varied.items()) or "-"
 
     def score_text(self) -> str:
         split = "val" if self.best.curve(f"val_{self.best.metric}") else "test"
-        return f"{self.best.score():.4f} ({split})"
+        return f"{self.best_score:.4f} ({split})"
 
 
 def collect(client, experiment=None, parent=None, task=None, methods=None, since=None) -> list[RunData]:
@@ -136,16 +139,22 @@ def searches(runs: list[RunData]) -> list[Search]:
         if r.study is not None:
             studies[(r.task, r.study)].append(r)
     out = []
-    for (task, study), trials in sorted(studies.items()):
-        trials.sort(key=lambda r: r.trial)
-        scored = [r for r in trials if r.score() is not None]
-        if not scored:
+    for (task, study), runs in sorted(studies.items()):
+        runs.sort(key=lambda r: (r.trial, r.seed))
+        by_trial: dict[int, list[RunData]] = defaultdict(list)
+        for r in runs:
+            by_trial[r.trial].append(r)
+        scores = {t: statistics.median([r.score() for r in rs]) for t, rs in by_trial.items()
+                  if all(r.score() is not None for r in rs)}  # as tune scores a trial: the median over its seeds
+        if not scores:
             continue
-        best = max(scored, key=lambda r: r.score())
-        keys = {k for r in trials for k in r.params if k.startswith("methods.")}
+        best_trial = max(scores, key=lambda t: scores[t])
+        best_runs = by_trial[best_trial]
+        best = best_runs[0]
+        keys = {k for r in runs for k in r.params if k.startswith("methods.")}
         varied = {k.split(".")[-1]: best.params.get(k) for k in sorted(keys)
-                  if len({r.params.get(k) for r in trials}) > 1}
-        out.append(Search(task, best.entry, study, trials, best, varied))
+                  if len({r.params.get(k) for r in runs}) > 1}
+        out.append(Search(task, best.entry, study, runs, best, varied, best_runs, len(by_trial), scores[best_trial]))
     return out
 
 
@@ -155,7 +164,7 @@ def compared(runs: list[RunData], found: list[Search]) -> list[RunData]:
     import dataclasses
 
     plain = [r for r in runs if r.study is None]
-    tuned = [dataclasses.replace(s.best, label=f"{s.entry} (best of {len(s.trials)} trials)") for s in found]
+    tuned = [dataclasses.replace(r, label=f"{s.entry} (best of {s.n_trials} trials)") for s in found for r in s.best_runs]
     assign_labels(plain)
     return plain + tuned
 
@@ -284,10 +293,11 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def search_table(found: list[Search]) -> str:
-    lines = ["| task | method | study | trials | best score | best trial | its hyperparameters |", "|" + "---|" * 7]
+    lines = ["| task | method | study | trials | seeds per score | best score | best trial | its hyperparameters |",
+             "|" + "---|" * 8]
     for s in found:
-        lines.append(f"| {s.task} | {s.entry} | {s.study} | {len(s.trials)} | {s.score_text()} | {s.best.trial} | "
-                     f"{s.chosen()} |")
+        lines.append(f"| {s.task} | {s.entry} | {s.study} | {s.n_trials} | {len(s.best_runs)} | {s.score_text()} | "
+                     f"{s.best.trial} | {s.chosen()} |")
     return "\n".join(lines) + "\n"
 
 
@@ -421,7 +431,8 @@ def write_report(runs: list[RunData], out: Path) -> tuple[list[Row], list[Path]]
           "training seconds per step (seconds / steps) against SGD's, runs of one kind (searches with searches).", "",
           markdown_table(rows)]
     if found:
-        md += ["## Searches", "", "Best score: the best validation value of the metric over the epochs of a trial.", "",
+        md += ["## Searches", "", "Best score: the best validation value of the metric over the epochs of a trial, the",
+               "median over its seeds when each trial ran several (`tune --seeds N`).", "",
                search_table(found)]
     md += [f"![{p.stem}]({p.name})" for p in figures]
     (out / "report.md").write_text("\n".join(md) + "\n")
@@ -443,9 +454,10 @@ def _html(rows, figures, n, found=()) -> str:
     table.append("</table>")
     if found:
         table.append("<h2>Searches</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in (
-            "task", "method", "study", "trials", "best score", "best trial", "its hyperparameters")) + "</tr>")
+            "task", "method", "study", "trials", "seeds per score", "best score", "best trial",
+            "its hyperparameters")) + "</tr>")
         for s in found:
-            cells = [s.task, s.entry, s.study, len(s.trials), s.score_text(), s.best.trial, s.chosen()]
+            cells = [s.task, s.entry, s.study, s.n_trials, len(s.best_runs), s.score_text(), s.best.trial, s.chosen()]
             table.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
         table.append("</table>")
     imgs = [f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '

@@ -35,6 +35,9 @@ class TuneResult:
     best_value: float | None
     trials: list  # optuna FrozenTrials of this study, finished ones
     parent_run_id: str | None
+    scored_on: str = "val"  # the split the scores are read from
+    metric: str = "val_accuracy"
+    seeds: int = 1  # each score is the median over this many seeds
 
 
 def grid_points(space: dict) -> list[dict]:
@@ -156,14 +159,21 @@ def study_name_of(recipe: Recipe, entry: MethodEntry, sampler: str, given: str |
     return f"{given}-{entry.name}" if len(recipe.methods) > 1 else given
 
 
-def fingerprint(recipe: Recipe, entry: MethodEntry, space: dict, objective: str, key: str) -> str:
+def trial_seeds(recipe: Recipe, seeds: int | None) -> list[int]:
+    """The seeds each trial is trained with: 0..N-1 for --seeds N, else the recipe's first seed."""
+    return list(range(seeds)) if seeds else [recipe.training.seeds[0]]
+
+
+def fingerprint(recipe: Recipe, entry: MethodEntry, space: dict, objective: str, key: str,
+                seeds: list[int] | None = None) -> str:
     """What a trial's score depends on besides the tuned point: a study is only resumed under the same one."""
     d = recipe.to_dict()
     t = d["training"]
     fixed = {k: v for k, v in entry.hparams.items() if k not in space}
+    seeds = seeds or [t["seeds"][0]]
     what = {"task": {k: d["task"][k] for k in ("dataset", "model", "metric", "options")},
             "training": {k: t[k] for k in ("epochs", "batch_size", "schedule", "validation")},
-            "seed": t["seeds"][0], "method": entry.method, "fixed": fixed, "space": space,
+            "seed": seeds[0] if len(seeds) == 1 else seeds, "method": entry.method, "fixed": fixed, "space": space,
             "objective": f"{objective} {key}"}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -199,7 +209,10 @@ def tune(
     pruner: str = "none",
     seed: int = 0,
     spaces: dict | None = None,
+    seeds: int | None = None,
 ) -> list[TuneResult]:
+    """Search each method entry's space. `seeds`: train every trial with seeds 0..N-1 (a child run each) and
+    score it by the median; default the recipe's first seed."""
     import optuna
     from optuna.trial import TrialState
 
@@ -212,7 +225,12 @@ def tune(
     device = resolve_device(recipe.training.device)
     set_threads(recipe.training.threads)
     task = load_task(recipe, device)
-    key = f"{on or recipe.default_split()}_{recipe.task.metric}"
+    split = on or recipe.default_split()
+    if split not in task.splits or split == "train":
+        raise CurvbenchError(f"--on {split}: trials can be scored on val (when training.validation holds part of "
+                             f"train out) or test; this task has {', '.join(s for s in task.splits if s != 'train')}")
+    key = f"{split}_{recipe.task.metric}"
+    run_seeds = trial_seeds(recipe, seeds)
     store = open_storage(storage)
     results = []
     for entry in recipe.methods:
@@ -223,7 +241,7 @@ def tune(
         name = study_name_of(recipe, entry, sampler, study_name)
         study = optuna.create_study(study_name=name, storage=store, direction="maximize", load_if_exists=True,
                                     sampler=make_sampler(sampler, seed), pruner=make_pruner(pruner))
-        check_fingerprint(study, fingerprint(recipe, entry, space, objective, key), storage)
+        check_fingerprint(study, fingerprint(recipe, entry, space, objective, key, run_seeds), storage)
         points = grid_points(space) if sampler == "grid" else None
         budget = trials if trials is not None else (len(points) if points is not None else 20)
         if not isinstance(store, str):
@@ -233,9 +251,11 @@ def tune(
             parent = tracker.start(
                 experiment_name(recipe), f"tune-{recipe.task.dataset}-{entry.name}",
                 {"sampler": sampler, "trials": budget, "objective": f"{objective} {key}", "pruner": pruner,
-                 "study": name, **{f"space.{k}": v for k, v in space.items()}},
+                 "study": name, "scored_on": split, "seeds": ",".join(map(str, run_seeds)),
+                 **{f"space.{k}": v for k, v in space.items()}},
                 {"kind": "tune", "task": recipe.task.dataset, "method": entry.method, "entry": entry.name,
-                 "study": name, "recipe": recipe.name, "recipe_hash": recipe.digest()},
+                 "study": name, "recipe": recipe.name, "recipe_hash": recipe.digest(), "scored_on": split,
+                 "seeds_per_trial": len(run_seeds)},
             )
 
         def done() -> int:
@@ -259,7 +279,7 @@ def tune(
                     continue
                 with _heartbeat(study, trial):  # lets a later start see that this process died mid-trial
                     _run_trial(recipe, task, entry, params, trial, study, device, tracker, reporter, parent, key,
-                               objective)
+                               objective, run_seeds)
         except Interrupted:
             if parent is not None:
                 parent.end("KILLED", "interrupted by the user (Ctrl-C)")
@@ -275,13 +295,19 @@ def tune(
                 parent.set_tags({"best_trial": best.number, "best_run_id": best.user_attrs.get("run_id", "")})
             parent.end("FINISHED")
         results.append(TuneResult(entry.name, name, best and dict(best.params), best and best.value, finished,
-                                  parent and parent.run_id))
+                                  parent and parent.run_id, split, key, len(run_seeds)))
     return results
 
 
-def _run_trial(recipe, task, entry, params, trial, study, device, tracker, reporter, parent, key, objective):
+def _run_trial(recipe, task, entry, params, trial, study, device, tracker, reporter, parent, key, objective,
+               seeds=None):
+    """Train the trial's point with each seed (a child run each); its score is the median over the seeds.
+    Pruning listens to the first seed's epochs; a seed that diverges ends the trial as pruned (diverged)."""
+    import statistics
+
     from optuna.trial import TrialState
 
+    seeds = seeds or [recipe.training.seeds[0]]
     trial_entry = MethodEntry(entry.name, entry.method, {**entry.hparams, **params})
 
     def prune_check(record):
@@ -290,25 +316,48 @@ def _run_trial(recipe, task, entry, params, trial, study, device, tracker, repor
             if trial.should_prune():
                 raise engine.StopTraining(f"pruned after epoch {record.epoch}")
 
-    try:
-        outcome = run_one(recipe, task, trial_entry, recipe.training.seeds[0], device, tracker, reporter,
-                          parent_run_id=parent and parent.run_id,
-                          extra_tags={"kind": "trial", "trial": trial.number, "study": study.study_name},
-                          run_name=f"{recipe.task.dataset}-{entry.name}-trial{trial.number}", epoch_hook=prune_check)
-    except Interrupted:
-        study.tell(trial, state=TrialState.FAIL)  # its point is run again when the search resumes
-        raise
-    if outcome.run_id:
-        trial.set_user_attr("run_id", outcome.run_id)
-    if outcome.status == engine.DIVERGED:
-        trial.set_user_attr("reason", "diverged")
-        study.tell(trial, state=TrialState.PRUNED)
-    elif outcome.result is not None and outcome.result.stopped_early:
-        trial.set_user_attr("reason", outcome.reason)
-        study.tell(trial, state=TrialState.PRUNED)
-    else:
+    scores, run_ids = [], []
+    for i, seed in enumerate(seeds):
+        suffix = f"-s{seed}" if len(seeds) > 1 else ""
+        try:
+            outcome = run_one(recipe, task, trial_entry, seed, device, tracker, reporter,
+                              parent_run_id=parent and parent.run_id,
+                              extra_tags={"kind": "trial", "trial": trial.number, "study": study.study_name},
+                              run_name=f"{recipe.task.dataset}-{entry.name}-trial{trial.number}{suffix}",
+                              epoch_hook=prune_check if i == 0 else None)
+        except Interrupted:
+            study.tell(trial, state=TrialState.FAIL)  # its point is run again when the search resumes
+            raise
+        if outcome.run_id:
+            run_ids.append(outcome.run_id)
+            trial.set_user_attr("run_id", run_ids[0])
+            trial.set_user_attr("run_ids", run_ids)
+        if outcome.status == engine.DIVERGED:
+            trial.set_user_attr("reason", "diverged" + (f" (seed {seed})" if len(seeds) > 1 else ""))
+            study.tell(trial, state=TrialState.PRUNED)
+            return
+        if outcome.result is not None and outcome.result.stopped_early:
+            trial.set_user_attr("reason", outcome.reason)
+            study.tell(trial, state=TrialState.PRUNED)
+            return
         value = objective_value(outcome, key, objective)
-        study.tell(trial, value) if value is not None else study.tell(trial, state=TrialState.FAIL)
+        if value is None:
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        scores.append(value)
+    trial.set_user_attr("seed_scores", scores)
+    study.tell(trial, statistics.median(scores))
+
+
+def result_line(res: TuneResult, uri: str) -> str:
+    """`sgd: best lr=0.1, weight_decay=0 with val_accuracy 0.9812 (best over epochs, median of 2 seeds); parent run
+    ID in URI`: what a search found, on which split, and where its runs are."""
+    seeds = f", median of {res.seeds} seeds" if res.seeds > 1 else ""
+    where = f"; parent run {res.parent_run_id} in {uri}" if res.parent_run_id else ""
+    if res.best_params is None:
+        return f"{res.entry}: no trial finished with a score (scored on {res.scored_on}){where}"
+    chosen = ", ".join(f"{k}={v}" for k, v in res.best_params.items())
+    return f"{res.entry}: best {chosen} with {res.metric} {res.best_value:.4f} (scored on {res.scored_on}{seeds}){where}"
 
 
 def best_recipe(recipe: Recipe, results: list[TuneResult]) -> dict:
@@ -324,7 +373,7 @@ def best_recipe(recipe: Recipe, results: list[TuneResult]) -> dict:
 
 def dry_run(recipe: Recipe, sampler: str, trials: int | None, storage: str | None, study_name: str | None,
             spaces: dict | None = None, objective: str = "best",
-            on: str | None = None) -> list[tuple[str, list[dict] | str]]:
+            on: str | None = None, seeds: int | None = None) -> list[tuple[str, list[dict] | str]]:
     """What a run would do: per method, the grid points still to run, or how many trials a sampler would draw."""
     import optuna
     from optuna.trial import TrialState
@@ -340,7 +389,8 @@ def dry_run(recipe: Recipe, sampler: str, trials: int | None, storage: str | Non
         try:
             study = optuna.load_study(study_name=name, storage=open_storage(storage))
             if "fingerprint" in study.user_attrs:  # a dry run only reads; it marks nothing
-                check_fingerprint(study, fingerprint(recipe, entry, space, objective, key), storage)
+                check_fingerprint(study, fingerprint(recipe, entry, space, objective, key,
+                                                     trial_seeds(recipe, seeds)), storage)
             finished = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
         except KeyError:
             finished = []

@@ -116,7 +116,7 @@ def test_a_search_is_shown_by_its_best_trial_and_a_table_of_its_own(store):
     assert labels["sgd (best of 3 trials)"].best == 0.7 and labels["sgd (best of 3 trials)"].ratio_sgd == 1.0
     assert labels["sgd"].runs == 2  # the two seeds; neither the trials nor the orphaned run
     md = (out / "report.md").read_text()
-    assert "| mnist | sgd | m-sgd-grid | 3 | 0.8000 (val) | 1 | lr=0.1 |" in md
+    assert "| mnist | sgd | m-sgd-grid | 3 | 1 | 0.8000 (val) | 1 | lr=0.1 |" in md
     assert md.startswith("# curvbench report\n\n7 runs")
 
 

@@ -178,3 +178,48 @@ def test_to_target_not_reached_is_recorded(tune_recipe, tracking_uri):
     client = MlflowClient(tracking_uri)
     assert client.get_run(run.run_id).data.tags["target_reached"] == "false"
     assert client.get_run(parent_id).data.metrics["sgd.reached"] == 0
+
+
+def test_tune_with_seeds_scores_each_trial_by_the_median_over_its_seeds(tune_recipe, tmp_path, tracking_uri):
+    from typer.testing import CliRunner
+
+    from curvbench.cli import app
+    from curvbench.report import collect, searches
+
+    storage = f"sqlite:///{tmp_path}/seeds.db"
+    result = CliRunner().invoke(app, ["tune", str(tune_recipe), "--space", "sgd.lr=0.2,0.05", "--seeds", "3",
+                                      "--storage", storage, "--tracking-uri", tracking_uri, "--quiet"])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(tracking_uri)
+    study = optuna.load_study(study_name="r-sgd-grid", storage=storage)
+    done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(done) == 2
+    for t in done:
+        runs = [client.get_run(i) for i in t.user_attrs["run_ids"]]
+        assert sorted(r.data.tags["seed"] for r in runs) == ["0", "1", "2"]
+        best = sorted(max(m.value for m in client.get_metric_history(r.info.run_id, "val_accuracy")) for r in runs)
+        assert t.value == pytest.approx(best[1])  # the median of three
+    parent = client.get_run(client.get_run(done[0].user_attrs["run_id"]).data.tags["mlflow.parentRunId"])
+    assert parent.data.params["scored_on"] == "val" and parent.data.params["seeds"] == "0,1,2"
+    top = max(done, key=lambda t: t.value)
+    assert f"sgd: best lr={top.params['lr']} with val_accuracy {top.value:.4f} (scored on val, median of 3 seeds); " \
+           f"parent run {parent.info.run_id}" in " ".join(result.output.split())
+    [found] = searches(collect(client))
+    assert (found.n_trials, len(found.best_runs)) == (2, 3) and found.best_score == pytest.approx(top.value)
+
+
+def test_tune_on_test_says_so_and_tune_on_a_missing_split_is_refused(mnist_dir, write_recipe, tmp_path, tracking_uri):
+    from typer.testing import CliRunner
+
+    from curvbench.cli import app
+
+    path = write_recipe(RECIPE.format(data=mnist_dir).replace("validation: 0.2", "validation: 0"), "novalid.yaml")
+    args = ["--space", "sgd.lr=0.1", "--storage", f"sqlite:///{tmp_path}/o.db", "--tracking-uri", tracking_uri, "-q"]
+    result = CliRunner().invoke(app, ["tune", str(path), *args])
+    assert result.exit_code == 0, result.output
+    assert "warning: trials are scored on the test split" in result.output
+    assert "(scored on test)" in " ".join(result.output.split())
+    refused = CliRunner().invoke(app, ["tune", str(path), "--on", "val", *args])
+    assert refused.exit_code == 2
+    assert refused.output.strip().startswith("error: --on val: trials can be scored on val")
+    assert len(refused.output.strip().splitlines()) == 1
