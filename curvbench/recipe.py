@@ -57,21 +57,36 @@ def load_yaml(path: Path) -> Any:
         raise CurvbenchError(f"{path}: YAML syntax error: {' '.join(str(e).split())}") from None
 
 
+def shipped_recipes() -> Path | None:
+    """The folder of the recipes installed with curvbench (the package `curvbench.recipes`)."""
+    import importlib.resources
+
+    try:
+        folder = importlib.resources.files("curvbench.recipes")
+    except ModuleNotFoundError:  # pragma: no cover - a broken install
+        return None
+    return Path(str(folder)) if Path(str(folder)).is_dir() else None
+
+
 def find_recipe(ref: str) -> Path:
-    """`mnist` -> recipes/mnist.yaml (in the working directory, then $CURVBENCH_RECIPES); a path works as is."""
+    """`mnist` -> the first of $CURVBENCH_RECIPES/mnist.yaml, ./recipes/mnist.yaml and the recipe installed with
+    curvbench; a path (a .yaml name or one with a folder in it) is taken as it is."""
     p = Path(ref)
     if p.suffix in (".yaml", ".yml") or os.sep in ref:
         return p
     dirs = [Path("recipes")]
     if os.environ.get("CURVBENCH_RECIPES"):
         dirs.insert(0, Path(os.environ["CURVBENCH_RECIPES"]))
+    shipped = shipped_recipes()
+    if shipped is not None:
+        dirs.append(shipped)
     for d in dirs:
         for suffix in (".yaml", ".yml"):
             if (d / (ref + suffix)).is_file():
                 return d / (ref + suffix)
     known = sorted({q.stem for d in dirs if d.is_dir() for q in d.glob("*.y*ml")})
-    hint = f"; known recipes: {', '.join(known)}" if known else " (no recipes/ folder in the working directory)"
-    raise CurvbenchError(f"recipe {ref!r} not found as {dirs[-1] / (ref + '.yaml')}{hint}")
+    hint = f"; known recipes: {', '.join(known)}" if known else ""
+    raise CurvbenchError(f"recipe {ref!r} not found in {', '.join(str(d) for d in dirs)}{hint}")
 
 
 # ---------------------------------------------------------------------------------------------- model

@@ -1,6 +1,8 @@
 """The command line itself: exit codes, one-line errors, no traceback, instant --help."""
 
 import subprocess
+
+import pytest
 import sys
 
 from typer.testing import CliRunner
@@ -84,3 +86,20 @@ def test_sigterm_ends_the_run_as_killed_and_keeps_its_epochs(mnist_dir, write_re
     [run] = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
     assert run.info.status == "KILLED"
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 2
+
+
+def test_recipe_names_resolve_from_any_folder_and_a_local_recipe_wins(tmp_path, monkeypatch):
+    """The recipes ship with the package: `mnist` works outside the repository; ./recipes/NAME.yaml wins."""
+    from curvbench.recipe import find_recipe, load
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CURVBENCH_RECIPES", raising=False)
+    shipped = find_recipe("mnist")
+    assert shipped.is_file() and load("mnist").task.dataset == "mnist"
+    assert shipped.resolve() != (tmp_path / "recipes" / "mnist.yaml").resolve()
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "mnist.yaml").write_text("task: mnist-mini\nmethods: [sgd]\n")
+    assert find_recipe("mnist").resolve() == (tmp_path / "recipes" / "mnist.yaml").resolve()
+    assert load("mnist").task.dataset == "mnist-mini"
+    with pytest.raises(Exception, match=r"recipe 'nope' not found in recipes, .*known recipes: .*quickstart"):
+        find_recipe("nope")
