@@ -16,7 +16,12 @@ are rebuilt from eigendecompositions (during the first interval, after every fac
     (A + pi*sqrt(damping) I)^-1,  (G + sqrt(damping)/pi I)^-1,   pi = sqrt((tr A / dim A) / (tr G / dim G))
 
 The update of a layer's weight matrix V = [W, b] is U = G_d^-1 V A_d^-1, scaled by the KL-clipping factor
-nu = min(1, sqrt(kl_clip / (lr^2 * sum_layers <U, V>))), then applied with SGD momentum. Parameters of layers
+nu = min(1, sqrt(kl_clip / (lr^2 * sum_layers <U, V>))), then applied with SGD momentum.
+
+Defaults: lr 0.001 with momentum 0.9, an effective step lr/(1 - momentum) of 0.01. Measured on LeNet-5, batch
+100, constant lr: full MNIST, test accuracy after one epoch 0.9901 (lr 0.001, momentum 0.9), 0.9878 (lr 0.01,
+momentum 0, the thesis's rule), 0.9582 (lr 0.01, momentum 0.9: a step of 0.1, ten times the thesis's); mnist-mini,
+two epochs, seeds 0 and 1: 0.9775 and 0.9775, against 0.9745 and 0.9750 for lr 0.01 without momentum. Parameters of layers
 K-FAC does not cover get the plain (momentum) gradient step; the run's tags list them."""
 
 from __future__ import annotations
@@ -218,7 +223,7 @@ class KFAC(torch.optim.Optimizer):
         self,
         model: nn.Module,
         fisher_loss,
-        lr: float = 0.01,
+        lr: float = 0.001,
         momentum: float = 0.9,
         damping: float = 1e-2,
         factor_decay: float = 0.95,
@@ -364,9 +369,11 @@ SPEC = MethodSpec(
     description="K-FAC: Kronecker-factored natural gradient for Linear and Conv2d layers (Martens & Grosse 2015)",
     regularisation=COUPLED,
     hparams=(
-        lr_param(0.01),
+        lr_param(0.001, "learning rate alpha; with momentum mu the effective step is alpha/(1-mu): 0.001 with 0.9 is "
+                        "0.01, the step that works on LeNet-5 (the thesis's alpha = 0.01 is for momentum 0)"),
         weight_decay_param(0.0, "L2 lambda: loss + lambda*||theta||^2 (preconditioned with the gradient)"),
-        HParam("momentum", 0.9, Number(ge=0, lt=1), "momentum on the preconditioned gradient"),
+        HParam("momentum", 0.9, Number(ge=0, lt=1),
+               "momentum on the preconditioned gradient (the thesis's K-FAC has none: its recipes set 0)"),
         HParam("damping", 1e-2, Number(gt=0), "Tikhonov damping gamma, split between A and G by pi"),
         HParam("factor_decay", 0.95, Number(ge=0, lt=1), "running-average decay of A and G"),
         HParam("kl_clip", 1e-3, Number(ge=0), "KL-clipping bound on the update (0 = off)"),
