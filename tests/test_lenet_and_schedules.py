@@ -1,4 +1,3 @@
-import math
 
 import pytest
 import torch
@@ -27,13 +26,18 @@ def test_lenet5_has_61706_parameters_and_thesis_shapes():
     assert torch.equal(net(x), net(torch.nn.functional.pad(x, (2, 2, 2, 2))))
 
 
-@pytest.mark.parametrize("j,J,amin,expected", [(0, 20, 0.0, 1.0), (10, 20, 0.0, 0.5), (5, 20, 0.1, None), (19, 20, 0.0, None)])
+# eq. (34), alpha_j = alpha_min + 1/2 (alpha_max - alpha_min)(1 + cos(j pi / J)), evaluated by hand with
+# alpha_max = 1: cos(pi/4) = 0.70710678, cos(19 pi/20) = -0.98768834, cos(3 pi/4) = -0.70710678, cos(pi/3) = 0.5
+@pytest.mark.parametrize("j,J,amin,expected", [
+    (0, 20, 0.0, 1.0),
+    (10, 20, 0.0, 0.5),
+    (5, 20, 0.1, 0.86819805),  # 0.1 + 0.45 * 1.70710678
+    (19, 20, 0.0, 0.00615583),  # 0.5 * 0.01231166: the last epoch is not at alpha_min
+    (15, 20, 0.0, 0.14644661),  # 0.5 * 0.29289322
+    (1, 3, 0.2, 0.8),  # 0.2 + 0.4 * 1.5
+])
 def test_cosine_per_epoch_is_eq_34(j, J, amin, expected):
-    amax = 1.0
-    value = amin + 0.5 * (amax - amin) * (1 + math.cos(j * math.pi / J))
-    assert cosine_epoch(j, J, amin) == pytest.approx(value)
-    if expected is not None:
-        assert cosine_epoch(j, J, amin) == pytest.approx(expected)
+    assert cosine_epoch(j, J, amin) == pytest.approx(expected, abs=1e-8)
 
 
 def test_cosine_step_warms_up_linearly_then_decays_to_min():
