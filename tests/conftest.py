@@ -5,7 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+import os
+
+# the real datasets for the real-data tests: $CURVBENCH_TEST_DATA, else ../shared/datasets beside the checkout
+SHARED = Path(os.environ.get("CURVBENCH_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "datasets")
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
