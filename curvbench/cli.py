@@ -403,8 +403,35 @@ def ui(
         raise typer.Exit(0)
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def _click_exceptions():
+    try:  # Typer ships its own copy of click
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - a Typer that uses click itself
+        from click import exceptions
+    return exceptions
+
+
+def main() -> None:
+    """The console script: usage errors are one line (`error: --epochs: ...`) and exit 2, like every other."""
+    cx = _click_exceptions()
+    try:
+        code = app(standalone_mode=False)
+    except cx.NoArgsIsHelpError as e:  # `curvbench train` with nothing: its help
+        e.show()
+        sys.exit(2)
+    except cx.UsageError as e:
+        where = e.ctx.command_path if e.ctx is not None else "curvbench"
+        typer.echo(f"error: {' '.join(e.format_message().split())} (see {where} --help)", err=True)
+        sys.exit(2)
+    except cx.ClickException as e:
+        typer.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
