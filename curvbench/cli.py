@@ -31,7 +31,11 @@ def friendly(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        import os
         import signal
+
+        if os.environ.get("CURVBENCH_DEBUG"):
+            return func(*args, **kwargs)
 
         from curvbench.errors import CurvbenchError
 
@@ -43,6 +47,20 @@ def friendly(func):
             return func(*args, **kwargs)
         except CurvbenchError as e:
             _fail(str(e), e.exit_code)
+        except (typer.Exit, typer.Abort):
+            raise
+        except KeyboardInterrupt:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        except RecursionError:
+            _fail("the input is nested too deeply to read")
+        except Exception as e:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+            from curvbench.stores import explain
+
+            why = explain(e)
+            if why is not None:
+                _fail(why, 2)
+            _fail(f"internal error ({e.__class__.__name__}: {' '.join(str(e).split())[:300]}); "
+                  f"set CURVBENCH_DEBUG=1 for the traceback", 1)
 
     return wrapper
 
@@ -150,6 +168,20 @@ def _load_recipe(recipe, epochs, batch_size, seed, device, threads, data_dir, no
     return recipes_mod.load(recipe, ov)
 
 
+def _check_writable_file(path: str, flag: str) -> None:
+    """Fail now, not after an hour of training, when `path` cannot be written."""
+    import os
+    import pathlib
+
+    p = pathlib.Path(path)
+    if p.is_dir():
+        _fail(f"{flag} {path}: is a folder; expected a file name")
+    if not p.parent.is_dir():
+        _fail(f"{flag} {path}: the folder {p.parent} does not exist")
+    if not os.access(p.parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        _fail(f"{flag} {path}: not writable")
+
+
 def _parse_spaces(items: list[str] | None) -> dict | None:
     """--space sgd.lr=0.1,0.03  or  --space sgd.lr=1e-3:1:log  ->  {"sgd": {"lr": [...] | {low, high, log}}}"""
     if not items:
@@ -213,6 +245,10 @@ def tune(
         _fail(f"--objective: expected best or final, got {objective!r}")
     if seeds is not None and seeds < 1:
         _fail(f"--seeds: expected an integer >= 1, got {seeds}")
+    if trials is not None and trials < 1:
+        _fail(f"--trials: expected an integer >= 1, got {trials}")
+    if out:
+        _check_writable_file(out, "--out")
     if on is not None and on not in ("val", "test"):
         _fail(f"--on: expected val or test, got {on!r}")
     r = _load_recipe(recipe, epochs, batch_size, seed, device, threads, data_dir, no_download, set_, methods, experiment)

@@ -18,7 +18,7 @@ def resolve_uri(uri: str | None = None) -> str:
 
 def _sqlite_path(uri: str) -> Path | None:
     if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///") :])
+        return Path(uri[len("sqlite:///") :].split("?", 1)[0])
     return None
 
 
@@ -63,32 +63,50 @@ def sqlite_lock(uri: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _opened_client(uri: str):
+SQLITE_LOCK_SECONDS = 120  # how long a write waits for another process's lock on a SQLite store
+
+
+def _opened_client(uri: str, write: bool = True):
     from mlflow.tracking import MlflowClient
 
-    with sqlite_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
-        client.search_experiments(max_results=1)  # creates and migrates the tables now, under the lock
+    from curvbench.errors import CurvbenchError
+    from curvbench.stores import explain, mask
+
+    client_uri = uri
+    if _sqlite_path(uri) is not None and "?" not in uri:
+        client_uri = f"{uri}?timeout={SQLITE_LOCK_SECONDS}"  # wait for another writer rather than fail at 5 s
+    try:
+        with sqlite_lock(uri) if write else contextlib.nullcontext():
+            client = MlflowClient(tracking_uri=client_uri)
+            client.search_experiments(max_results=1)  # creates and migrates the tables now, under the lock
+    except Exception as e:  # noqa: BLE001 - every store failure becomes one line naming the store
+        why = explain(e) or f"{e.__class__.__name__}: {e}"
+        raise CurvbenchError(f"tracking store {mask(uri)}: {why}") from None
     return client
 
 
 class Tracker:
-    """A thin layer over MlflowClient: no global state, so nested runs and several stores stay explicit."""
+    """A thin layer over MlflowClient: no global state, so nested runs and several stores stay explicit.
 
-    def __init__(self, uri: str | None = None):
+    The store is checked before anything is logged (scheme, file, folder, server, driver: see stores.py).
+    `write=False` opens it for reading only (a report on a read-only store): no folder, no lock file."""
+
+    def __init__(self, uri: str | None = None, write: bool = True):
         import logging
 
         import mlflow  # noqa: F401 - configures its loggers on import; quieten them afterwards
 
+        from curvbench.stores import check_tracking_uri
+
         logging.getLogger("alembic").setLevel(logging.WARNING)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         self.uri = resolve_uri(uri)
+        check_tracking_uri(self.uri, write)
         db = _sqlite_path(self.uri)
         self.artifact_root = None
         if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
             self.artifact_root = (db.parent / "artifacts").resolve().as_uri()
-        self.client = _opened_client(self.uri)
+        self.client = _opened_client(self.uri, write)
         self._experiments: dict[str, str] = {}
 
     def experiment_id(self, name: str) -> str:

@@ -13,7 +13,6 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from curvbench import engine
 from curvbench.errors import CurvbenchError
@@ -95,15 +94,17 @@ def open_storage(url: str | None):
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")  # we run it ourselves
 
+    from curvbench.stores import check_study_storage, explain, mask
+
     url = url or DEFAULT_STORAGE
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    if url.startswith(("sqlite", "postgresql", "mysql")):
-        # a heartbeat lets a later start see the trials of a process that died, and run their points again
-        kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    check_study_storage(url)  # scheme, file, folder, driver, server: one line naming the URL, before any training
+    # a heartbeat lets a later start see the trials of a process that died, and run their points again
+    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    try:
         with sqlite_lock(url):  # a new database's tables are created by one process at a time
             return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, engine_kwargs=kwargs)
-    return url
+    except Exception as e:  # noqa: BLE001 - a broken or foreign database: one line naming it
+        raise CurvbenchError(f"study storage {mask(url)}: {explain(e) or f'{e.__class__.__name__}: {e}'}") from None
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -222,6 +223,7 @@ def tune(
     if missing:
         raise CurvbenchError(f"{recipe.source}: no search space for {', '.join(missing)}; add search.{missing[0]} "
                              f"to the recipe or pass --space {missing[0]}.lr=0.1,0.03")
+    store = open_storage(storage)  # a storage that cannot be used fails before any data is loaded
     device = resolve_device(recipe.training.device)
     set_threads(recipe.training.threads)
     task = load_task(recipe, device)
@@ -231,7 +233,6 @@ def tune(
                              f"train out) or test; this task has {', '.join(s for s in task.splits if s != 'train')}")
     key = f"{split}_{recipe.task.metric}"
     run_seeds = trial_seeds(recipe, seeds)
-    store = open_storage(storage)
     results = []
     for entry in recipe.methods:
         space = spaces[entry.name]
