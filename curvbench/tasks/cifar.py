@@ -33,8 +33,12 @@ def read_batches(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray
         data = np.asarray(data, dtype=np.uint8)
         if data.ndim != 2 or data.shape[1] != 3072 or labels is None or len(labels) != data.shape[0]:
             raise DatasetMissing(f"{path}: expected 'data' of N x 3072 bytes and N 'labels'")
+        labels = np.asarray(labels)
+        if labels.dtype.kind not in "iu" or (labels.size and (labels.min() < 0 or labels.max() > 9)):
+            raise DatasetMissing(f"{path}: expected integer labels 0 to 9, got {labels.dtype} "
+                                 f"{labels.min() if labels.size else ''} to {labels.max() if labels.size else ''}")
         xs.append(data.reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(labels, dtype=np.int64))
+        ys.append(labels.astype(np.int64))
     return np.concatenate(xs), np.concatenate(ys)
 
 

@@ -27,23 +27,32 @@ SPLIT_FILES = {
 def read_conll(path: Path) -> list[tuple[list[str], list[str]]]:
     """Sentences of (tokens, IOB2 tags): token first, tag last, blank lines between sentences."""
     sentences, tokens, tags = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                if tokens:
-                    sentences.append((tokens, iob1_to_iob2(tags)))
-                    tokens, tags = [], []
-                continue
-            if parts[0] == "-DOCSTART-":
-                continue
-            if len(parts) < 2:
-                raise DatasetMissing(f"{path}:{lineno}: expected 'TOKEN ... TAG', got {line.strip()!r}")
-            tag = parts[-1]
-            if tag != "O" and (tag[:2] not in ("B-", "I-") or len(tag) < 3):
-                raise DatasetMissing(f"{path}:{lineno}: expected an IOB tag (O, B-TYPE or I-TYPE), got {tag!r}")
-            tokens.append(parts[0])
-            tags.append(tag)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise DatasetMissing(f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x}); expected the CoNLL "
+                             f"column format") from None
+    except OSError as e:
+        raise DatasetMissing(f"{path}: cannot read ({e.strerror or e.__class__.__name__})") from None
+    if "\x00" in text:
+        raise DatasetMissing(f"{path}: a binary file (NUL bytes); expected the CoNLL column format")
+    for lineno, line in enumerate(text.splitlines(keepends=True), 1):
+        parts = line.split()
+        if not parts:
+            if tokens:
+                sentences.append((tokens, iob1_to_iob2(tags)))
+                tokens, tags = [], []
+            continue
+        if parts[0] == "-DOCSTART-":
+            continue
+        if len(parts) < 2:
+            raise DatasetMissing(f"{path}:{lineno}: expected 'TOKEN ... TAG', got {line.strip()!r}")
+        tag = parts[-1]
+        if tag != "O" and (tag[:2] not in ("B-", "I-") or len(tag) < 3):
+            raise DatasetMissing(f"{path}:{lineno}: expected an IOB tag (O, B-TYPE or I-TYPE), got {tag!r}")
+        tokens.append(parts[0])
+        tags.append(tag)
     if tokens:
         sentences.append((tokens, iob1_to_iob2(tags)))
     if not sentences:
@@ -59,6 +68,10 @@ def _find_files(root: Path) -> dict[str, Path] | None:
             if hit:
                 found[split] = hit
         if {"train", "test"} <= found.keys():
+            if "val" not in found:
+                raise DatasetMissing(f"conll2003: {folder} has {found['train'].name} and {found['test'].name} but no "
+                                     f"validation file ({' or '.join(SPLIT_FILES['val'])}); the task's val split "
+                                     f"(scores, early stopping) needs it")
             return found
     return None
 

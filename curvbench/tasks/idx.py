@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,13 @@ def find(raw: Path, name: str) -> Path | None:
 
 
 def read(path: Path) -> torch.Tensor:
-    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = path.read_bytes()
+        data = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise DatasetMissing(f"{path}: not a complete gzip file ({' '.join(str(e).split())}); fetch it again") from None
+    except OSError as e:
+        raise DatasetMissing(f"{path}: cannot read ({e.strerror or e.__class__.__name__})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES or not 1 <= data[3] <= 4:
         raise DatasetMissing(f"{path}: not an IDX file (bad magic number)")
     ndim = data[3]

@@ -60,6 +60,19 @@ def _to_images(x: torch.Tensor, mean: float, std: float, device) -> torch.Tensor
     return ((x.to(device=device, dtype=torch.float32) / 255.0 - mean) / std).unsqueeze(1)  # N,1,28,28
 
 
+def check_images(images: Path, labels: Path, x: torch.Tensor, y: torch.Tensor, classes: int = 10) -> None:
+    """What LeNet-5 and the loss need: N 28x28 unsigned-byte images and N integer labels 0..classes-1."""
+    if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+        raise DatasetMissing(f"{images}: expected N images of HxW and N labels, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if tuple(x.shape[1:]) != (28, 28) or x.dtype != torch.uint8:
+        raise DatasetMissing(f"{images}: expected 28x28 images of unsigned bytes (the MNIST layout), got "
+                             f"{x.shape[1]}x{x.shape[2]} of {str(x.dtype).replace('torch.', '')}")
+    if x.dtype.is_floating_point or y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise DatasetMissing(f"{labels}: expected integer class labels, got {str(y.dtype).replace('torch.', '')}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise DatasetMissing(f"{labels}: expected labels 0 to {classes - 1}, found {int(y.min())} to {int(y.max())}")
+
+
 def _load_family(config, device, dataset: str) -> ImageTask:
     _, folder, mean, std = _FAMILY[dataset]
     root = data_dirs.resolve(config.data_dir)
@@ -80,8 +93,7 @@ def _load_family(config, device, dataset: str) -> ImageTask:
     splits = {}
     for s, (images, labels) in found.items():
         x, y = idx.read(images), idx.read(labels)
-        if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0]:
-            raise DatasetMissing(f"{images}: expected N images of HxW and N labels, got {tuple(x.shape)} and {tuple(y.shape)}")
+        check_images(images, labels, x, y)
         splits[s] = Split(_to_images(x, mean, std, device), y.to(device=device, dtype=torch.long))
     return ImageTask(dataset, config.model, config.metric, splits["train"], splits["test"], num_classes=10)
 
