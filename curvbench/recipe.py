@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from curvbench.errors import CurvbenchError, RecipeError, describe
 from curvbench.schema import Boolean, Choice, Invalid, ListOf, Number, Section, Text
 
 SCHEDULES = ("constant", "cosine", "cosine-step")
+ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 EVAL_SPLITS = ("val", "test")
 
 
@@ -48,6 +50,8 @@ def load_yaml(path: Path) -> Any:
         raise CurvbenchError(f"{path}: cannot read recipe file ({e.__class__.__name__})") from None
     try:
         return yaml.load(text, Loader=_StrictLoader)
+    except RecursionError:
+        raise CurvbenchError(f"{path}: the YAML is nested too deeply to read") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -307,6 +311,9 @@ def _methods(value: Any) -> list[MethodEntry]:
     out = []
     for name, hp in value.items():
         name = str(name)
+        if not ENTRY_NAME.fullmatch(name):
+            raise Invalid(f"expected an entry name of letters, digits, '_', '-' and '.', starting with a letter or "
+                          f"digit (it names runs, params and metrics), got {describe(name)}", name)
         hp = {} if hp is None else hp
         if not isinstance(hp, dict):
             raise Invalid(f"expected a mapping of hyperparameters, got {describe(hp)}", name)

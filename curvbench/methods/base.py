@@ -40,6 +40,8 @@ class MethodSpec:
     build: Callable[[BuildContext, dict], Any]  # returns a torch.optim.Optimizer whose step() takes a closure
     # coupled L2 whose gradient the method adds itself, where its update rule says (SAM: at theta, not theta+eps)
     adds_l2: bool = False
+    # checks across hyperparameters (nesterov needs momentum): raises Invalid naming the field
+    validate: Callable[[dict], None] | None = None
 
     def defaults(self) -> dict:
         return {h.name: h.default for h in self.hparams}
@@ -62,6 +64,8 @@ class MethodSpec:
                     raise Invalid(e.message, h.name) from None
             else:
                 out[h.name] = h.default
+        if self.validate is not None:
+            self.validate(out)
         return out
 
 

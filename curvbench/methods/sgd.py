@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from curvbench.methods.base import COUPLED, BuildContext, HParam, MethodSpec, lr_param, weight_decay_param
-from curvbench.schema import Boolean, Number
+from curvbench.schema import Boolean, Invalid, Number
 
 
 def build(ctx: BuildContext, hp: dict):
@@ -13,9 +13,14 @@ def build(ctx: BuildContext, hp: dict):
         ctx.model.parameters(),
         lr=hp["lr"],
         momentum=hp["momentum"],
-        nesterov=hp["nesterov"] and hp["momentum"] > 0,
+        nesterov=hp["nesterov"],
         foreach=True,
     )
+
+
+def validate(hp: dict) -> None:
+    if hp["nesterov"] and not hp["momentum"] > 0:
+        raise Invalid("nesterov: true needs momentum > 0 (with momentum 0 it would run plain SGD)", "nesterov")
 
 
 SPEC = MethodSpec(
@@ -29,4 +34,5 @@ SPEC = MethodSpec(
         HParam("nesterov", False, Boolean(), "Nesterov momentum (needs momentum > 0)"),
     ),
     build=build,
+    validate=validate,
 )
