@@ -196,7 +196,13 @@ def train(
                 for g in opt.param_groups:
                     g["lr"] = g["initial_lr"] * factor
                 lr = opt.param_groups[0]["lr"]
-                loss = opt.step(make_closure(model, task, opt, batch, params, l2))
+                try:
+                    loss = opt.step(make_closure(model, task, opt, batch, params, l2))
+                except RuntimeError as e:  # a step too large for the parameters' dtype (lr 1e300)
+                    if "overflow" not in str(e):
+                        raise
+                    raise Diverged(f"diverged: the update overflowed {params[0].dtype} at lr {lr:g} in epoch "
+                                   f"{epoch + 1}, step {step + 1}") from None
                 loss_sum += loss
                 if step == 0:
                     explosion.start(float(loss))  # the loss at the initial parameters: one sync per run
