@@ -372,7 +372,7 @@ def report(
     from curvbench.errors import CurvbenchError
     from curvbench.tracking import Tracker
 
-    tracker = Tracker(tracking_uri)
+    tracker = Tracker(tracking_uri, write=False)  # reading needs no lock: a read-only store works
     wanted = [m.strip() for m in methods.split(",")] if methods else None
     runs = reporting.collect(tracker.client, experiment, parent, task, wanted, since)
     if not runs:
@@ -380,6 +380,7 @@ def report(
                                                 ("methods", methods), ("since", since)) if v) or "no filters"
         raise CurvbenchError(f"no training runs with metrics match ({sel}) in {tracker.uri}; nothing written")
     folder = pathlib.Path(out)
+    reporting.check_out_folder(folder)
     rows, figures = reporting.write_report(runs, folder)
     from rich.markdown import Markdown
 
@@ -389,9 +390,13 @@ def report(
         console.print(Markdown(reporting.search_table(found)))
     console.print(f"{len(runs)} runs -> {folder / 'report.md'}, {folder / 'report.html'}, {len(figures)} figures")
     if not no_log:
-        rid = reporting.log_report(tracker, folder, figures, {"experiment": experiment, "parent": parent,
-                                                               "task": task, "methods": methods, "since": since})
-        console.print(f"logged as run {rid} in experiment curvbench-reports")
+        try:
+            rid = reporting.log_report(Tracker(tracking_uri), folder, figures, {
+                "experiment": experiment, "parent": parent, "task": task, "methods": methods, "since": since})
+        except CurvbenchError as e:  # a read-only store: the report stands, only its run is missing
+            typer.echo(f"warning: the report was written but not logged ({e}); --no-log skips logging", err=True)
+        else:
+            console.print(f"logged as run {rid} in experiment curvbench-reports")
 
 
 @app.command("methods")

@@ -6,6 +6,7 @@ Written as PNGs, report.md and one self-contained report.html, and logged as art
 from __future__ import annotations
 
 import base64
+import re
 import datetime as dt
 import statistics
 from collections import defaultdict
@@ -86,10 +87,10 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
         exp_ids = [e.experiment_id for e in client.search_experiments()]
     filters = []
     parents = [parent] if isinstance(parent, str) else list(parent or [])
+    for p in parents:
+        check_run_id(client, p, "--parent")
     if parents:
         filters.append("tags.mlflow.parentRunId IN (" + ", ".join(f"'{p}'" for p in parents) + ")")
-    if task:
-        filters.append(f"tags.task = '{task}'")
     if since:
         try:
             start = dt.datetime.fromisoformat(since)
@@ -105,6 +106,8 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
             continue
         if r.info.status in ("RUNNING", "SCHEDULED", "KILLED"):
             continue  # still going, orphaned or interrupted: its curves are incomplete
+        if task and tags.get("task") != task:  # compared here, not in MLflow's filter: any text is safe
+            continue
         entry = tags.get("entry", tags.get("method", "?"))
         if methods and entry not in methods and tags.get("method") not in methods:
             continue
@@ -120,6 +123,34 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
             data.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
         runs.append(data)
     return runs
+
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def check_run_id(client, run_id: str, flag: str) -> None:
+    """A run id as MLflow writes them (32 hex digits), of a run in this store."""
+    if not RUN_ID.fullmatch(run_id):
+        raise CurvbenchError(f"{flag} {run_id!r}: expected a run id of 32 hexadecimal digits (the parent run printed by "
+                             f"tune or to-target)")
+    try:
+        client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - MLflow raises its own exception for a missing run
+        raise CurvbenchError(f"{flag} {run_id}: no such run in the store") from None
+
+
+def check_out_folder(out: Path) -> None:
+    """The report folder can be made and written, before any figure is drawn."""
+    import os
+
+    if out.exists() and not out.is_dir():
+        raise CurvbenchError(f"--out {out}: is a file; expected a folder for report.md, report.html and the figures")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CurvbenchError(f"--out {out}: cannot create the folder ({e.strerror or e.__class__.__name__})") from None
+    if not os.access(out, os.W_OK):
+        raise CurvbenchError(f"--out {out}: the folder is not writable")
 
 
 def _search_all(client, exp_ids, filter_string):
