@@ -234,6 +234,11 @@ def train(
             cb.on_epoch_end(record)
             if result.stopped_early:
                 break
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the caller ends the run; it gets the time and steps so far
+        watch.stop() if watch.running else None
+        result.status, result.steps, result.train_seconds = KILLED, step, watch.total
+        e.partial_result = result
+        raise
     except StopTraining as e:
         result.stopped_early, result.reason = True, str(e)
     except Diverged as e:

@@ -38,3 +38,18 @@ def describe(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return str(value)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or a user's kill): handled exactly as Ctrl-C, but named as what it was."""
+
+    def __init__(self, signal_name: str = "SIGTERM"):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def interruption(e: BaseException) -> str:
+    """How an interrupted run's end is described: which signal ended it."""
+    if isinstance(e, Terminated):
+        return f"interrupted by {e.signal_name}"
+    return "interrupted by the user (Ctrl-C)"

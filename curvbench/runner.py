@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from curvbench import __version__, engine
+from curvbench.errors import interruption
 from curvbench.recipe import Recipe
 from curvbench.timing import resolve_device, set_threads
 from curvbench.tracking import Tracker, flatten, git_commit
@@ -31,9 +32,9 @@ class RunOutcome:
 class Interrupted(Exception):
     """Ctrl-C: the current run was ended as KILLED; `outcomes` holds every run so far, that one included."""
 
-    def __init__(self, outcomes: list[RunOutcome]):
-        super().__init__("interrupted")
-        self.outcomes = outcomes
+    def __init__(self, outcomes: list[RunOutcome], reason: str = "interrupted"):
+        super().__init__(reason)
+        self.outcomes, self.reason = outcomes, reason
 
 
 def load_task(recipe: Recipe, device: torch.device):
@@ -120,13 +121,16 @@ def run_one(
     relay = _Relay(run, reporter, name, recipe.training.epochs, epoch_hook)
     try:
         result = engine.train(task, entry, recipe.training, seed, device, relay, eval_schedule)
-    except KeyboardInterrupt:
-        outcome.status, outcome.reason = engine.KILLED, "interrupted by the user (Ctrl-C)"
+    except KeyboardInterrupt as e:
+        outcome.status, outcome.reason = engine.KILLED, interruption(e)
         outcome.epochs = relay.records
+        partial = getattr(e, "partial_result", None)
+        if partial is not None:  # the real training time and steps, not 0
+            outcome.train_seconds, outcome.steps = partial.train_seconds, partial.steps
         if run is not None:
             run.end("KILLED", outcome.reason)
         reporter.run_ended(outcome)
-        raise Interrupted([outcome]) from None
+        raise Interrupted([outcome], outcome.reason) from None
     except BaseException as e:
         outcome.reason = f"{e.__class__.__name__}: {e}"
         if run is not None:
@@ -153,5 +157,5 @@ def run_recipe(recipe: Recipe, tracker: Tracker | None, reporter) -> list[RunOut
             try:
                 outcomes.append(run_one(recipe, task, entry, seed, device, tracker, reporter))
             except Interrupted as e:
-                raise Interrupted(outcomes + e.outcomes) from None
+                raise Interrupted(outcomes + e.outcomes, e.reason) from None
     return outcomes

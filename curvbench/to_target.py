@@ -112,9 +112,9 @@ def run_to_target(
                                                  "epochs_to_target": r.epochs}, step=0)
                 runs.append(r)
             summaries.append(TargetSummary(entry.name, runs))
-    except Interrupted:
+    except Interrupted as e:
         if parent is not None:
-            parent.end("KILLED", "interrupted by the user (Ctrl-C)")
+            parent.end("KILLED", e.reason)
         raise
     if parent is not None:
         for s in summaries:
