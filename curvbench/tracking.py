@@ -108,6 +108,9 @@ class Tracker:
             self.artifact_root = (db.parent / "artifacts").resolve().as_uri()
         self.client = _opened_client(self.uri, write)
         self._experiments: dict[str, str] = {}
+        self.reaped: list[str] = []  # runs of dead processes this tracker ended, as "name (reason)"
+        if write:
+            self.reaped = end_orphaned_runs(self.client)
 
     def experiment_id(self, name: str) -> str:
         if name not in self._experiments:
@@ -133,6 +136,7 @@ class Tracker:
         from mlflow.entities import Param, RunTag
 
         all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
+        all_tags.update(owner_tags())
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=all_tags)
@@ -141,6 +145,55 @@ class Tracker:
         for i in range(0, len(flat), 100):  # MLflow takes at most 100 params a call
             self.client.log_batch(run_id, params=flat[i : i + 100])
         return TrackedRun(self.client, run_id)
+
+
+HOST_TAG, PID_TAG = "curvbench.host", "curvbench.pid"
+
+
+def owner_tags() -> dict[str, str]:
+    """Which process runs a run: a later command on the same host can tell whether it is still alive."""
+    import socket
+
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def end_orphaned_runs(client) -> list[str]:
+    """Runs left RUNNING by a process of this host that is gone (SIGKILL, a crash, a power cut) are ended as
+    FAILED with the reason; runs of other hosts are left alone (nothing here can tell whether they live)."""
+    import socket
+
+    host = socket.gethostname()
+    try:
+        exps = [e.experiment_id for e in client.search_experiments()]
+        if not exps:
+            return []
+        runs = client.search_runs(exps, f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+                                  max_results=1000)
+    except Exception:  # noqa: BLE001 - a store that cannot be searched is reported by the command's own calls
+        return []
+    ended = []
+    for r in runs:
+        try:
+            pid = int(r.data.tags.get(PID_TAG, ""))
+        except ValueError:
+            continue
+        if pid == os.getpid() or process_alive(pid):
+            continue
+        reason = f"its process (pid {pid} on {host}) ended without closing the run: killed or crashed"
+        client.set_tag(r.info.run_id, "status_reason", reason)
+        client.set_terminated(r.info.run_id, "FAILED")
+        ended.append(f"{r.info.run_name} ({reason})")
+    return ended
 
 
 class TrackedRun:

@@ -12,14 +12,16 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import dataclass
+import os
+import socket
+from dataclasses import dataclass, field
 
 from curvbench import engine
 from curvbench.errors import CurvbenchError
 from curvbench.recipe import MethodEntry, Recipe
 from curvbench.runner import Interrupted, experiment_name, load_task, run_one
 from curvbench.timing import resolve_device, set_threads
-from curvbench.tracking import sqlite_lock
+from curvbench.tracking import TrackedRun, owner_tags, process_alive, sqlite_lock
 
 SAMPLERS = ("grid", "random", "halton", "tpe")
 PRUNERS = ("none", "median", "halving")
@@ -37,6 +39,7 @@ class TuneResult:
     scored_on: str = "val"  # the split the scores are read from
     metric: str = "val_accuracy"
     seeds: int = 1  # each score is the median over this many seeds
+    held: list = field(default_factory=list)  # trials other workers still run: one line each
 
 
 def grid_points(space: dict) -> list[dict]:
@@ -105,6 +108,62 @@ def open_storage(url: str | None):
             return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, engine_kwargs=kwargs)
     except Exception as e:  # noqa: BLE001 - a broken or foreign database: one line naming it
         raise CurvbenchError(f"study storage {mask(url)}: {explain(e) or f'{e.__class__.__name__}: {e}'}") from None
+
+
+HEARTBEAT_GRACE = 120  # seconds without a heartbeat before another worker runs a trial's point again
+
+
+def fail_dead_trials(study) -> list[int]:
+    """Trials RUNNING in a process of this host that is gone: FAIL now (their points are queued again), rather
+    than after the heartbeat grace period."""
+    from optuna.trial import TrialState
+
+    host, dead = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") == host and pid and pid != os.getpid() and not process_alive(int(pid)):
+            study._storage.set_trial_user_attr(t._trial_id, "reason", f"its process (pid {pid} on {host}) died")
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            dead.append(t.number)
+    return dead
+
+
+def held_elsewhere(study) -> list[str]:
+    """Trials still RUNNING in other processes when this one is done: who holds them, and what happens if
+    that worker is gone."""
+    from optuna.trial import TrialState
+
+    host, out = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        where, pid = t.user_attrs.get("host", "?"), t.user_attrs.get("pid", "?")
+        if where == host:
+            state = "running" if pid != "?" and process_alive(int(pid)) else "its process is gone: rerun by the next tune"
+        else:
+            state = (f"if that worker is gone, the next tune started {HEARTBEAT_GRACE} s after its last heartbeat "
+                     f"runs the point again")
+        point = ", ".join(f"{k}={v}" for k, v in (t.params or t.system_attrs.get("fixed_params", {})).items())
+        out.append(f"trial {t.number} ({point}) held by pid {pid} on {where}: {state}")
+    return out
+
+
+def _study_parent(tracker, study, storage, recipe, entry, params: dict, tags: dict):
+    """One MLflow parent run per study: the first `tune` of a study creates it, every resumed or parallel
+    `tune` of that study reuses it (reopened as RUNNING), so the UI shows one search with all its trials."""
+    with sqlite_lock(storage or DEFAULT_STORAGE):  # two workers starting together make one parent, not two
+        known = study.user_attrs.get("mlflow_parent")
+        if known and study.user_attrs.get("mlflow_uri") == tracker.uri:
+            try:
+                tracker.client.update_run(known, status="RUNNING")
+            except Exception:  # noqa: BLE001 - deleted, or another store: start a new parent
+                known = None
+            else:
+                run = TrackedRun(tracker.client, known)
+                run.set_tags({**owner_tags(), "resumed": "true"})
+                return run
+        run = tracker.start(experiment_name(recipe), f"tune-{recipe.task.dataset}-{entry.name}", params, tags)
+        study.set_user_attr("mlflow_parent", run.run_id)
+        study.set_user_attr("mlflow_uri", tracker.uri)
+        return run
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -247,17 +306,16 @@ def tune(
         budget = trials if trials is not None else (len(points) if points is not None else 20)
         if not isinstance(store, str):
             optuna.storages.fail_stale_trials(study)  # trials of processes that died: FAIL, so their points rerun
+            fail_dead_trials(study)  # ... at once when the process was on this host
         parent = None
         if tracker is not None:
-            parent = tracker.start(
-                experiment_name(recipe), f"tune-{recipe.task.dataset}-{entry.name}",
-                {"sampler": sampler, "trials": budget, "objective": f"{objective} {key}", "pruner": pruner,
-                 "study": name, "scored_on": split, "seeds": ",".join(map(str, run_seeds)),
-                 **{f"space.{k}": v for k, v in space.items()}},
-                {"kind": "tune", "task": recipe.task.dataset, "method": entry.method, "entry": entry.name,
-                 "study": name, "recipe": recipe.name, "recipe_hash": recipe.digest(), "scored_on": split,
-                 "seeds_per_trial": len(run_seeds)},
-            )
+            parent = _study_parent(tracker, study, storage, recipe, entry, {
+                "sampler": sampler, "trials": budget, "objective": f"{objective} {key}", "pruner": pruner,
+                "study": name, "scored_on": split, "seeds": ",".join(map(str, run_seeds)),
+                **{f"space.{k}": v for k, v in space.items()}}, {
+                "kind": "tune", "task": recipe.task.dataset, "method": entry.method, "entry": entry.name,
+                "study": name, "recipe": recipe.name, "recipe_hash": recipe.digest(), "scored_on": split,
+                "seeds_per_trial": len(run_seeds)})
 
         def done() -> int:
             return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
@@ -269,6 +327,8 @@ def tune(
                     if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                         break  # every point is finished or being run by another process
                 trial = study.ask()
+                trial.set_user_attr("host", socket.gethostname())
+                trial.set_user_attr("pid", os.getpid())
                 if points is not None and not _fixed_params(study, trial):
                     trial.set_user_attr("reason", "no grid point left")  # another process took the last one
                     study.tell(trial, state=TrialState.FAIL)
@@ -281,22 +341,26 @@ def tune(
                 with _heartbeat(study, trial):  # lets a later start see that this process died mid-trial
                     _run_trial(recipe, task, entry, params, trial, study, device, tracker, reporter, parent, key,
                                objective, run_seeds)
-        except Interrupted:
+        except Interrupted as e:
             if parent is not None:
-                parent.end("KILLED", "interrupted by the user (Ctrl-C)")
+                parent.end("KILLED", e.reason)
             raise
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        held = held_elsewhere(study)
         complete = [t for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
         best = max(complete, key=lambda t: t.value) if complete else None
         if parent is not None:
             if best is not None:
-                parent.log_params({f"best.{k}": v for k, v in best.params.items()})
                 parent.log_metrics({"best_score": best.value, "trials_complete": len(complete),
                                     "trials_pruned": len(finished) - len(complete)}, step=0)
-                parent.set_tags({"best_trial": best.number, "best_run_id": best.user_attrs.get("run_id", "")})
+                # tags, not params: a resumed search may find a better point, and MLflow params never change
+                parent.set_tags({"best_trial": best.number, "best_run_id": best.user_attrs.get("run_id", ""),
+                                 **{f"best.{k}": v for k, v in best.params.items()}})
+            parent.set_tags({"search_state": f"partial: {len(held)} trial(s) still held by other workers"
+                             if held else "complete"})
             parent.end("FINISHED")
         results.append(TuneResult(entry.name, name, best and dict(best.params), best and best.value, finished,
-                                  parent and parent.run_id, split, key, len(run_seeds)))
+                                  parent and parent.run_id, split, key, len(run_seeds), held))
     return results
 
 
@@ -355,6 +419,9 @@ def result_line(res: TuneResult, uri: str) -> str:
     ID in URI`: what a search found, on which split, and where its runs are."""
     seeds = f", median of {res.seeds} seeds" if res.seeds > 1 else ""
     where = f"; parent run {res.parent_run_id} in {uri}" if res.parent_run_id else ""
+    if res.held:
+        where += (f". PARTIAL: {len(res.held)} trial(s) are still held by other workers; the last worker to "
+                  f"finish prints the complete result: " + "; ".join(res.held))
     if res.best_params is None:
         return f"{res.entry}: no trial finished with a score (scored on {res.scored_on}){where}"
     chosen = ", ".join(f"{k}={v}" for k, v in res.best_params.items())
