@@ -40,7 +40,9 @@ def friendly(func):
         from curvbench.errors import CurvbenchError
 
         def terminate(signum, frame):  # a kill ends the current run as KILLED, exactly as Ctrl-C does
-            raise KeyboardInterrupt
+            from curvbench.errors import Terminated
+
+            raise Terminated(signal.Signals(signum).name)
 
         signal.signal(signal.SIGTERM, terminate)
         try:
@@ -106,6 +108,16 @@ ExperimentOpt = typer.Option(None, "--experiment", help="MLflow experiment name 
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Plain log lines instead of live progress.")
 
 
+def _open_tracker(uri):
+    """The store, checked; runs left RUNNING by dead processes of this host are ended, and said so."""
+    from curvbench.tracking import Tracker
+
+    tracker = Tracker(uri)
+    for line in tracker.reaped:
+        typer.echo(f"note: ended as FAILED the run {line}", err=True)
+    return tracker
+
+
 def _reporter(quiet: bool):
     from curvbench.console import QuietReporter, RichReporter
 
@@ -136,9 +148,8 @@ def train(
 
     from curvbench.console import console, summary_table
     from curvbench.runner import Interrupted, run_recipe
-    from curvbench.tracking import Tracker
 
-    tracker = Tracker(tracking_uri)
+    tracker = _open_tracker(tracking_uri)
     reporter = _reporter(quiet)
     outcomes = []
     try:
@@ -148,7 +159,7 @@ def train(
         reporter.close()
         outcomes += e.outcomes
         console.print(summary_table(outcomes))
-        _fail("interrupted: the current run was ended as KILLED; everything logged so far is kept", EXIT_INTERRUPTED)
+        _fail(f"{e.reason}: the current run was ended as KILLED; everything logged so far is kept", EXIT_INTERRUPTED)
     reporter.close()
     console.print(summary_table(outcomes))
     console.print(f"runs stored in {tracker.uri}; open them with `curvbench ui`")
@@ -270,20 +281,19 @@ def tune(
         return
     from curvbench.console import console, tune_table
     from curvbench.runner import Interrupted
-    from curvbench.tracking import Tracker
 
     split = on or r.default_split()
     if split == "test":
         typer.echo(f"warning: trials are scored on the test split ({r.source} holds out no validation data; "
                    f"set training.validation to tune on val)", err=True)
-    tracker = Tracker(tracking_uri)
+    tracker = _open_tracker(tracking_uri)
     reporter = _reporter(quiet)
     try:
         results = tuning.tune(r, tracker, reporter, sampler, trials, storage, study, objective, on, pruner,
                               sampler_seed, seeds=seeds)
-    except Interrupted:
+    except Interrupted as e:
         reporter.close()
-        _fail("interrupted: finished trials are kept; run the same command again to resume", EXIT_INTERRUPTED)
+        _fail(f"{e.reason}: finished trials are kept; run the same command again to resume", EXIT_INTERRUPTED)
     reporter.close()
     for res in results:
         console.print(tune_table(res))
@@ -335,15 +345,14 @@ def to_target(
     from curvbench.console import console
     from curvbench.runner import Interrupted
     from curvbench.to_target import run_to_target, summary_markdown
-    from curvbench.tracking import Tracker
 
-    tracker = Tracker(tracking_uri)
+    tracker = _open_tracker(tracking_uri)
     reporter = _reporter(quiet)
     try:
         summaries, parent, key = run_to_target(r, tracker, reporter, acc, eval_every, on)
-    except Interrupted:
+    except Interrupted as e:
         reporter.close()
-        _fail("interrupted: the current run was ended as KILLED; everything logged so far is kept", EXIT_INTERRUPTED)
+        _fail(f"{e.reason}: the current run was ended as KILLED; everything logged so far is kept", EXIT_INTERRUPTED)
     reporter.close()
     from rich.markdown import Markdown
 
@@ -427,21 +436,45 @@ def ui(
     port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1."),
 ):
     """Start the MLflow UI on 127.0.0.1 against the same store."""
+    import os
+    import signal
+    import socket
     import subprocess
 
+    from curvbench.stores import check_tracking_uri, mask
     from curvbench.tracking import resolve_uri
 
+    if not 1 <= port <= 65535:
+        _fail(f"--port {port}: expected a port from 1 to 65535")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as e:
+            _fail(f"--port {port}: 127.0.0.1:{port} cannot be used ({e.strerror}); choose another with --port")
     uri = resolve_uri(tracking_uri)
-    if uri.startswith("sqlite:///"):
-        import pathlib
-
-        pathlib.Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port}")
+    check_tracking_uri(uri)
+    typer.echo(f"MLflow UI for {mask(uri)} at http://127.0.0.1:{port}")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    try:
-        raise typer.Exit(subprocess.call(cmd))
-    except KeyboardInterrupt:
-        raise typer.Exit(0)
+    # the server and its workers in a process group of their own: Ctrl-C or SIGTERM stops all of them
+    server = subprocess.Popen(cmd, start_new_session=True)
+
+    def stop(signum, frame):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+        raise typer.Exit(0 if signum == signal.SIGINT else EXIT_INTERRUPTED)
+
+    import contextlib
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code = server.wait()
+    if code != 0:
+        _fail(f"the MLflow UI stopped with exit status {code}", 1)
 
 
 def _click_exceptions():
