@@ -127,6 +127,9 @@ def check_server(url: str, label: str) -> None:
 def check_tracking_uri(url: str, write: bool = True) -> None:
     label = "tracking store"
     scheme = scheme_of(url)
+    if not scheme and re.match(r"[A-Za-z][\w+.-]*:", url):  # sqlite:/x, http:host: a scheme without //
+        raise CurvbenchError(f"{label} {mask(url)}: not a URL; expected sqlite:///PATH, http(s)://HOST:PORT, "
+                             f"postgresql://... or a folder")
     if scheme == "sqlite":
         path = sqlite_path(url)
         if path is None:
