@@ -127,7 +127,10 @@ def summary_table(outcomes: list[Any], metric: str = "accuracy") -> Table:
 
 def tune_table(result) -> Table:
     """The trials of one study, best first (pruned and diverged ones last)."""
-    table = Table(title=f"{result.entry}: study {result.study}")
+    title = f"{result.entry}: study {result.study}"
+    if getattr(result, "held", None):
+        title += f" (PARTIAL: {len(result.held)} trial(s) still run by other workers)"
+    table = Table(title=title)
     trials = sorted(result.trials, key=lambda t: (t.value is None, -(t.value or 0.0)))
     names = list(dict.fromkeys(k for t in trials for k in t.params))
     for col in ["trial", *names, "score", "state"]:

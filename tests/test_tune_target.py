@@ -226,3 +226,32 @@ def test_tune_on_test_says_so_and_tune_on_a_missing_split_is_refused(mnist_dir, 
     assert refused.exit_code == 2
     assert refused.output.strip().startswith("error: --on val: trials can be scored on val")
     assert len(refused.output.strip().splitlines()) == 1
+
+
+def test_a_worker_that_finishes_while_another_holds_a_point_says_its_result_is_partial(tune_recipe, tmp_path,
+                                                                                        tracking_uri):
+    """Another live worker (here a sleeping process) holds one grid point: this worker runs the other five, and
+    its result, table and parent say the search is partial, naming the trial and who holds it."""
+    import socket
+
+    from curvbench.console import tune_table
+    from curvbench.tune import grid_points, open_storage
+
+    storage = f"sqlite:///{tmp_path}/held.db"
+    r = recipe.load(str(tune_recipe))
+    study = optuna.create_study(study_name="r-sgd-grid", storage=open_storage(storage), direction="maximize")
+    study.enqueue_trial(grid_points(r.search["sgd"])[0])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        held = study.ask()  # the other worker's trial, RUNNING
+        held.set_user_attr("host", socket.gethostname())
+        held.set_user_attr("pid", other.pid)
+        [res] = tune(r, Tracker(tracking_uri), QuietReporter(), "grid", storage=storage)
+    finally:
+        other.kill()
+    assert len(res.trials) == 5
+    assert len(res.held) == 1 and res.held[0].startswith(f"trial {held.number} (lr=0.2, weight_decay=0.0) held by "
+                                                         f"pid {other.pid}")
+    assert "PARTIAL: 1 trial(s)" in tune_table(res).title
+    parent = MlflowClient(tracking_uri).get_run(res.parent_run_id)
+    assert parent.data.tags["search_state"].startswith("partial")
