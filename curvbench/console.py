@@ -1,6 +1,7 @@
 """What the user sees while runs go: a rich progress display, or plain lines with --quiet, and a summary."""
 
 from __future__ import annotations
+from curvbench import record
 
 import sys
 from typing import Any
@@ -13,8 +14,8 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def _fmt_metrics(metrics: dict[str, float]) -> str:
-    keys = [k for k in metrics if k.endswith(("_accuracy", "_f1")) or k in ("train_loss",)]
-    secs = metrics.get("epoch_seconds")
+    keys = [k for k in metrics if k.endswith(("_accuracy", "_f1")) or k == record.TRAIN_LOSS]
+    secs = metrics.get(record.EPOCH_SECONDS)
     return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys) + (f"  {secs:.2f}s" if secs is not None else "  (partial epoch)")
 
 
@@ -35,8 +36,8 @@ class QuietReporter:
     def progress(self, step: int, epoch: int, loss: float) -> None:
         pass
 
-    def epoch_end(self, record) -> None:
-        self._say(f"[{self.name}] epoch {record.epoch}: {_fmt_metrics(record.metrics)}")
+    def epoch_end(self, epoch_record) -> None:
+        self._say(f"[{self.name}] epoch {epoch_record.epoch}: {_fmt_metrics(epoch_record.metrics)}")
 
     def run_ended(self, outcome) -> None:
         self._say(f"[{self.name}] {describe(outcome)}")
@@ -74,13 +75,13 @@ class RichReporter(QuietReporter):
     def progress(self, step, epoch, loss):
         self.progress_ui.update(self.task_id, completed=step, epoch=f"{epoch}/{self.epochs}", loss=f"{loss:.4f}")
 
-    def epoch_end(self, record):
-        acc = next((v for k, v in record.metrics.items() if k.startswith("test_") and k.endswith("accuracy")), None)
+    def epoch_end(self, epoch_record):
+        acc = next((v for k, v in epoch_record.metrics.items() if k.startswith("test_") and k.endswith("accuracy")), None)
         self.progress_ui.update(
             self.task_id,
-            completed=record.step,
-            epoch=f"{record.epoch}/{self.epochs}",
-            loss=f"{record.metrics['train_loss']:.4f}",
+            completed=epoch_record.step,
+            epoch=f"{epoch_record.epoch}/{self.epochs}",
+            loss=f"{epoch_record.metrics['train_loss']:.4f}",
             acc="-" if acc is None else f"{acc:.4f}",
         )
 
@@ -106,12 +107,13 @@ def summary_table(outcomes: list[Any], metric: str = "accuracy") -> Table:
                 "train s"):
         table.add_column(col, justify="left" if col in ("run", "status") else "right", no_wrap=col == "run")
     for o in outcomes:
-        curve = [r.metrics.get(f"test_{metric}") for r in o.epochs if f"test_{metric}" in r.metrics]
+        key = record.split_metric("test", metric)
+        curve = [r.metrics[key] for r in o.epochs if key in r.metrics]
         status = {"FINISHED": "[green]finished", "DIVERGED": "[red]diverged", "KILLED": "[yellow]killed"}.get(
             o.status, f"[red]{o.status.lower()}"
         )
         n = len(o.epochs)
-        whole = [r.metrics["epoch_seconds"] for r in o.epochs if "epoch_seconds" in r.metrics]  # no partial epochs
+        whole = [r.metrics[record.EPOCH_SECONDS] for r in o.epochs if record.EPOCH_SECONDS in r.metrics]  # no partial epochs
         table.add_row(
             o.name,
             status,

@@ -12,6 +12,7 @@ from curvbench import methods
 from curvbench.methods.base import COUPLED, BuildContext
 from curvbench.schedules import lr_factor
 from curvbench.timing import Stopwatch, configure_cpu
+from curvbench import record
 
 FINISHED, DIVERGED, KILLED, FAILED = "FINISHED", "DIVERGED", "KILLED", "FAILED"
 
@@ -147,7 +148,7 @@ def evaluate(task, model, splits: list[str]) -> dict[str, float]:
     out = {}
     for split in splits:
         for k, v in task.evaluate(model, split).items():
-            out[f"{split}_{k}"] = v
+            out[record.split_metric(split, k)] = v
     return out
 
 
@@ -224,14 +225,14 @@ def train(
             train_loss = loss_sum.item() / max(1, batches)
             if not math.isfinite(train_loss):
                 raise Diverged(f"diverged: loss {train_loss} in epoch {epoch + 1}")
-            metrics = {"train_loss": train_loss, "lr": lr, "steps": step, "train_seconds": watch.total}
+            metrics = {record.TRAIN_LOSS: train_loss, record.LR: lr, record.STEPS: step, record.TRAIN_SECONDS: watch.total}
             if batches == steps_per_epoch:  # a whole epoch: its time is an epoch time
-                metrics["epoch_seconds"] = watch.total - epoch_start
+                metrics[record.EPOCH_SECONDS] = watch.total - epoch_start
             metrics.update(evaluate(task, model, training.eval_splits))
-            record = EpochRecord(epoch + 1, step, metrics)
-            result.epochs.append(record)
+            epoch_record = EpochRecord(epoch + 1, step, metrics)
+            result.epochs.append(epoch_record)
             result.steps, result.train_seconds = step, watch.total
-            cb.on_epoch_end(record)
+            cb.on_epoch_end(epoch_record)
             if result.stopped_early:
                 break
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the caller ends the run; it gets the time and steps so far

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curvbench.errors import CurvbenchError
+from curvbench import record
 
-CURVES = ("test_accuracy", "test_loss", "train_loss")
-PARENT_KINDS = ("tune", "to-target", "report")
+CURVES = (record.split_metric("test", "accuracy"), record.split_metric("test", "loss"), record.TRAIN_LOSS)
 
 
 @dataclass
@@ -53,7 +53,7 @@ class RunData:
 
     def score(self) -> float | None:
         """Best validation value of the metric (test when there is no validation split): how tune ranks trials."""
-        c = self.curve(f"val_{self.metric}") or self.curve(f"test_{self.metric}")
+        c = self.curve(record.split_metric("val", self.metric)) or self.curve(record.split_metric("test", self.metric))
         return max(c) if c else None
 
 
@@ -73,7 +73,7 @@ class Search:
         return ", ".join(f"{k}={v}" for k, v in self.varied.items()) or "-"
 
     def score_text(self) -> str:
-        split = "val" if self.best.curve(f"val_{self.best.metric}") else "test"
+        split = "val" if self.best.curve(record.split_metric("val", self.best.metric)) else "test"
         return f"{self.best_score:.4f} ({split})"
 
 
@@ -90,7 +90,7 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
     for p in parents:
         check_run_id(client, p, "--parent")
     if parents:
-        filters.append("tags.mlflow.parentRunId IN (" + ", ".join(f"'{p}'" for p in parents) + ")")
+        filters.append(f"tags.{record.PARENT} IN (" + ", ".join(f"'{p}'" for p in parents) + ")")
     if since:
         try:
             start = dt.datetime.fromisoformat(since)
@@ -102,24 +102,27 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
     runs = []
     for r in _search_all(client, exp_ids, " and ".join(filters)):
         tags = r.data.tags
-        if tags.get("kind") in PARENT_KINDS or "train_loss" not in r.data.metrics:
+        if tags.get(record.KIND) in record.PARENT_KINDS or record.TRAIN_LOSS not in r.data.metrics:
             continue
         if r.info.status in ("RUNNING", "SCHEDULED", "KILLED"):
             continue  # still going, orphaned or interrupted: its curves are incomplete
-        if task and tags.get("task") != task:  # compared here, not in MLflow's filter: any text is safe
+        if task and tags.get(record.TASK) != task:  # compared here, not in MLflow's filter: any text is safe
             continue
-        entry = tags.get("entry", tags.get("method", "?"))
-        if methods and entry not in methods and tags.get("method") not in methods:
+        entry = tags.get(record.ENTRY, tags.get(record.METHOD, "?"))
+        if methods and entry not in methods and tags.get(record.METHOD) not in methods:
             continue
-        trial = tags.get("kind") == "trial"
-        protocol = f"to-target >= {tags['target']}" if tags.get("kind") == "to-target-run" and "target" in tags else "train"
-        data = RunData(r.info.run_id, tags.get("task", "?"), entry, tags.get("seed", "0"), r.info.status,
+        trial = tags.get(record.KIND) == record.TRIAL_RUN
+        to_target = tags.get(record.KIND) == record.TO_TARGET_RUN and record.TARGET in tags
+        protocol = f"to-target >= {tags[record.TARGET]}" if to_target else "train"
+        data = RunData(r.info.run_id, tags.get(record.TASK, "?"), entry, tags.get(record.SEED, "0"), r.info.status,
                        r.data.params.get("training.batch_size", "?"), metrics=dict(r.data.metrics),
-                       target_reached=tags.get("target_reached"), metric=r.data.params.get("task.metric", "accuracy"),
-                       method=tags.get("method", entry), study=tags.get("study", "?") if trial else None,
-                       trial=int(tags.get("trial", -1)) if trial else None, params=dict(r.data.params),
+                       target_reached=tags.get(record.TARGET_REACHED),
+                       metric=r.data.params.get("task.metric", "accuracy"), method=tags.get(record.METHOD, entry),
+                       study=tags.get(record.STUDY, "?") if trial else None,
+                       trial=int(tags.get(record.TRIAL, -1)) if trial else None, params=dict(r.data.params),
                        protocol=protocol)
-        for key in CURVES + ("epoch_seconds", "train_seconds", "steps", f"test_{data.metric}", f"val_{data.metric}"):
+        for key in CURVES + (record.EPOCH_SECONDS, record.TRAIN_SECONDS, record.STEPS,
+                            record.split_metric("test", data.metric), record.split_metric("val", data.metric)):
             data.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
         runs.append(data)
     return runs
@@ -257,7 +260,7 @@ def _stat(xs):
 
 
 def _sec_per_step(r: RunData) -> float | None:
-    secs, steps = r.curve("train_seconds"), r.curve("steps")
+    secs, steps = r.curve(record.TRAIN_SECONDS), r.curve(record.STEPS)
     return secs[-1] / steps[-1] if secs and steps and steps[-1] else None
 
 
@@ -272,16 +275,16 @@ def summarise(runs: list[RunData]) -> list[Row]:
     rows = []
     for (task, entry), rs in sorted(groups.items()):
         metric = rs[0].metric
-        key = f"test_{metric}"
+        key = record.split_metric("test", metric)
         best = _mean([max(r.curve(key)) if r.curve(key) else None for r in rs])
         final = _mean([r.curve(key)[-1] if r.curve(key) else None for r in rs])
-        spe = _mean([_mean(r.curve("epoch_seconds")) for r in rs])
-        total = _mean([r.curve("train_seconds")[-1] if r.curve("train_seconds") else None for r in rs])
+        spe = _mean([_mean(r.curve(record.EPOCH_SECONDS)) for r in rs])
+        total = _mean([r.curve(record.TRAIN_SECONDS)[-1] if r.curve(record.TRAIN_SECONDS) else None for r in rs])
         aimed = [r for r in rs if r.target_reached is not None]
-        hit = [r for r in aimed if r.target_reached == "true" and "time_to_target" in r.metrics]
+        hit = [r for r in aimed if r.target_reached == "true" and record.TIME_TO_TARGET in r.metrics]
         rows.append(Row(task, entry, len(rs), best, final, spe, total,
-                        _stat([r.metrics["time_to_target"] for r in hit]),
-                        _stat([r.metrics["epochs_to_target"] for r in hit]),
+                        _stat([r.metrics[record.TIME_TO_TARGET] for r in hit]),
+                        _stat([r.metrics[record.EPOCHS_TO_TARGET] for r in hit]),
                         f"{len(hit)}/{len(aimed)}" if aimed else "", None, metric, rs[0].method,
                         rs[0].study is not None, _mean([_sec_per_step(r) for r in rs])))
     # step time relative to SGD, within runs measured alike: searches' best trials against SGD's best trial,
@@ -500,8 +503,8 @@ def _html(rows, figures, n, found=()) -> str:
 
 
 def log_report(tracker, out: Path, figures: list[Path], selection: dict) -> str:
-    run = tracker.start("curvbench-reports", f"report-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}",
-                        {k: v for k, v in selection.items() if v}, {"kind": "report"})
+    run = tracker.start(record.REPORTS_EXPERIMENT, f"report-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}",
+                        {k: v for k, v in selection.items() if v}, {record.KIND: record.REPORT})
     for p in [out / "report.md", out / "report.html", *figures]:
         run.log_file(str(p))
     run.end("FINISHED")

@@ -11,6 +11,7 @@ from curvbench.errors import interruption
 from curvbench.recipe import Recipe
 from curvbench.timing import resolve_device, set_threads
 from curvbench.tracking import Tracker, flatten, git_commit
+from curvbench import record
 
 
 @dataclass
@@ -72,13 +73,13 @@ class _Relay:
     def on_progress(self, step, epoch, loss):
         self.reporter.progress(step, epoch, loss)
 
-    def on_epoch_end(self, record):
-        self.records.append(record)
+    def on_epoch_end(self, epoch_record):
+        self.records.append(epoch_record)
         if self.run is not None:
-            self.run.log_metrics(record.metrics, step=record.epoch)
-        self.reporter.epoch_end(record)
+            self.run.log_metrics(epoch_record.metrics, step=epoch_record.epoch)
+        self.reporter.epoch_end(epoch_record)
         if self.epoch_hook is not None:
-            self.epoch_hook(record)
+            self.epoch_hook(epoch_record)
 
 
 def run_one(
@@ -102,12 +103,12 @@ def run_one(
     run = None
     if tracker is not None:
         tags = {
-            "task": recipe.task.dataset,
-            "method": entry.method,
-            "entry": entry.name,
-            "seed": seed,
-            "recipe": recipe.name,
-            "recipe_hash": recipe.digest(),
+            record.TASK: recipe.task.dataset,
+            record.METHOD: entry.method,
+            record.ENTRY: entry.name,
+            record.SEED: seed,
+            record.RECIPE: recipe.name,
+            record.RECIPE_HASH: recipe.digest(),
             "curvbench_version": __version__,
             "git_commit": git_commit(),
             "torch_version": torch.__version__,
@@ -140,7 +141,7 @@ def run_one(
     outcome.epochs, outcome.train_seconds, outcome.steps = result.epochs, result.train_seconds, result.steps
     if run is not None:
         outcome_tag = "stopped early" if result.stopped_early else result.status.lower()
-        run.set_tags({"outcome": outcome_tag, **result.tags})
+        run.set_tags({record.OUTCOME: outcome_tag, **result.tags})
         run.end("FINISHED" if result.status == engine.FINISHED else "FAILED", result.reason)
     outcome.run = run
     reporter.run_ended(outcome)

@@ -15,6 +15,7 @@ from curvbench.recipe import Recipe
 from curvbench.runner import Interrupted, experiment_name, load_task, run_one
 from curvbench.timing import resolve_device, set_threads
 from curvbench.tracking import Tracker
+from curvbench import record
 
 
 @dataclass
@@ -71,7 +72,7 @@ def run_to_target(
     if on not in task.splits:
         raise CurvbenchError(f"--on {on}: the task has no {on} split (hold one out with training.validation)")
     metric = recipe.task.metric
-    key = f"{on}_{metric}"
+    key = record.split_metric(on, metric)
     every = eval_every or task.steps_per_epoch(recipe.training.batch_size)
     parent = None
     if tracker is not None:
@@ -80,7 +81,8 @@ def run_to_target(
             f"to-target-{recipe.task.dataset}-{target:g}",
             {"target": target, "metric": key, "eval_every": every, "max_epochs": recipe.training.epochs,
              "seeds": recipe.training.seeds, "methods": ",".join(m.name for m in recipe.methods)},
-            {"kind": "to-target", "task": recipe.task.dataset, "recipe": recipe.name, "recipe_hash": recipe.digest()},
+            {record.KIND: record.TO_TARGET, record.TASK: recipe.task.dataset, record.RECIPE: recipe.name,
+             record.RECIPE_HASH: recipe.digest()},
         )
     summaries: list[TargetSummary] = []
     try:
@@ -96,7 +98,7 @@ def run_to_target(
                 schedule = engine.EvalSchedule(every, on, stop)
                 outcome = run_one(recipe, task, entry, seed, device, tracker, reporter,
                                   parent_run_id=parent and parent.run_id, eval_schedule=schedule,
-                                  extra_tags={"kind": "to-target-run", "target": target})
+                                  extra_tags={record.KIND: record.TO_TARGET_RUN, record.TARGET: target})
                 hit = first_reaching(points, key, target)
                 r = TargetRun(entry.name, entry.method, seed, hit is not None, outcome.status,
                               evaluations=points, run_id=outcome.run_id)
@@ -104,12 +106,13 @@ def run_to_target(
                     r.seconds, r.steps, r.epochs, r.value = hit.train_seconds, hit.step, hit.epoch, hit.metrics[key]
                 if outcome.run is not None:
                     for p in points:
-                        outcome.run.log_metrics({f"eval_{key}": p.metrics[key], "eval_train_seconds": p.train_seconds},
+                        outcome.run.log_metrics({record.eval_metric(key): p.metrics[key],
+                                                 record.EVAL_TRAIN_SECONDS: p.train_seconds},
                                                 step=p.step)
-                    outcome.run.set_tags({"target_reached": str(r.reached).lower()})
+                    outcome.run.set_tags({record.TARGET_REACHED: str(r.reached).lower()})
                     if r.reached:
-                        outcome.run.log_metrics({"time_to_target": r.seconds, "steps_to_target": r.steps,
-                                                 "epochs_to_target": r.epochs}, step=0)
+                        outcome.run.log_metrics({record.TIME_TO_TARGET: r.seconds, record.STEPS_TO_TARGET: r.steps,
+                                                 record.EPOCHS_TO_TARGET: r.epochs}, step=0)
                 runs.append(r)
             summaries.append(TargetSummary(entry.name, runs))
     except Interrupted as e:

@@ -1,6 +1,7 @@
 """MLflow tracking: where the store is, experiments, runs, per-epoch metrics in one call, honest end states."""
 
 from __future__ import annotations
+from curvbench import record
 
 import contextlib
 import os
@@ -138,7 +139,7 @@ class Tracker:
         all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
         all_tags.update(owner_tags())
         if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
+            all_tags[record.PARENT] = parent_run_id
         run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=all_tags)
         run_id = run.info.run_id
         flat = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
@@ -190,7 +191,7 @@ def end_orphaned_runs(client) -> list[str]:
         if pid == os.getpid() or process_alive(pid):
             continue
         reason = f"its process (pid {pid} on {host}) ended without closing the run: killed or crashed"
-        client.set_tag(r.info.run_id, "status_reason", reason)
+        client.set_tag(r.info.run_id, record.STATUS_REASON, reason)
         client.set_terminated(r.info.run_id, "FAILED")
         ended.append(f"{r.info.run_name} ({reason})")
     return ended
@@ -232,6 +233,6 @@ class TrackedRun:
         if self.ended:
             return
         if reason:
-            self.set_tags({"status_reason": reason[:5000]})
+            self.set_tags({record.STATUS_REASON: reason[:5000]})
         self.client.set_terminated(self.run_id, status)
         self.ended = True

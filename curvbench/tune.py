@@ -22,6 +22,7 @@ from curvbench.recipe import MethodEntry, Recipe
 from curvbench.runner import Interrupted, experiment_name, load_task, run_one
 from curvbench.timing import resolve_device, set_threads
 from curvbench.tracking import TrackedRun, owner_tags, process_alive, sqlite_lock
+from curvbench import record
 
 SAMPLERS = ("grid", "random", "halton", "tpe")
 PRUNERS = ("none", "median", "halving")
@@ -290,7 +291,7 @@ def tune(
     if split not in task.splits or split == "train":
         raise CurvbenchError(f"--on {split}: trials can be scored on val (when training.validation holds part of "
                              f"train out) or test; this task has {', '.join(s for s in task.splits if s != 'train')}")
-    key = f"{split}_{recipe.task.metric}"
+    key = record.split_metric(split, recipe.task.metric)
     run_seeds = trial_seeds(recipe, seeds)
     results = []
     for entry in recipe.methods:
@@ -311,10 +312,11 @@ def tune(
         if tracker is not None:
             parent = _study_parent(tracker, study, storage, recipe, entry, {
                 "sampler": sampler, "trials": budget, "objective": f"{objective} {key}", "pruner": pruner,
-                "study": name, "scored_on": split, "seeds": ",".join(map(str, run_seeds)),
+                "study": name, record.SCORED_ON: split, "seeds": ",".join(map(str, run_seeds)),
                 **{f"space.{k}": v for k, v in space.items()}}, {
-                "kind": "tune", "task": recipe.task.dataset, "method": entry.method, "entry": entry.name,
-                "study": name, "recipe": recipe.name, "recipe_hash": recipe.digest(), "scored_on": split,
+                record.KIND: record.TUNE, record.TASK: recipe.task.dataset, record.METHOD: entry.method,
+                record.ENTRY: entry.name, record.STUDY: name, record.RECIPE: recipe.name,
+                record.RECIPE_HASH: recipe.digest(), record.SCORED_ON: split,
                 "seeds_per_trial": len(run_seeds)})
 
         def done() -> int:
@@ -351,12 +353,12 @@ def tune(
         best = max(complete, key=lambda t: t.value) if complete else None
         if parent is not None:
             if best is not None:
-                parent.log_metrics({"best_score": best.value, "trials_complete": len(complete),
-                                    "trials_pruned": len(finished) - len(complete)}, step=0)
+                parent.log_metrics({record.BEST_SCORE: best.value, record.TRIALS_COMPLETE: len(complete),
+                                    record.TRIALS_PRUNED: len(finished) - len(complete)}, step=0)
                 # tags, not params: a resumed search may find a better point, and MLflow params never change
-                parent.set_tags({"best_trial": best.number, "best_run_id": best.user_attrs.get("run_id", ""),
+                parent.set_tags({record.BEST_TRIAL: best.number, record.BEST_RUN_ID: best.user_attrs.get("run_id", ""),
                                  **{f"best.{k}": v for k, v in best.params.items()}})
-            parent.set_tags({"search_state": f"partial: {len(held)} trial(s) still held by other workers"
+            parent.set_tags({record.SEARCH_STATE: f"partial: {len(held)} trial(s) still held by other workers"
                              if held else "complete"})
             parent.end("FINISHED")
         results.append(TuneResult(entry.name, name, best and dict(best.params), best and best.value, finished,
@@ -387,7 +389,8 @@ def _run_trial(recipe, task, entry, params, trial, study, device, tracker, repor
         try:
             outcome = run_one(recipe, task, trial_entry, seed, device, tracker, reporter,
                               parent_run_id=parent and parent.run_id,
-                              extra_tags={"kind": "trial", "trial": trial.number, "study": study.study_name},
+                              extra_tags={record.KIND: record.TRIAL_RUN, record.TRIAL: trial.number,
+                                          record.STUDY: study.study_name},
                               run_name=f"{recipe.task.dataset}-{entry.name}-trial{trial.number}{suffix}",
                               epoch_hook=prune_check if i == 0 else None)
         except Interrupted:
@@ -447,7 +450,7 @@ def dry_run(recipe: Recipe, sampler: str, trials: int | None, storage: str | Non
     from optuna.trial import TrialState
 
     spaces = spaces if spaces is not None else recipe.search
-    key = f"{on or recipe.default_split()}_{recipe.task.metric}"
+    key = record.split_metric(on or recipe.default_split(), recipe.task.metric)
     out = []
     for entry in recipe.methods:
         space = spaces.get(entry.name)

@@ -1,0 +1,59 @@
+"""The vocabulary of what a run records: metric names, tag keys and run kinds, written by the engine, the runner,
+tune and to-target and read by the report. One name, one place: renaming one here renames it everywhere."""
+
+from __future__ import annotations
+
+# ---- metrics, once per epoch (step = epoch)
+TRAIN_LOSS = "train_loss"  # mean over the epoch's batches
+LR = "lr"  # the learning rate of the epoch's last step
+STEPS = "steps"  # cumulative steps
+TRAIN_SECONDS = "train_seconds"  # cumulative training seconds (evaluation excluded)
+EPOCH_SECONDS = "epoch_seconds"  # training seconds of an epoch that ran all its steps
+
+
+def split_metric(split: str, metric: str) -> str:
+    """test_accuracy, val_loss, val_f1, ..."""
+    return f"{split}_{metric}"
+
+
+# ---- metrics set once, at the end of a run (step 0): the columns worth showing in the MLflow UI
+def best_metric(key: str) -> str:
+    return f"best_{key}"  # best_test_accuracy
+
+
+def final_metric(key: str) -> str:
+    return f"final_{key}"  # final_test_accuracy
+
+
+TIME_TO_TARGET = "time_to_target"  # training seconds when the target was first reached
+STEPS_TO_TARGET = "steps_to_target"
+EPOCHS_TO_TARGET = "epochs_to_target"
+EVAL_TRAIN_SECONDS = "eval_train_seconds"  # to-target's evaluations inside epochs (step = global step)
+BEST_SCORE = "best_score"  # a tune parent: the best trial's score
+TRIALS_COMPLETE, TRIALS_PRUNED = "trials_complete", "trials_pruned"
+
+
+def eval_metric(key: str) -> str:
+    return f"eval_{key}"
+
+
+# ---- tags of every run
+TASK, METHOD, ENTRY, SEED = "task", "method", "entry", "seed"
+RECIPE, RECIPE_HASH = "recipe", "recipe_hash"
+KIND = "kind"  # what produced the run: one of the KINDS below (absent: a plain `train` run)
+OUTCOME = "outcome"  # finished, diverged, stopped early
+STATUS_REASON = "status_reason"  # why a run ended as FAILED or KILLED
+PARENT = "mlflow.parentRunId"
+# tags of trials and to-target runs
+TRIAL, STUDY = "trial", "study"
+TARGET, TARGET_REACHED = "target", "target_reached"
+# tags of a tune parent
+SEARCH_STATE, BEST_TRIAL, BEST_RUN_ID, SCORED_ON = "search_state", "best_trial", "best_run_id", "scored_on"
+
+# ---- run kinds (the KIND tag)
+TUNE, TRIAL_RUN, TO_TARGET, TO_TARGET_RUN, REPORT = "tune", "trial", "to-target", "to-target-run", "report"
+PARENT_KINDS = (TUNE, TO_TARGET, REPORT)  # runs that hold other runs or a report, not training curves
+
+# ---- experiments: MLflow 3 opens an experiment of this kind on its runs, not on the GenAI overview
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+REPORTS_EXPERIMENT = "curvbench-reports"
