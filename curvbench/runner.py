@@ -55,6 +55,26 @@ def single_run_recipe(recipe: Recipe, entry, seed: int) -> dict:
     return d
 
 
+def _value(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def display_name(recipe: Recipe, entry, seed: int, shown: dict | None = None, suffix: str = "") -> str:
+    """What a run is, most telling first (the MLflow UI cuts long names from the right): the entry, the
+    hyperparameters it sets away from the method's defaults (or `shown`, the ones a search varies), the seed,
+    then `suffix` (a trial number, a target). Runs that differ in any of these have different names; the
+    task comes first only when the experiment is not named after it."""
+    from curvbench import methods
+
+    if shown is None:
+        defaults = methods.get(entry.method).defaults()
+        shown = {k: v for k, v in entry.hparams.items() if defaults.get(k) != v}
+    parts = [entry.name, *(f"{k}={_value(v)}" for k, v in shown.items()), f"s{seed}"]
+    if experiment_name(recipe) != recipe.task.dataset:
+        parts.insert(0, recipe.task.dataset)
+    return " ".join(parts) + (f" {suffix}" if suffix else "")
+
+
 def experiment_name(recipe: Recipe) -> str:
     return recipe.experiment or recipe.task.dataset
 
@@ -98,7 +118,7 @@ def run_one(
 ) -> RunOutcome:
     import yaml
 
-    name = run_name or f"{recipe.task.dataset}-{entry.name}-s{seed}"
+    name = run_name or display_name(recipe, entry, seed)
     resolved = single_run_recipe(recipe, entry, seed)
     run = None
     if tracker is not None:
@@ -142,10 +162,23 @@ def run_one(
     if run is not None:
         outcome_tag = "stopped early" if result.stopped_early else result.status.lower()
         run.set_tags({record.OUTCOME: outcome_tag, **result.tags})
+        run.log_metrics(summary_metrics(result.epochs), step=0)
         run.end("FINISHED" if result.status == engine.FINISHED else "FAILED", result.reason)
     outcome.run = run
     reporter.run_ended(outcome)
     return outcome
+
+
+def summary_metrics(epochs: list) -> dict[str, float]:
+    """best_ and final_ of every evaluated metric (best: highest accuracy or F1, lowest loss): one value per run,
+    what the MLflow UI can show as columns."""
+    out: dict[str, float] = {}
+    keys = {k for e in epochs for k in e.metrics if k.startswith(("test_", "val_"))}
+    for k in sorted(keys):
+        curve = [e.metrics[k] for e in epochs if k in e.metrics]
+        out[record.final_metric(k)] = curve[-1]
+        out[record.best_metric(k)] = min(curve) if k.endswith("_loss") else max(curve)
+    return out
 
 
 def run_recipe(recipe: Recipe, tracker: Tracker | None, reporter) -> list[RunOutcome]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from curvbench import engine
 from curvbench.errors import CurvbenchError
 from curvbench.recipe import Recipe
-from curvbench.runner import Interrupted, experiment_name, load_task, run_one
+from curvbench.runner import Interrupted, display_name, experiment_name, load_task, run_one
 from curvbench.timing import resolve_device, set_threads
 from curvbench.tracking import Tracker
 from curvbench import record
@@ -98,7 +98,8 @@ def run_to_target(
                 schedule = engine.EvalSchedule(every, on, stop)
                 outcome = run_one(recipe, task, entry, seed, device, tracker, reporter,
                                   parent_run_id=parent and parent.run_id, eval_schedule=schedule,
-                                  extra_tags={record.KIND: record.TO_TARGET_RUN, record.TARGET: target})
+                                  extra_tags={record.KIND: record.TO_TARGET_RUN, record.TARGET: target},
+                                  run_name=display_name(recipe, entry, seed, suffix=f"to {key} {target:g}"))
                 hit = first_reaching(points, key, target)
                 r = TargetRun(entry.name, entry.method, seed, hit is not None, outcome.status,
                               evaluations=points, run_id=outcome.run_id)

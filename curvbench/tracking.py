@@ -114,16 +114,20 @@ class Tracker:
             self.reaped = end_orphaned_runs(self.client)
 
     def experiment_id(self, name: str) -> str:
+        """The experiment, created when missing, marked as model training so that MLflow's UI opens on its runs."""
         if name not in self._experiments:
+            kind = {record.EXPERIMENT_KIND_TAG: record.EXPERIMENT_KIND}
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
                 location = f"{self.artifact_root}/{name}" if self.artifact_root else None
                 try:
-                    self._experiments[name] = self.client.create_experiment(name, artifact_location=location)
+                    self._experiments[name] = self.client.create_experiment(name, artifact_location=location, tags=kind)
                 except Exception:  # created meanwhile by another process
                     self._experiments[name] = self.client.get_experiment_by_name(name).experiment_id
             else:
                 self._experiments[name] = exp.experiment_id
+                if record.EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older curvbench
+                    self.client.set_experiment_tag(exp.experiment_id, *next(iter(kind.items())))
         return self._experiments[name]
 
     def start(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from curvbench import engine
 from curvbench.errors import CurvbenchError
 from curvbench.recipe import MethodEntry, Recipe
-from curvbench.runner import Interrupted, experiment_name, load_task, run_one
+from curvbench.runner import Interrupted, display_name, experiment_name, load_task, run_one
 from curvbench.timing import resolve_device, set_threads
 from curvbench.tracking import TrackedRun, owner_tags, process_alive, sqlite_lock
 from curvbench import record
@@ -385,13 +385,12 @@ def _run_trial(recipe, task, entry, params, trial, study, device, tracker, repor
 
     scores, run_ids = [], []
     for i, seed in enumerate(seeds):
-        suffix = f"-s{seed}" if len(seeds) > 1 else ""
         try:
             outcome = run_one(recipe, task, trial_entry, seed, device, tracker, reporter,
                               parent_run_id=parent and parent.run_id,
                               extra_tags={record.KIND: record.TRIAL_RUN, record.TRIAL: trial.number,
                                           record.STUDY: study.study_name},
-                              run_name=f"{recipe.task.dataset}-{entry.name}-trial{trial.number}{suffix}",
+                              run_name=display_name(recipe, trial_entry, seed, params, f"(trial {trial.number})"),
                               epoch_hook=prune_check if i == 0 else None)
         except Interrupted:
             study.tell(trial, state=TrialState.FAIL)  # its point is run again when the search resumes

@@ -23,7 +23,7 @@ def test_train_runs_and_reports(mnist_dir, write_recipe, tracking_uri):
         app, ["train", str(path), "--epochs", "1", "--seed", "3", "--device", "cpu", "--quiet", "--tracking-uri", tracking_uri]
     )
     assert result.exit_code == 0, result.output
-    assert "[mnist-sgd-s3] epoch 1:" in result.output and "finished" in result.output
+    assert "[sgd s3] epoch 1:" in result.output and "finished" in result.output
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -49,7 +49,7 @@ def test_diverged_run_exits_nonzero_and_names_it(mnist_dir, write_recipe, tracki
     path = write_recipe(f'task: {{dataset: mnist, data_dir: "{mnist_dir}"}}\nmethods: {{sgd: {{lr: 1.0e+7}}}}\n')
     result = runner.invoke(app, ["train", str(path), "--epochs", "1", "--quiet", "--tracking-uri", tracking_uri])
     assert result.exit_code == 1
-    assert "mnist-sgd-s0 diverged: loss " in result.output
+    assert "error: sgd lr=1e+07 s0 diverged: loss nan" in result.output
     assert "diverged: diverged" not in result.output and "diverged (diverged" not in result.output
 
 

@@ -30,8 +30,15 @@ def test_engine_logs_every_epoch_params_tags_and_status(mnist_recipe, tracking_u
     client = MlflowClient(tracking_uri)
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "mnist-sgd-s0"
-    assert client.get_experiment(run.info.experiment_id).name == "mnist"
+    assert run.info.run_name == "sgd weight_decay=0.0001 s0"  # the entry, what it sets away from the defaults, the seed
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.name == "mnist" and exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    # one value per run for the UI's columns: best and final of every evaluated metric
+    test_curve = [m.value for m in client.get_metric_history(run.info.run_id, "test_accuracy")]
+    assert run.data.metrics["best_test_accuracy"] == max(test_curve)
+    assert run.data.metrics["final_test_accuracy"] == test_curve[-1]
+    loss_curve = [m.value for m in client.get_metric_history(run.info.run_id, "test_loss")]
+    assert run.data.metrics["best_test_loss"] == min(loss_curve)
     p, t = run.data.params, run.data.tags
     assert p["training.epochs"] == "2" and p["methods.sgd.lr"] == "0.1" and p["methods.sgd.weight_decay"] == "0.0001"
     assert p["training.schedule.kind"] == "cosine" and p["task.dataset"] == "mnist"

@@ -64,7 +64,7 @@ def test_sigterm_ends_the_run_killed_with_its_real_time_and_the_signal(tmp_path)
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 130, out
     assert out.strip().splitlines()[-1].startswith("error: interrupted by SIGTERM: the current run was ended as KILLED")
-    row = next(line for line in out.splitlines() if "│" in line and "mnist-mini-sgd-s0" in line and "killed" in line)
+    row = next(line for line in out.splitlines() if "│" in line and "sgd s0" in line and "killed" in line)
     cells = [c.strip() for c in row.split("│") if c.strip()]
     ms_per_step, train_s = float(cells[-2]), float(cells[-1])
     assert ms_per_step > 0 and train_s > 0  # not 0.00
