@@ -336,40 +336,77 @@ def search_table(found: list[Search]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- figures
-def _curve_figure(runs, task, key, ylabel, path):
+BAND = "band: min to max over seeds"
+
+
+def _legend(ax, n: int) -> None:
+    """Inside the axes for a few lines, beside them for many: a legend never hides ten curves."""
+    if n > 5:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title_fontsize="small")
+    else:
+        ax.legend(fontsize="small")
+
+
+def _curve_figure(runs, task, key, ylabel, path) -> str:
+    """Mean over seeds per label, a min-max band where there are several seeds. Losses on a log axis. Diverged
+    runs: dashed with an x at their last value on accuracy, left out of loss figures (a loss of 1e10 would
+    flatten every other curve); the caption says which. Returns the caption."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    by_entry = defaultdict(list)
+    by_entry, diverged = defaultdict(list), set()
     for r in runs:
         if r.task == task and r.curves.get(key):
-            by_entry[r.label or r.entry].append(dict(r.curves[key]))
+            label = r.label or r.entry
+            if r.status == "FAILED":
+                diverged.add(label)
+            by_entry[label].append(dict(r.curves[key]))
+    loss = key.endswith("loss")
+    fig, ax = plt.subplots(figsize=(6.5 if len(by_entry) <= 5 else 8.5, 4))
+    banded, left_out = False, []
     for entry, curves in sorted(by_entry.items()):
+        if loss and entry in diverged:
+            left_out.append(entry)
+            continue
         epochs = sorted(set().union(*curves))
         vals = [[c[e] for c in curves if e in c] for e in epochs]
         mean = [statistics.fmean(v) for v in vals]
-        line, = ax.plot(epochs, mean, marker="o", ms=3, label=entry)
-        if len(curves) > 1:  # a band over seeds
+        style = dict(ls="--", marker=None) if entry in diverged else dict(marker="o", ms=3)
+        line, = ax.plot(epochs, mean, label=entry + (" (diverged)" if entry in diverged else ""), **style)
+        if entry in diverged:
+            ax.plot(epochs[-1:], mean[-1:], marker="x", ms=9, mew=2, color=line.get_color())
+        if len(curves) > 1:
+            banded = True
             ax.fill_between(epochs, [min(v) for v in vals], [max(v) for v in vals], alpha=0.2, color=line.get_color())
+    if loss:
+        ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(ylabel + (" (log scale)" if loss else ""))
     ax.set_title(f"{task}: {ylabel}")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.grid(alpha=0.3, which="both" if loss else "major")
+    if ax.lines:
+        _legend(ax, len(by_entry))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    caption = f"{task}: {ylabel} per epoch, mean over seeds" + (f"; {BAND}" if banded else "")
+    if left_out:
+        caption += f"; left out (diverged): {', '.join(left_out)}"
+    elif diverged:
+        caption += "; dashed with an x: diverged runs, up to their last epoch"
+    return caption
 
 
 def _bar_figure(labels, values, errs, ylabel, title, path, missing=()):
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(labels) + 2.5), 4.5))
     top = max([v for v in values if v is not None] or [1.0])
     heights = [v if v is not None else top * 1.05 for v in values]
     yerr = [[lo for lo, _ in errs], [hi for _, hi in errs]] if any(lo or hi for lo, hi in errs) else None
-    bars = ax.bar(labels, heights, yerr=yerr, capsize=4,
-                  color=["#bbbbbb" if v is None else f"C{i}" for i, v in enumerate(values)])
+    bars = ax.bar(range(len(labels)), heights, yerr=yerr, capsize=4,
+                  color=["#bbbbbb" if v is None else f"C{i % 10}" for i, v in enumerate(values)])
+    ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 2 or max(map(len, labels)) > 12 else 0,
+                  ha="right" if len(labels) > 2 or max(map(len, labels)) > 12 else "center", fontsize="small")
     for bar, v in zip(bars, values):
         if v is None:
             bar.set_hatch("//")
@@ -430,17 +467,19 @@ def write_report(runs: list[RunData], out: Path) -> tuple[list[Row], list[Path]]
     rows = summarise(runs)
     out.mkdir(parents=True, exist_ok=True)
     figures: list[Path] = []
+    captions: dict[str, str] = {}
     tasks = sorted({r.task for r in runs})
     for task in tasks:
         for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss"), ("train_loss", "train loss")):
             if any(r.curves.get(key) for r in runs if r.task == task):
                 p = out / f"{task}_{key}.png"
-                _curve_figure(runs, task, key, label, p)
+                captions[p.name] = _curve_figure(runs, task, key, label, p)
                 figures.append(p)
         trows = [r for r in rows if r.task == task]
         p = out / f"{task}_train_time.png"
         _bar_figure([r.entry for r in trows], [r.total for r in trows], [(0, 0) for _ in trows],
                     "training seconds", f"{task}: training time (evaluation excluded)", p)
+        captions[p.name] = f"{task}: total training seconds per configuration, mean over seeds (evaluation excluded)"
         figures.append(p)
         aimed = [r for r in trows if r.reached]
         if aimed:
@@ -451,32 +490,41 @@ def write_report(runs: list[RunData], out: Path) -> tuple[list[Row], list[Path]]
                 p = out / f"{task}_{name}.png"
                 _bar_figure([r.entry for r in aimed], [s[0] if s else None for s in st], errs,
                             label, f"{task}: {label} (median, min-max over seeds)", p)
+                captions[p.name] = (f"{task}: {label}, median over the seeds that reached the target, whiskers min to "
+                                    f"max; hatched: not reached")
                 figures.append(p)
     if len({r.task for r in rows if r.reached}) >= 2:
         p = out / "performance_profile.png"
         _profile_figure(rows, p)
+        captions[p.name] = ("performance profile: the fraction of tasks on which each method reaches the target "
+                            "within tau times the fastest method's time")
         figures.append(p)
-    md = ["# curvbench report", "", f"{n_read} runs; generated {dt.datetime.now().isoformat(timespec='seconds')}.", "",
-          "A row holds runs that differ only in their seed: the same entry, hyperparameters, training settings and",
-          "protocol; where runs of one entry differ, the label names what differs (lr=10) and runs stopped at a",
-          "target say so ([to-target >= 0.985]). Accuracy columns: mean over seeds. Times: training seconds only",
-          "(evaluation excluded); s/epoch over whole epochs only. Time and epochs to target: median [min, max] over",
-          "the seeds that reached it, (reached/runs). A search (`tune`) is shown by its best trial. Step time / SGD:",
-          "training seconds per step (seconds / steps) against SGD's, runs of one kind (searches with searches).", "",
-          markdown_table(rows)]
+    generated = dt.datetime.now().isoformat(timespec="seconds")
+    notes = [
+        "A row holds runs that differ only in their seed: the same entry, hyperparameters, training settings and "
+        "protocol; where runs of one entry differ, the label names what differs (lr=10) and runs stopped at a "
+        "target say so ([to-target >= 0.985]).",
+        "Accuracy columns: mean over seeds. Times: training seconds only (evaluation excluded); s/epoch over whole "
+        "epochs only. Time and epochs to target: median [min, max] over the seeds that reached it, (reached/runs).",
+        "A search (`tune`) is shown by its best trial. Step time / SGD: training seconds per step (seconds / steps) "
+        "against SGD's, runs of one kind (searches with searches).",
+    ]
+    search_note = ("Best score: the best validation value of the metric over the epochs of a trial, the median over "
+                   "its seeds when each trial ran several (`tune --seeds N`).")
+    md = ["# curvbench report", "", f"{n_read} runs; generated {generated}.", "", *notes, "", markdown_table(rows)]
     if found:
-        md += ["## Searches", "", "Best score: the best validation value of the metric over the epochs of a trial, the",
-               "median over its seeds when each trial ran several (`tune --seeds N`).", "",
-               search_table(found)]
-    md += [f"![{p.stem}]({p.name})" for p in figures]
+        md += ["## Searches", "", search_note, "", search_table(found)]
+    for p in figures:
+        md += [f"![{captions[p.name]}]({p.name})", "", f"*{captions[p.name]}*", ""]
     (out / "report.md").write_text("\n".join(md) + "\n")
-    (out / "report.html").write_text(_html(rows, figures, n_read, found))
+    (out / "report.html").write_text(_html(rows, figures, n_read, found, captions, notes, search_note, generated))
     return rows, figures
 
 
-def _html(rows, figures, n, found=()) -> str:
+def _html(rows, figures, n, found=(), captions=None, notes=(), search_note="", generated="") -> str:
     import html
 
+    captions = captions or {}
     table = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in (
         "task", "method", "runs", "best test acc", "final test acc", "s/epoch", "total train s", "time to target s",
         "epochs to target", "step time / SGD")) + "</tr>"]
@@ -487,7 +535,7 @@ def _html(rows, figures, n, found=()) -> str:
         table.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     table.append("</table>")
     if found:
-        table.append("<h2>Searches</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in (
+        table.append(f"<h2>Searches</h2><p>{html.escape(search_note)}</p><table><tr>" + "".join(f"<th>{h}</th>" for h in (
             "task", "method", "study", "trials", "seeds per score", "best score", "best trial",
             "its hyperparameters")) + "</tr>")
         for s in found:
@@ -495,11 +543,16 @@ def _html(rows, figures, n, found=()) -> str:
             table.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
         table.append("</table>")
     imgs = [f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
-            f'alt="{p.stem}"><figcaption>{p.stem}</figcaption></figure>' for p in figures]
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-             "padding:4px 8px;text-align:right}figure{display:inline-block;margin:1em}")
+            f'alt="{html.escape(captions.get(p.name, p.stem))}"><figcaption>{html.escape(captions.get(p.name, p.stem))}'
+            f'</figcaption></figure>' for p in figures]
+    intro = "".join(f"<p>{html.escape(t)}</p>" for t in notes)
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:nth-child(2),th:nth-child(2)"
+             "{text-align:left}figure{display:inline-block;margin:1em;vertical-align:top;max-width:46%}"
+             "figure img{max-width:100%}figcaption{font-size:0.85em;color:#444}p{max-width:60em}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>curvbench report</title><style>{style}</style>"
-            f"</head><body><h1>curvbench report</h1><p>{n} runs.</p>{''.join(table)}{''.join(imgs)}</body></html>\n")
+            f"</head><body><h1>curvbench report</h1><p>{n} runs; generated {html.escape(generated)}.</p>{intro}"
+            f"{''.join(table)}{''.join(imgs)}</body></html>\n")
 
 
 def log_report(tracker, out: Path, figures: list[Path], selection: dict) -> str:

@@ -169,3 +169,23 @@ def test_a_row_holds_one_configuration_and_one_protocol(store):
     sgd = next(r for r in rows if r.entry == "sgd")
     assert sgd.sec_per_step == pytest.approx((4.2 / 20 + 4.0 / 20) / 2)
     assert lion["lion (lr=10.0)"].ratio_sgd == pytest.approx(0.2 / sgd.sec_per_step)
+
+
+def test_figures_read_well_with_a_diverged_run_and_the_html_keeps_the_explanations(store):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    uri, tmp = store
+    tracker = Tracker(uri)
+    bad = tracker.start("mnist", "lion lr=10 s0", {"methods.lion.lr": 10, "training.batch_size": 100},
+                        {"task": "mnist", "method": "lion", "entry": "lion", "seed": 0})
+    bad.log_metrics({"test_accuracy": 0.099, "test_loss": 5e10, "train_loss": 5.5e10, "train_seconds": 2.0}, step=1)
+    bad.end("FAILED", "diverged: loss exploded")
+    rows, figures = write_report(collect(tracker.client, task="mnist"), tmp / "div")
+    md = (tmp / "div" / "report.md").read_text()
+    assert "*mnist: train loss per epoch, mean over seeds; band: min to max over seeds; left out (diverged): lion*" in md
+    assert "*mnist: test accuracy per epoch, mean over seeds; band: min to max over seeds; dashed with an x" in md
+    html = (tmp / "div" / "report.html").read_text()
+    assert "A row holds runs that differ only in their seed" in html and "generated 20" in html
+    assert "<figcaption>mnist: test loss per epoch" in html and "<figcaption>mnist_test_loss" not in html
+    assert "lion" in {r.entry for r in rows}  # the table still lists it, with its numbers
