@@ -105,7 +105,7 @@ NoDownloadOpt = typer.Option(False, "--no-download", help="Never try to download
 SetOpt = typer.Option(None, "--set", help="Override any recipe field: --set methods.sgd.lr=0.05")
 UriOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, else mlruns/).")
 ExperimentOpt = typer.Option(None, "--experiment", help="MLflow experiment name (default: the task).")
-QuietOpt = typer.Option(False, "--quiet", "-q", help="Plain log lines instead of live progress.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="Print the final summary only (no progress).")
 
 
 def _open_tracker(uri):
@@ -119,9 +119,12 @@ def _open_tracker(uri):
 
 
 def _reporter(quiet: bool):
-    from curvbench.console import QuietReporter, RichReporter
+    """--quiet: the final summary only; a terminal: live bars; a log or a pipe: a line per epoch (stderr)."""
+    from curvbench.console import LineReporter, QuietReporter, RichReporter
 
-    return QuietReporter() if quiet or not sys.stdout.isatty() else RichReporter()
+    if quiet:
+        return QuietReporter()
+    return RichReporter() if sys.stderr.isatty() else LineReporter()
 
 
 @app.command()

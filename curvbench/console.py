@@ -1,13 +1,15 @@
-"""What the user sees while runs go: a rich progress display, or plain lines with --quiet, and a summary."""
+"""What the user sees while runs go, all on stderr: live bars on a terminal (steps, throughput, time left, run k
+of N, a search's trials), one line per epoch elsewhere, nothing with --quiet; then a summary on stdout."""
 
 from __future__ import annotations
-from curvbench import record
 
 import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from curvbench import record
 
 console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True, highlight=False)
@@ -20,18 +22,31 @@ def _fmt_metrics(metrics: dict[str, float]) -> str:
 
 
 class QuietReporter:
-    """One plain line per epoch and per run: for logs and CI."""
+    """--quiet: says nothing while runs go; the command prints its summary at the end. Also the base of the others:
+    `expect_runs(n)` announces how many runs come, `search_status` how a search stands."""
 
     def __init__(self, out=None):
-        self.out = out or sys.stdout
+        self.out = out or sys.stderr
         self.name = ""
+        self.runs_total: int | None = None
+        self.runs_started = 0
 
     def _say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        pass
+
+    def expect_runs(self, n: int) -> None:
+        self.runs_total, self.runs_started = n, 0
+
+    def _counted(self, name: str) -> str:
+        self.runs_started += 1
+        return f"{name} (run {self.runs_started} of {self.runs_total})" if self.runs_total else name
+
+    def search_status(self, entry: str, done: int, running: int, left: int, best: float | None) -> None:
+        pass
 
     def run_started(self, name: str, total_steps: int, steps_per_epoch: int, epochs: int) -> None:
         self.name = name
-        self._say(f"[{name}] start: {epochs} epochs x {steps_per_epoch} steps")
+        self._say(f"[{self._counted(name)}] start: {epochs} epochs x {steps_per_epoch} steps")
 
     def progress(self, step: int, epoch: int, loss: float) -> None:
         pass
@@ -46,46 +61,90 @@ class QuietReporter:
         pass
 
 
+class LineReporter(QuietReporter):
+    """One plain line per run start, epoch, run end and search step, on stderr: for logs and CI."""
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def search_status(self, entry, done, running, left, best):
+        best_text = "-" if best is None else f"{best:.4f}"
+        self._say(f"[tune {entry}] trials done {done}, running elsewhere {running}, left {left}, best {best_text}")
+
+
+class _Speed:
+    """steps per second of a rich task, or '-' before the first update."""
+
+    def __new__(cls):
+        from rich.progress import ProgressColumn
+        from rich.text import Text
+
+        class SpeedColumn(ProgressColumn):
+            def render(self, task):
+                return Text("-" if not task.speed else f"{task.speed:,.1f} steps/s", style="progress.data.speed")
+
+        return SpeedColumn()
+
+
 class RichReporter(QuietReporter):
-    """A live bar for the run's steps with the running loss and the last test accuracy."""
+    """Live bars on stderr: one per run (steps, epoch, loss, accuracy, throughput, time left), an overall bar of
+    runs k of N or of a search's trials (done, running elsewhere, left, best so far)."""
 
     def __init__(self):
         super().__init__()
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
         self.progress_ui = Progress(
             TextColumn("[bold]{task.fields[name]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("epoch {task.fields[epoch]}  loss {task.fields[loss]}  acc {task.fields[acc]}"),
+            TextColumn("{task.fields[info]}"),
+            _Speed(),
             TimeElapsedColumn(),
-            console=console,
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=err_console,
             transient=False,
         )
         self.progress_ui.start()
         self.task_id = None
+        self.overall = None
         self.epochs = 0
 
+    def _overall(self, total: int, name: str, done: int = 0, info: str = ""):
+        if self.overall is None:
+            self.overall = self.progress_ui.add_task("", total=total, name=name, info=info)
+        self.progress_ui.update(self.overall, total=total, completed=done, name=name, info=info)
+
+    def expect_runs(self, n):
+        super().expect_runs(n)
+        self._overall(n, "runs", 0)
+
+    def search_status(self, entry, done, running, left, best):
+        best_text = "-" if best is None else f"{best:.4f}"
+        self._overall(done + running + left, f"tune {entry}: trials", done,
+                      f"running elsewhere {running}  left {left}  best {best_text}")
+
     def run_started(self, name, total_steps, steps_per_epoch, epochs):
-        self.name, self.epochs = name, epochs
-        self.task_id = self.progress_ui.add_task(
-            "", total=total_steps, name=name, epoch=f"0/{epochs}", loss="-", acc="-"
-        )
+        self.name, self.epochs = self._counted(name), epochs
+        if self.task_id is not None:
+            self.progress_ui.remove_task(self.task_id)
+        self.task_id = self.progress_ui.add_task("", total=total_steps, name=self.name, info=f"epoch 0/{epochs}")
 
     def progress(self, step, epoch, loss):
-        self.progress_ui.update(self.task_id, completed=step, epoch=f"{epoch}/{self.epochs}", loss=f"{loss:.4f}")
+        self.progress_ui.update(self.task_id, completed=step, info=f"epoch {epoch}/{self.epochs}  loss {loss:.4f}")
 
     def epoch_end(self, epoch_record):
-        acc = next((v for k, v in epoch_record.metrics.items() if k.startswith("test_") and k.endswith("accuracy")), None)
-        self.progress_ui.update(
-            self.task_id,
-            completed=epoch_record.step,
-            epoch=f"{epoch_record.epoch}/{self.epochs}",
-            loss=f"{epoch_record.metrics['train_loss']:.4f}",
-            acc="-" if acc is None else f"{acc:.4f}",
-        )
+        m = epoch_record.metrics
+        acc = next((v for k, v in m.items() if k.startswith("test_") and k.endswith("accuracy")), None)
+        self.progress_ui.update(self.task_id, completed=epoch_record.step,
+                                info=f"epoch {epoch_record.epoch}/{self.epochs}  loss {m[record.TRAIN_LOSS]:.4f}  "
+                                     f"acc {'-' if acc is None else f'{acc:.4f}'}")
 
     def run_ended(self, outcome):
+        if self.overall is not None and self.runs_total:
+            self.progress_ui.update(self.overall, completed=self.runs_started)
         if outcome.status != "FINISHED":
             self.progress_ui.console.print(f"[yellow]{self.name}:[/] {describe(outcome)}")
 

@@ -186,6 +186,7 @@ def run_recipe(recipe: Recipe, tracker: Tracker | None, reporter) -> list[RunOut
     set_threads(recipe.training.threads)
     task = load_task(recipe, device)
     outcomes: list[RunOutcome] = []
+    reporter.expect_runs(len(recipe.methods) * len(recipe.training.seeds))
     for entry in recipe.methods:
         for seed in recipe.training.seeds:
             try:

@@ -85,6 +85,7 @@ def run_to_target(
              record.RECIPE_HASH: recipe.digest()},
         )
     summaries: list[TargetSummary] = []
+    reporter.expect_runs(len(recipe.methods) * len(recipe.training.seeds))  # method x seed, k of N
     try:
         for entry in recipe.methods:
             runs = []

@@ -322,7 +322,15 @@ def tune(
         def done() -> int:
             return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
+        def status() -> None:
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            scored = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                      if t.value is not None]
+            reporter.search_status(entry.name, done(), running, max(0, budget - done() - running),
+                                   max(scored) if scored else None)
+
         try:
+            status()
             while done() < budget:
                 if points is not None:
                     enqueue_missing(study, points)
@@ -343,6 +351,7 @@ def tune(
                 with _heartbeat(study, trial):  # lets a later start see that this process died mid-trial
                     _run_trial(recipe, task, entry, params, trial, study, device, tracker, reporter, parent, key,
                                objective, run_seeds)
+                status()
         except Interrupted as e:
             if parent is not None:
                 parent.end("KILLED", e.reason)

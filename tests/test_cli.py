@@ -20,15 +20,21 @@ def test_help_does_not_import_torch_or_mlflow():
 def test_train_runs_and_reports(mnist_dir, write_recipe, tracking_uri):
     path = write_recipe(f'task: {{dataset: mnist, data_dir: "{mnist_dir}"}}\nmethods: [sgd]\n')
     result = runner.invoke(
-        app, ["train", str(path), "--epochs", "1", "--seed", "3", "--device", "cpu", "--quiet", "--tracking-uri", tracking_uri]
+        app, ["train", str(path), "--epochs", "1", "--seed", "3", "--device", "cpu", "--tracking-uri", tracking_uri]
     )
     assert result.exit_code == 0, result.output
+    # not a terminal: a line per run and epoch (on stderr), the run counted k of N
+    assert "[sgd s3 (run 1 of 1)] start" in result.output
     assert "[sgd s3] epoch 1:" in result.output and "finished" in result.output
+    quiet = runner.invoke(app, ["train", str(path), "--epochs", "1", "--seed", "3", "--device", "cpu", "--quiet",
+                                "--tracking-uri", tracking_uri])
+    assert quiet.exit_code == 0 and "epoch 1:" not in quiet.output and "curvbench summary" in quiet.output
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    [run] = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
-    assert run.data.params["training.epochs"] == "1" and run.data.tags["seed"] == "3"
+    runs = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
+    assert len(runs) == 2  # the quiet run is tracked all the same
+    assert all(r.data.params["training.epochs"] == "1" and r.data.tags["seed"] == "3" for r in runs)
 
 
 def test_bad_recipe_exits_2_with_one_line(write_recipe):
@@ -69,7 +75,7 @@ def test_sigterm_ends_the_run_as_killed_and_keeps_its_epochs(mnist_dir, write_re
     from mlflow.tracking import MlflowClient
 
     path = write_recipe(f'task: {{dataset: mnist, data_dir: "{mnist_dir}"}}\nmethods: [sgd]\n')
-    proc = subprocess.Popen([sys.executable, "-m", "curvbench.cli", "train", str(path), "--epochs", "500", "--quiet",
+    proc = subprocess.Popen([sys.executable, "-m", "curvbench.cli", "train", str(path), "--epochs", "500",
                              "--tracking-uri", tracking_uri, "--device", "cpu"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines = []

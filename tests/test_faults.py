@@ -77,6 +77,8 @@ def test_a_tune_worker_killed_mid_trial_has_its_point_run_again_by_the_next_tune
     args = ["tune", "quickstart", "--methods", "sgd", "--space", "sgd.lr=0.1,0.05", "--epochs", "12", "-q"]
     p = start(args, tmp_path)
     wait_for("SELECT trial_id FROM trials WHERE state = 'RUNNING'", storage)
+    wait_for("SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid WHERE r.status = 'RUNNING' "
+             "AND t.key = 'kind' AND t.value = 'trial'", tmp_path / "mlruns" / "mlflow.db")
     p.kill()
     p.wait(timeout=30)
     again = subprocess.run([*CLI, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)

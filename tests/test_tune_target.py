@@ -129,7 +129,7 @@ def test_out_recipe_keeps_the_untuned_entries(tune_recipe, tmp_path, tracking_ur
 
 def test_two_processes_share_one_study_and_run_the_grid_once(tune_recipe, tmp_path, tracking_uri):
     storage = f"sqlite:///{tmp_path}/shared.db"
-    cmd = [sys.executable, "-m", "curvbench.cli", "tune", str(tune_recipe), "--storage", storage, "--quiet",
+    cmd = [sys.executable, "-m", "curvbench.cli", "tune", str(tune_recipe), "--storage", storage,
            "--tracking-uri", tracking_uri, "--study", "shared"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) for _ in range(2)]
@@ -138,6 +138,7 @@ def test_two_processes_share_one_study_and_run_the_grid_once(tune_recipe, tmp_pa
     points, study = completed_points(storage, "shared")
     assert points == sorted((lr, wd) for lr in (0.2, 0.1, 0.05) for wd in (0.0, 1e-4))
     assert all("start" in o for o in outs)  # both took part
+    assert all("[tune sgd] trials done" in o for o in outs)  # the search's progress, line by line in a log
 
 
 def test_to_target_reports_the_first_evaluation_at_the_target(tune_recipe, tracking_uri):
