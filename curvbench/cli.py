@@ -12,6 +12,7 @@ import typer
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,  # plain help: flags with their metavars (N, URI, A,B), never Python type names
     no_args_is_help=True,
     help="Train networks with different optimizers, compare them, and track every run in MLflow.",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -94,18 +95,18 @@ def _overrides(
     return Overrides(values, names)
 
 
-EpochsOpt = typer.Option(None, "--epochs", help="Override training.epochs.")
-BatchOpt = typer.Option(None, "--batch-size", help="Override training.batch_size.")
-MethodsOpt = typer.Option(None, "--methods", help="Comma-separated method entries to run (e.g. sgd,lion).")
-SeedOpt = typer.Option(None, "--seed", help="Seed(s) to run; repeat for several. Overrides training.seeds.")
-DeviceOpt = typer.Option(None, "--device", help="auto, cpu or cuda.")
-ThreadsOpt = typer.Option(None, "--threads", help="CPU threads for torch.")
-DataDirOpt = typer.Option(None, "--data-dir", help="Folder holding the datasets (else $CURVBENCH_DATA).")
-NoDownloadOpt = typer.Option(False, "--no-download", help="Never try to download missing data.")
-SetOpt = typer.Option(None, "--set", help="Override any recipe field: --set methods.sgd.lr=0.05")
-UriOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, else mlruns/).")
-ExperimentOpt = typer.Option(None, "--experiment", help="MLflow experiment name (default: the task).")
-QuietOpt = typer.Option(False, "--quiet", "-q", help="Print the final summary only (no progress).")
+EpochsOpt = typer.Option(None, "--epochs", help="Override training.epochs.", metavar="N")
+BatchOpt = typer.Option(None, "--batch-size", help="Override training.batch_size.", metavar="N")
+MethodsOpt = typer.Option(None, "--methods", help="Comma-separated method entries to run (e.g. sgd,lion).", metavar="A,B")
+SeedOpt = typer.Option(None, "--seed", help="Seed(s) to run; repeat for several. Overrides training.seeds.", metavar="S")
+DeviceOpt = typer.Option(None, "--device", help="auto, cpu or cuda.", metavar="DEVICE")
+ThreadsOpt = typer.Option(None, "--threads", help="CPU threads for torch.", metavar="N")
+DataDirOpt = typer.Option(None, "--data-dir", help="Folder holding the datasets (else $CURVBENCH_DATA).", metavar="DIR")
+NoDownloadOpt = typer.Option(False, "--no-download", help="Never try to download missing data.", metavar=" ")
+SetOpt = typer.Option(None, "--set", help="Override any recipe field: --set methods.sgd.lr=0.05", metavar="KEY=VALUE")
+UriOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, else mlruns/).", metavar="URI")
+ExperimentOpt = typer.Option(None, "--experiment", help="MLflow experiment name (default: the task).", metavar="NAME")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="Print the final summary only (no progress).", metavar=" ")
 
 
 def _open_tracker(uri):
@@ -127,10 +128,10 @@ def _reporter(quiet: bool):
     return RichReporter() if sys.stderr.isatty() else LineReporter()
 
 
-@app.command()
+@app.command(epilog="Example: curvbench train quickstart --methods sgd,kfac --epochs 3")
 @friendly
 def train(
-    recipes: List[str] = typer.Argument(..., help="Recipe names (recipes/NAME.yaml) or paths."),
+    recipes: List[str] = typer.Argument(..., metavar="RECIPE", hidden=True, show_default=False),
     epochs: Optional[int] = EpochsOpt,
     batch_size: Optional[int] = BatchOpt,
     methods: Optional[str] = MethodsOpt,
@@ -144,7 +145,9 @@ def train(
     experiment: Optional[str] = ExperimentOpt,
     quiet: bool = QuietOpt,
 ):
-    """Train every method of each recipe, one MLflow run per method and seed."""
+    """Train every method of each recipe, one MLflow run per method and seed.
+
+    RECIPE: a recipe name (quickstart, mnist, cifar, ...) or a path to a recipe file."""
     # check every recipe before the first run starts
     loaded = [_load_recipe(r, epochs, batch_size, seed, device, threads, data_dir, no_download, set_, methods,
                            experiment) for r in recipes]
@@ -219,23 +222,23 @@ def _parse_spaces(items: list[str] | None) -> dict | None:
     return out
 
 
-@app.command()
+@app.command(epilog="Example: curvbench tune mnist --methods sam,lion --seeds 2 --data-dir ~/data")
 @friendly
 def tune(
-    recipe: str = typer.Argument(..., help="Recipe name or path; its `search` section is the space."),
+    recipe: str = typer.Argument(..., metavar="RECIPE", hidden=True, show_default=False),
     methods: Optional[str] = MethodsOpt,
-    sampler: str = typer.Option("grid", "--sampler", help="grid, random, halton or tpe."),
-    trials: Optional[int] = typer.Option(None, "--trials", help="Trials per method (default: the whole grid, or 20)."),
-    objective: str = typer.Option("best", "--objective", help="best or final value of the metric."),
-    on: Optional[str] = typer.Option(None, "--on", help="Split scored: val (default when there is one) or test."),
-    pruner: str = typer.Option("none", "--pruner", help="none, median or halving."),
-    space: Optional[List[str]] = typer.Option(None, "--space", help="sgd.lr=0.1,0.03 or sgd.lr=1e-3:1:log (repeat)."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default sqlite:///mlruns/optuna.db)."),
-    study: Optional[str] = typer.Option(None, "--study", help="Study name (default RECIPE-METHOD-SAMPLER)."),
-    out: Optional[str] = typer.Option(None, "--out", help="Write a recipe with the best hyperparameters here."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List the trials it would run, run nothing."),
-    sampler_seed: int = typer.Option(0, "--sampler-seed", help="Seed of the sampler."),
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="Train each trial with seeds 0..N-1 and score it by the median (default: the recipe's first seed)."),
+    sampler: str = typer.Option("grid", "--sampler", help="grid, random, halton or tpe.", metavar="SAMPLER"),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Trials per method (default: the whole grid, or 20).", metavar="N"),
+    objective: str = typer.Option("best", "--objective", help="best or final value of the metric.", metavar="WHICH"),
+    on: Optional[str] = typer.Option(None, "--on", help="Split scored: val (default when there is one) or test.", metavar="SPLIT"),
+    pruner: str = typer.Option("none", "--pruner", help="none, median or halving.", metavar="PRUNER"),
+    space: Optional[List[str]] = typer.Option(None, "--space", help="sgd.lr=0.1,0.03 or sgd.lr=1e-3:1:log (repeat).", metavar="ENTRY.HP=V1,V2"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default sqlite:///mlruns/optuna.db).", metavar="URL"),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name (default RECIPE-METHOD-SAMPLER).", metavar="NAME"),
+    out: Optional[str] = typer.Option(None, "--out", help="Write a recipe with the best hyperparameters here.", metavar="PATH"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the trials it would run, run nothing.", metavar=" "),
+    sampler_seed: int = typer.Option(0, "--sampler-seed", help="Seed of the sampler.", metavar="N"),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Train each trial with seeds 0..N-1 and score it by the median (default: the recipe's first seed).", metavar="N"),
     epochs: Optional[int] = EpochsOpt,
     batch_size: Optional[int] = BatchOpt,
     seed: Optional[List[int]] = SeedOpt,
@@ -248,7 +251,9 @@ def tune(
     experiment: Optional[str] = ExperimentOpt,
     quiet: bool = QuietOpt,
 ):
-    """Search hyperparameters: one MLflow parent run per method, a child run per trial; resumable."""
+    """Search hyperparameters: one MLflow parent run per method, a child run per trial; resumable.
+
+    RECIPE: a recipe name or path; its `search` section is the space (or --space)."""
     from curvbench import tune as tuning
 
     if sampler not in tuning.SAMPLERS:
@@ -314,16 +319,16 @@ def tune(
         console.print(f"best hyperparameters written to {out}")
 
 
-@app.command("to-target")
+@app.command("to-target", epilog="Example: curvbench to-target cifar --acc 0.75 --seeds 3")
 @friendly
 def to_target(
-    recipe: str = typer.Argument(..., help="Recipe name or path."),
-    acc: Optional[float] = typer.Option(None, "--acc", help="Target value of the metric (default: training.target)."),
+    recipe: str = typer.Argument(..., metavar="RECIPE", hidden=True, show_default=False),
+    acc: Optional[float] = typer.Option(None, "--acc", help="Target value of the metric (default: training.target).", metavar="A"),
     methods: Optional[str] = MethodsOpt,
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="Run seeds 0..N-1 (default: the recipe's seeds)."),
-    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Budget in epochs (default: training.epochs)."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every STEPS steps (default: each epoch)."),
-    on: Optional[str] = typer.Option(None, "--on", help="val (default when there is one) or test."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Run seeds 0..N-1 (default: the recipe's seeds).", metavar="N"),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Budget in epochs (default: training.epochs).", metavar="N"),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every STEPS steps (default: each epoch).", metavar="STEPS"),
+    on: Optional[str] = typer.Option(None, "--on", help="val (default when there is one) or test.", metavar="SPLIT"),
     batch_size: Optional[int] = BatchOpt,
     seed: Optional[List[int]] = SeedOpt,
     device: Optional[str] = DeviceOpt,
@@ -335,7 +340,9 @@ def to_target(
     experiment: Optional[str] = ExperimentOpt,
     quiet: bool = QuietOpt,
 ):
-    """Train each method until its metric first reaches the target: training seconds, steps and epochs to it."""
+    """Train each method until its metric first reaches the target: training seconds, steps and epochs to it.
+
+    RECIPE: a recipe name or path; its training.target is the default target."""
     if acc is not None and not 0 < acc <= 1:
         _fail(f"--acc: expected a number > 0 and <= 1, got {acc:g}")
     if eval_every is not None and eval_every < 1:
@@ -364,17 +371,17 @@ def to_target(
     console.print(f"parent run {parent} in {tracker.uri}")
 
 
-@app.command()
+@app.command(epilog="Example: curvbench report --task mnist --out report/")
 @friendly
 def report(
-    out: str = typer.Option("report", "--out", help="Folder for report.md, report.html and the figures."),
-    experiment: Optional[str] = typer.Option(None, "--experiment", help="Only this MLflow experiment."),
-    parent: Optional[List[str]] = typer.Option(None, "--parent", help="Only the children of this run (a tune or to-target); repeat for several."),
-    task: Optional[str] = typer.Option(None, "--task", help="Only this task."),
-    methods: Optional[str] = typer.Option(None, "--methods", help="Only these method entries (comma-separated)."),
-    since: Optional[str] = typer.Option(None, "--since", help="Only runs started since this date (ISO 8601)."),
+    out: str = typer.Option("report", "--out", help="Folder for report.md, report.html and the figures.", metavar="PATH"),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="Only this MLflow experiment.", metavar="NAME"),
+    parent: Optional[List[str]] = typer.Option(None, "--parent", help="Only the children of this run (a tune or to-target); repeat for several.", metavar="RUN_ID"),
+    task: Optional[str] = typer.Option(None, "--task", help="Only this task.", metavar="TASK"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Only these method entries (comma-separated).", metavar="A,B"),
+    since: Optional[str] = typer.Option(None, "--since", help="Only runs started since this date (ISO 8601).", metavar="DATE"),
     tracking_uri: Optional[str] = UriOpt,
-    no_log: bool = typer.Option(False, "--no-log", help="Do not log the report as an MLflow run."),
+    no_log: bool = typer.Option(False, "--no-log", help="Do not log the report as an MLflow run.", metavar=" "),
 ):
     """Tables and figures from the tracked runs (Markdown, HTML, PNG), logged as a report run."""
     import pathlib
@@ -411,7 +418,7 @@ def report(
             console.print(f"logged as run {rid} in experiment curvbench-reports")
 
 
-@app.command("methods")
+@app.command("methods", epilog="Example: curvbench methods")
 @friendly
 def list_methods():
     """List the methods, their hyperparameters and defaults."""
@@ -423,7 +430,7 @@ def list_methods():
             typer.echo(f"    {h.name} = {h.default!r}: {h.help}")
 
 
-@app.command("tasks")
+@app.command("tasks", epilog="Example: curvbench tasks")
 def list_tasks():
     """List the tasks a recipe can name."""
     from curvbench.tasks import TASKS
@@ -432,11 +439,11 @@ def list_tasks():
         typer.echo(f"{t.name:14s} models: {', '.join(t.models):10s} metric: {t.metrics[0]:9s} {t.description}")
 
 
-@app.command()
+@app.command(epilog="Example: curvbench ui --port 5001")
 @friendly
 def ui(
     tracking_uri: Optional[str] = UriOpt,
-    port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1."),
+    port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1.", metavar="PORT"),
 ):
     """Start the MLflow UI on 127.0.0.1 against the same store."""
     import os

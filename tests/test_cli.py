@@ -109,3 +109,12 @@ def test_recipe_names_resolve_from_any_folder_and_a_local_recipe_wins(tmp_path, 
     assert load("mnist").task.dataset == "mnist-mini"
     with pytest.raises(Exception, match=r"recipe 'nope' not found in recipes, .*known recipes: .*quickstart"):
         find_recipe("nope")
+
+
+def test_help_names_flags_by_what_they_take_and_gives_an_example():
+    for command in ("train", "tune", "to-target", "report", "methods", "tasks", "ui"):
+        out = runner.invoke(app, [command, "--help"], terminal_width=100).output
+        assert "<" not in out and "list[" not in out, (command, out)  # no Python type names
+        assert f"Example: curvbench {command}" in out, command
+    out = runner.invoke(app, ["tune", "--help"], terminal_width=100).output
+    assert "--seeds N" in out and "--storage URL" in out and "--space ENTRY.HP=V1,V2" in out
