@@ -199,29 +199,6 @@ def _check_writable_file(path: str, flag: str) -> None:
         _fail(f"{flag} {path}: not writable")
 
 
-def _parse_spaces(items: list[str] | None) -> dict | None:
-    """--space sgd.lr=0.1,0.03  or  --space sgd.lr=1e-3:1:log  ->  {"sgd": {"lr": [...] | {low, high, log}}}"""
-    if not items:
-        return None
-    import yaml
-
-    from curvbench.errors import CurvbenchError
-
-    out: dict = {}
-    for text in items:
-        if "=" not in text or "." not in text.split("=", 1)[0]:
-            raise CurvbenchError(f"--space {text}: expected METHOD.PARAM=v1,v2,... or METHOD.PARAM=LOW:HIGH[:log]")
-        key, raw = text.split("=", 1)
-        entry, hp = key.split(".", 1)
-        if ":" in raw:
-            parts = raw.split(":")
-            dom = {"low": yaml.safe_load(parts[0]), "high": yaml.safe_load(parts[1]), "log": parts[2:] == ["log"]}
-        else:
-            dom = [yaml.safe_load(v) for v in raw.split(",")]
-        out.setdefault(entry, {})[hp] = dom
-    return out
-
-
 @app.command(epilog="Example: curvbench tune mnist --methods sam,lion --seeds 2 --data-dir ~/data")
 @friendly
 def tune(
@@ -271,7 +248,9 @@ def tune(
     if on is not None and on not in ("val", "test"):
         _fail(f"--on: expected val or test, got {on!r}")
     r = _load_recipe(recipe, epochs, batch_size, seed, device, threads, data_dir, no_download, set_, methods, experiment)
-    spaces = _parse_spaces(space)
+    from curvbench.space import parse_space_flags
+
+    spaces = parse_space_flags(space)
     if spaces is not None:
         from curvbench.recipe import parse
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from curvbench.errors import CurvbenchError, RecipeError, describe
+from curvbench import space
 from curvbench.schema import Boolean, Choice, Invalid, ListOf, Number, Section, Text
 
 SCHEDULES = ("constant", "cosine", "cosine-step")
@@ -329,59 +330,6 @@ def _methods(value: Any) -> list[MethodEntry]:
     return out
 
 
-def _search(value: Any, entries: list[MethodEntry]) -> dict:
-    """search: {entry: {hparam: [values] | {low, high, log}}} — each value checked like the hparam itself."""
-    from curvbench import methods as registry
-
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise Invalid(f"expected a mapping of method names to search spaces, got {describe(value)}")
-    names = {m.name: m.method for m in entries}
-    out: dict = {}
-    for entry, space in value.items():
-        method = names.get(entry, entry)
-        if method not in registry.registry():
-            raise Invalid(f"unknown method {describe(entry)}; known methods: {', '.join(registry.registry())}", entry)
-        spec = registry.get(method)
-        if not isinstance(space, dict):
-            raise Invalid(f"expected a mapping of hyperparameters to values or ranges, got {describe(space)}", entry)
-        hps = {h.name: h for h in spec.hparams}
-        out[entry] = {}
-        for hp, dom in space.items():
-            path = f"{entry}.{hp}"
-            if hp not in hps:
-                raise Invalid(f"unknown hyperparameter {hp!r} for {method}; accepted: {', '.join(hps)}", path)
-            if isinstance(dom, list):
-                if not dom:
-                    raise Invalid("expected a non-empty list of values or a range", path)
-                vals = []
-                for i, v in enumerate(dom):
-                    try:
-                        vals.append(hps[hp].check.check(v))
-                    except Invalid as e:
-                        raise Invalid(e.message, f"{path}[{i}]") from None
-                out[entry][hp] = vals
-            elif isinstance(dom, dict):
-                rng = Section(
-                    {"low": (Number(), Section.REQUIRED), "high": (Number(), Section.REQUIRED), "log": (Boolean(), False)}
-                )
-                try:
-                    r = rng.check(dom)
-                    for k in ("low", "high"):
-                        hps[hp].check.check(r[k])
-                except Invalid as e:
-                    raise Invalid(e.message, f"{path}.{e.path}" if e.path else path) from None
-                if not r["low"] < r["high"]:
-                    raise Invalid(f"expected low < high, got low {r['low']:g}, high {r['high']:g}", path)
-                if r["log"] and r["low"] <= 0:
-                    raise Invalid(f"expected low > 0 for a log range, got {r['low']:g}", f"{path}.low")
-                out[entry][hp] = r
-            else:
-                raise Invalid(f"expected a list of values or a mapping with low and high, got {describe(dom)}", path)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------- overrides
 def set_path(data: dict, dotted: str, value: Any) -> None:
     """Write `value` at `a.b.c` in nested mappings, creating mappings on the way."""
@@ -463,7 +411,7 @@ def parse(data: Any, source: str, overrides: Overrides | None = None) -> Recipe:
     if overrides.methods is not None:
         entries = _select(entries, overrides.methods, source)
     try:
-        search = _search(top["search"], entries)
+        search = space.check_search(top["search"], {m.name: m.method for m in entries})
     except Invalid as e:
         raise fail(e, "search") from None
     name = top["name"] or Path(source).stem

@@ -138,7 +138,7 @@ class Tracker:
         tags: dict[str, Any] | None = None,
         parent_run_id: str | None = None,
     ) -> "TrackedRun":
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
 
         all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
         all_tags.update(owner_tags())

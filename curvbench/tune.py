@@ -9,7 +9,6 @@ its point enqueued again on the next start. MLflow: one parent run per method an
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from curvbench.runner import Interrupted, display_name, experiment_name, load_ta
 from curvbench.timing import resolve_device, set_threads
 from curvbench.tracking import TrackedRun, owner_tags, process_alive, sqlite_lock
 from curvbench import record
+from curvbench import space as spaces_mod
 
 SAMPLERS = ("grid", "random", "halton", "tpe")
 PRUNERS = ("none", "median", "halving")
@@ -41,27 +41,6 @@ class TuneResult:
     metric: str = "val_accuracy"
     seeds: int = 1  # each score is the median over this many seeds
     held: list = field(default_factory=list)  # trials other workers still run: one line each
-
-
-def grid_points(space: dict) -> list[dict]:
-    for hp, dom in space.items():
-        if not isinstance(dom, list):
-            raise CurvbenchError(f"search.{hp}: the grid sampler needs a list of values, got a range; use "
-                                 f"--sampler random, halton or tpe, or list the values")
-    keys = list(space)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(space[k] for k in keys))]
-
-
-def suggest(trial, space: dict, integer: set[str]) -> dict:
-    params = {}
-    for hp, dom in space.items():
-        if isinstance(dom, list):
-            params[hp] = trial.suggest_categorical(hp, dom)
-        elif hp in integer:
-            params[hp] = trial.suggest_int(hp, int(dom["low"]), int(dom["high"]), log=dom["log"])
-        else:
-            params[hp] = trial.suggest_float(hp, dom["low"], dom["high"], log=dom["log"])
-    return params
 
 
 def make_sampler(name: str, seed: int):
@@ -303,7 +282,7 @@ def tune(
         study = optuna.create_study(study_name=name, storage=store, direction="maximize", load_if_exists=True,
                                     sampler=make_sampler(sampler, seed), pruner=make_pruner(pruner))
         check_fingerprint(study, fingerprint(recipe, entry, space, objective, key, run_seeds), storage)
-        points = grid_points(space) if sampler == "grid" else None
+        points = spaces_mod.grid_points(space) if sampler == "grid" else None
         budget = trials if trials is not None else (len(points) if points is not None else 20)
         if not isinstance(store, str):
             optuna.storages.fail_stale_trials(study)  # trials of processes that died: FAIL, so their points rerun
@@ -343,7 +322,7 @@ def tune(
                     trial.set_user_attr("reason", "no grid point left")  # another process took the last one
                     study.tell(trial, state=TrialState.FAIL)
                     break
-                params = suggest(trial, space, integer)
+                params = spaces_mod.suggest(trial, space, integer)
                 if points is not None and is_duplicate(study, trial):
                     trial.set_user_attr("reason", "duplicate grid point")
                     study.tell(trial, state=TrialState.FAIL)
@@ -474,7 +453,7 @@ def dry_run(recipe: Recipe, sampler: str, trials: int | None, storage: str | Non
         except KeyError:
             finished = []
         if sampler == "grid":
-            todo = [p for p in grid_points(space) if not any(_same(p, q) for q in finished)]
+            todo = [p for p in spaces_mod.grid_points(space) if not any(_same(p, q) for q in finished)]
             out.append((entry.name, todo[:trials] if trials is not None else todo))
         else:
             n = (trials or 20) - len(finished)

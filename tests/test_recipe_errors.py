@@ -100,3 +100,18 @@ def test_setting_one_hyperparameter_keeps_the_other_methods(write_recipe):
     r = recipe.load(str(path), recipe.Overrides({"methods.sgd.lr": 0.05, "task.data_dir": "/d"}))
     assert [m.name for m in r.methods] == ["sgd", "lion"]
     assert r.entry("sgd").hparams["lr"] == 0.05 and r.task.dataset == "mnist-mini" and r.task.data_dir == "/d"
+
+
+def test_the_search_grammar_is_the_same_from_a_recipe_and_from_the_command_line():
+    from curvbench.space import check_search, grid_points, parse_space_flags
+
+    flags = parse_space_flags(["sgd.lr=0.1,0.03", "sgd.weight_decay=0,1e-4", "lion.lr=1e-5:1e-3:log"])
+    assert flags == {"sgd": {"lr": [0.1, 0.03], "weight_decay": [0, 1e-4]},
+                     "lion": {"lr": {"low": 1e-5, "high": 1e-3, "log": True}}}
+    checked = check_search(flags, {"sgd": "sgd", "lion": "lion"})
+    assert grid_points(checked["sgd"]) == [{"lr": 0.1, "weight_decay": 0.0}, {"lr": 0.1, "weight_decay": 1e-4},
+                                           {"lr": 0.03, "weight_decay": 0.0}, {"lr": 0.03, "weight_decay": 1e-4}]
+    with pytest.raises(CurvbenchError, match="grid sampler needs a list"):
+        grid_points(checked["lion"])
+    with pytest.raises(Exception, match="lion.lr.low: expected a number > 0"):
+        check_search(parse_space_flags(["lion.lr=-1:1"]), {"lion": "lion"})

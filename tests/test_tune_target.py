@@ -236,7 +236,8 @@ def test_a_worker_that_finishes_while_another_holds_a_point_says_its_result_is_p
     import socket
 
     from curvbench.console import tune_table
-    from curvbench.tune import grid_points, open_storage
+    from curvbench.space import grid_points
+    from curvbench.tune import open_storage
 
     storage = f"sqlite:///{tmp_path}/held.db"
     r = recipe.load(str(tune_recipe))
