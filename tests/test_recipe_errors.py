@@ -113,5 +113,8 @@ def test_the_search_grammar_is_the_same_from_a_recipe_and_from_the_command_line(
                                            {"lr": 0.03, "weight_decay": 0.0}, {"lr": 0.03, "weight_decay": 1e-4}]
     with pytest.raises(CurvbenchError, match="grid sampler needs a list"):
         grid_points(checked["lion"])
-    with pytest.raises(Exception, match="lion.lr.low: expected a number > 0"):
+    from curvbench.schema import Invalid
+
+    with pytest.raises(Invalid, match="expected a number > 0, got -1") as e:
         check_search(parse_space_flags(["lion.lr=-1:1"]), {"lion": "lion"})
+    assert e.value.path == "lion.lr"
