@@ -189,3 +189,33 @@ def _copy(model):
     import copy
 
     return copy.deepcopy(model)
+
+
+def test_each_method_states_its_defaults_once_in_its_config_dataclass():
+    """The spec (what recipes and `curvbench methods` read) is derived from the config dataclass, and the optimizer
+    classes take their constructor defaults from it: no second copy to drift (Lion's lr once was 1e-4 in one
+    place and 1e-3 in another)."""
+    import dataclasses
+    import inspect
+
+    from curvbench.methods.base import MethodConfig
+    from curvbench.methods.kfac import KFAC, KFACConfig
+    from curvbench.methods.lion import Lion, LionConfig
+    from curvbench.schema import Invalid
+
+    for name, spec in methods.registry().items():
+        module = __import__(f"curvbench.methods.{name}", fromlist=["x"])
+        configs = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, MethodConfig)
+                   and c is not MethodConfig and dataclasses.is_dataclass(c)]
+        assert configs, name
+        declared = {f.name: f.default for c in configs for f in dataclasses.fields(c)}
+        assert spec.defaults() == {k: declared[k] for k in spec.defaults()}, name
+    lion = inspect.signature(Lion).parameters
+    assert lion["lr"].default == LionConfig.lr and lion["betas"].default == (LionConfig.beta1, LionConfig.beta2)
+    kfac = inspect.signature(KFAC).parameters
+    for f in dataclasses.fields(KFACConfig):
+        if f.name in kfac:
+            assert kfac[f.name].default == f.default, f.name
+    with pytest.raises(Invalid, match="expected a number >= 0 and < 1") as e:
+        KFACConfig(momentum=1.5)
+    assert e.value.path == "momentum"

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from curvbench.methods.base import DECOUPLED, BuildContext, HParam, MethodSpec, lr_param, weight_decay_param
+from dataclasses import dataclass
+from curvbench.methods.base import DECOUPLED, BuildContext, MethodConfig, MethodSpec, hp, lr_field, weight_decay_field
 from curvbench.schema import Number
+
+
+@dataclass(frozen=True)
+class AdamWConfig(MethodConfig):
+    lr: float = lr_field(1e-3)
+    weight_decay: float = weight_decay_field(0.01, "decoupled weight decay: theta <- theta - lr*lambda*theta")
+    beta1: float = hp(0.9, Number(ge=0, lt=1), "first-moment decay")
+    beta2: float = hp(0.999, Number(ge=0, lt=1), "second-moment decay")
+    eps: float = hp(1e-8, Number(gt=0), "denominator epsilon")
 
 
 def build(ctx: BuildContext, hp: dict):
@@ -23,12 +33,6 @@ SPEC = MethodSpec(
     name="adamw",
     description="Adam with decoupled weight decay (torch.optim.AdamW)",
     regularisation=DECOUPLED,
-    hparams=(
-        lr_param(1e-3),
-        weight_decay_param(0.01, "decoupled weight decay: theta <- theta - lr*lambda*theta"),
-        HParam("beta1", 0.9, Number(ge=0, lt=1), "first-moment decay"),
-        HParam("beta2", 0.999, Number(ge=0, lt=1), "second-moment decay"),
-        HParam("eps", 1e-8, Number(gt=0), "denominator epsilon"),
-    ),
+    hparams=AdamWConfig.hparams(),
     build=build,
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from curvbench.schema import Invalid, Number
@@ -69,9 +69,31 @@ class MethodSpec:
         return out
 
 
-def lr_param(default: float, help: str = "learning rate alpha (peak of the schedule)") -> HParam:
-    return HParam("lr", default, Number(gt=0), help)
+def hp(default: Any, check: Any, help: str) -> Any:
+    """A field of a method's config dataclass: its default, its check and its help, stated once."""
+    return field(default=default, metadata={"check": check, "help": help})
 
 
-def weight_decay_param(default: float = 0.0, help: str = "regularisation lambda") -> HParam:
-    return HParam("weight_decay", default, Number(ge=0), help)
+def lr_field(default: float, help: str = "learning rate alpha (peak of the schedule)") -> Any:
+    return hp(default, Number(gt=0), help)
+
+
+def weight_decay_field(default: float = 0.0, help: str = "regularisation lambda") -> Any:
+    return hp(default, Number(ge=0), help)
+
+
+class MethodConfig:
+    """Base of each method's frozen config dataclass: the one place its hyperparameters, defaults and checks
+    are written. Building one checks every value (Invalid names the field); `hparams()` is what the method's
+    spec, `curvbench methods` and the recipe checks read."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            try:
+                object.__setattr__(self, f.name, f.metadata["check"].check(getattr(self, f.name)))
+            except Invalid as e:
+                raise Invalid(e.message, f.name) from None
+
+    @classmethod
+    def hparams(cls) -> tuple[HParam, ...]:
+        return tuple(HParam(f.name, f.default, f.metadata["check"], f.metadata["help"]) for f in fields(cls))

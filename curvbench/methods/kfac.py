@@ -27,12 +27,13 @@ K-FAC does not cover get the plain (momentum) gradient step; the run's tags list
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curvbench.methods.base import COUPLED, BuildContext, HParam, MethodSpec, lr_param, weight_decay_param
+from curvbench.methods.base import COUPLED, BuildContext, MethodConfig, MethodSpec, hp, lr_field, weight_decay_field
 from curvbench.schema import Choice, Number
 
 
@@ -218,19 +219,34 @@ def make_block(name: str, module: nn.Module) -> LayerBlock | None:
     return None
 
 
+@dataclass(frozen=True)
+class KFACConfig(MethodConfig):
+    lr: float = lr_field(0.001, "learning rate alpha; with momentum mu the effective step is alpha/(1-mu): 0.001 with "
+                                "0.9 is 0.01, the step that works on LeNet-5 (the thesis's alpha = 0.01 is for momentum 0)")
+    weight_decay: float = weight_decay_field(0.0, "L2 lambda: loss + lambda*||theta||^2 (preconditioned with the gradient)")
+    momentum: float = hp(0.9, Number(ge=0, lt=1),
+                         "momentum on the preconditioned gradient (the thesis's K-FAC has none: its recipes set 0)")
+    damping: float = hp(1e-2, Number(gt=0), "Tikhonov damping gamma, split between A and G by pi")
+    factor_decay: float = hp(0.95, Number(ge=0, lt=1), "running-average decay of A and G")
+    kl_clip: float = hp(1e-3, Number(ge=0), "KL-clipping bound on the update (0 = off)")
+    factor_every: int = hp(10, Number(integer=True, ge=1), "steps between factor updates")
+    inverse_every: int = hp(100, Number(integer=True, ge=1), "steps between inverse (eigendecomposition) updates")
+    fisher: str = hp("true", Choice(("true", "empirical")), "targets for G: sampled from the model, or the labels")
+
+
 class KFAC(torch.optim.Optimizer):
     def __init__(
         self,
         model: nn.Module,
         fisher_loss,
-        lr: float = 0.001,
-        momentum: float = 0.9,
-        damping: float = 1e-2,
-        factor_decay: float = 0.95,
-        kl_clip: float | None = 1e-3,
-        factor_every: int = 10,
-        inverse_every: int = 100,
-        fisher: str = "true",
+        lr: float = KFACConfig.lr,
+        momentum: float = KFACConfig.momentum,
+        damping: float = KFACConfig.damping,
+        factor_decay: float = KFACConfig.factor_decay,
+        kl_clip: float | None = KFACConfig.kl_clip,
+        factor_every: int = KFACConfig.factor_every,
+        inverse_every: int = KFACConfig.inverse_every,
+        fisher: str = KFACConfig.fisher,
         seed: int = 0,
         extra_blocks: list | None = None,
     ):
@@ -368,18 +384,6 @@ SPEC = MethodSpec(
     name="kfac",
     description="K-FAC: Kronecker-factored natural gradient for Linear and Conv2d layers (Martens & Grosse 2015)",
     regularisation=COUPLED,
-    hparams=(
-        lr_param(0.001, "learning rate alpha; with momentum mu the effective step is alpha/(1-mu): 0.001 with 0.9 is "
-                        "0.01, the step that works on LeNet-5 (the thesis's alpha = 0.01 is for momentum 0)"),
-        weight_decay_param(0.0, "L2 lambda: loss + lambda*||theta||^2 (preconditioned with the gradient)"),
-        HParam("momentum", 0.9, Number(ge=0, lt=1),
-               "momentum on the preconditioned gradient (the thesis's K-FAC has none: its recipes set 0)"),
-        HParam("damping", 1e-2, Number(gt=0), "Tikhonov damping gamma, split between A and G by pi"),
-        HParam("factor_decay", 0.95, Number(ge=0, lt=1), "running-average decay of A and G"),
-        HParam("kl_clip", 1e-3, Number(ge=0), "KL-clipping bound on the update (0 = off)"),
-        HParam("factor_every", 10, Number(integer=True, ge=1), "steps between factor updates"),
-        HParam("inverse_every", 100, Number(integer=True, ge=1), "steps between inverse (eigendecomposition) updates"),
-        HParam("fisher", "true", Choice(("true", "empirical")), "targets for G: sampled from the model, or the labels"),
-    ),
+    hparams=KFACConfig.hparams(),
     build=build,
 )

@@ -11,14 +11,27 @@ so a recipe copied from the thesis must swap them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import torch
 
-from curvbench.methods.base import DECOUPLED, BuildContext, HParam, MethodSpec, lr_param, weight_decay_param
+from curvbench.methods.base import DECOUPLED, BuildContext, MethodConfig, MethodSpec, hp, lr_field, weight_decay_field
 from curvbench.schema import Number
 
 
+@dataclass(frozen=True)
+class LionConfig(MethodConfig):
+    lr: float = lr_field(1e-3, "learning rate (1e-3 reaches 90% on mnist-mini in 2 epochs; the paper's 3-10x below "
+                               "AdamW needs more)")
+    weight_decay: float = weight_decay_field(0.0, "decoupled weight decay lambda (eq. 32)")
+    beta1: float = hp(0.9, Number(ge=0, lt=1),
+                      "Chen et al.'s beta1: c = beta1*m + (1-beta1)*g, whose sign is the step (the thesis's beta2)")
+    beta2: float = hp(0.99, Number(ge=0, lt=1),
+                      "Chen et al.'s beta2: m = beta2*m + (1-beta2)*g, the momentum decay (the thesis's beta1)")
+
+
 class Lion(torch.optim.Optimizer):
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.99), weight_decay: float = 0.0):
+    def __init__(self, params, lr: float = LionConfig.lr, betas=(LionConfig.beta1, LionConfig.beta2),
+                 weight_decay: float = LionConfig.weight_decay):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay))
 
     @torch.no_grad()
@@ -55,13 +68,6 @@ SPEC = MethodSpec(
     name="lion",
     description="Lion: sign of an interpolated momentum (Chen et al. 2023), decoupled weight decay",
     regularisation=DECOUPLED,
-    hparams=(
-        lr_param(1e-3, "learning rate (1e-3 reaches 90% on mnist-mini in 2 epochs; the paper's 3-10x below AdamW needs more)"),
-        weight_decay_param(0.0, "decoupled weight decay lambda (eq. 32)"),
-        HParam("beta1", 0.9, Number(ge=0, lt=1),
-               "Chen et al.'s beta1: c = beta1*m + (1-beta1)*g, whose sign is the step (the thesis's beta2)"),
-        HParam("beta2", 0.99, Number(ge=0, lt=1),
-               "Chen et al.'s beta2: m = beta2*m + (1-beta2)*g, the momentum decay (the thesis's beta1)"),
-    ),
+    hparams=LionConfig.hparams(),
     build=build,
 )

@@ -5,10 +5,11 @@ or the module a model names in `output_layer`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import torch
 from torch import nn
 
-from curvbench.methods.base import DECOUPLED, BuildContext, HParam, MethodSpec, lr_param, weight_decay_param
+from curvbench.methods.base import DECOUPLED, BuildContext, MethodConfig, MethodSpec, hp, lr_field, weight_decay_field
 from curvbench.methods.composite import Composite
 from curvbench.schema import Boolean, Number
 
@@ -30,6 +31,18 @@ def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
             continue
         (hidden if p.ndim >= 2 and id(p) not in skip else rest).append(p)
     return hidden, rest
+
+
+@dataclass(frozen=True)
+class MuonConfig(MethodConfig):
+    lr: float = lr_field(0.02, "Muon learning rate (hidden weights)")
+    adamw_lr: float = hp(1e-3, Number(gt=0), "AdamW learning rate (biases, embeddings, output layer)")
+    adamw_beta1: float = hp(0.9, Number(ge=0, lt=1), "AdamW beta1")
+    adamw_beta2: float = hp(0.95, Number(ge=0, lt=1), "AdamW beta2")
+    weight_decay: float = weight_decay_field(0.0, "decoupled weight decay, both parts")
+    momentum: float = hp(0.95, Number(ge=0, lt=1), "Muon momentum")
+    nesterov: bool = hp(True, Boolean(), "Nesterov momentum in Muon")
+    ns_steps: int = hp(5, Number(integer=True, ge=1), "Newton-Schulz iterations")
 
 
 def build(ctx: BuildContext, hp: dict):
@@ -74,15 +87,6 @@ SPEC = MethodSpec(
     name="muon",
     description="Muon (orthogonalised momentum, torch.optim.Muon) for hidden weights, AdamW for the rest",
     regularisation=DECOUPLED,
-    hparams=(
-        lr_param(0.02, "Muon learning rate (hidden weights)"),
-        HParam("adamw_lr", 1e-3, Number(gt=0), "AdamW learning rate (biases, embeddings, output layer)"),
-        HParam("adamw_beta1", 0.9, Number(ge=0, lt=1), "AdamW beta1"),
-        HParam("adamw_beta2", 0.95, Number(ge=0, lt=1), "AdamW beta2"),
-        weight_decay_param(0.0, "decoupled weight decay, both parts"),
-        HParam("momentum", 0.95, Number(ge=0, lt=1), "Muon momentum"),
-        HParam("nesterov", True, Boolean(), "Nesterov momentum in Muon"),
-        HParam("ns_steps", 5, Number(integer=True, ge=1), "Newton-Schulz iterations"),
-    ),
+    hparams=MuonConfig.hparams(),
     build=build,
 )

@@ -13,11 +13,12 @@ Batch-norm running statistics are left untouched by the second pass."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from curvbench.methods.base import COUPLED, BuildContext, HParam, MethodSpec, lr_param, weight_decay_param
+from curvbench.methods.base import COUPLED, BuildContext, MethodConfig, MethodSpec, hp, lr_field, weight_decay_field
 from curvbench.schema import Boolean, Choice, Number
 
 
@@ -100,6 +101,24 @@ class SAM(torch.optim.Optimizer):
         return self.base.state_dict()
 
 
+@dataclass(frozen=True)
+class SAMConfig(MethodConfig):
+    lr: float = lr_field(0.1, "base method's learning rate (as SGD's default)")
+    weight_decay: float = weight_decay_field(
+        0.0, "L2 lambda: loss + lambda*||theta||^2; its gradient is taken at theta (thesis eq. 22)")
+    l2_in_perturbation: bool = hp(False, Boolean(),
+                                  "true: eps from grad L + 2*lambda*theta and the L2 gradient at theta + eps (SAM of "
+                                  "the regularised objective); false: eps from grad L alone, L2 gradient at theta "
+                                  "(the thesis, eq. 22)")
+    rho: float | None = hp(None, Number(gt=0, nullable=True),
+                           "neighbourhood radius; null = the variant's authors' default: 0.05 for SAM, 0.5 for ASAM")
+    adaptive: bool = hp(False, Boolean(),
+                        "ASAM (Kwon et al. 2021): eps = rho*T^2 g/||T g||, T = |theta| + eta on parameters named weight")
+    eta: float = hp(0.01, Number(ge=0), "ASAM's eta (its authors' default)")
+    base: str = hp("sgd", Choice(("sgd", "adamw")), "base method")
+    momentum: float = hp(0.0, Number(ge=0, lt=1), "momentum of the SGD base")
+
+
 def build(ctx: BuildContext, hp: dict):
     if hp["base"] == "sgd":
         base = torch.optim.SGD(ctx.model.parameters(), lr=hp["lr"], momentum=hp["momentum"], foreach=True)
@@ -119,19 +138,6 @@ SPEC = MethodSpec(
     description="sharpness-aware minimisation (Foret et al. 2021) over SGD or AdamW; ASAM with adaptive: true",
     regularisation=COUPLED,
     adds_l2=True,
-    hparams=(
-        lr_param(0.1, "base method's learning rate (as SGD's default)"),
-        weight_decay_param(0.0, "L2 lambda: loss + lambda*||theta||^2; its gradient is taken at theta (thesis eq. 22)"),
-        HParam("l2_in_perturbation", False, Boolean(),
-               "true: eps from grad L + 2*lambda*theta and the L2 gradient at theta + eps (SAM of the regularised "
-               "objective); false: eps from grad L alone, L2 gradient at theta (the thesis, eq. 22)"),
-        HParam("rho", None, Number(gt=0, nullable=True),
-               "neighbourhood radius; null = the variant's authors' default: 0.05 for SAM, 0.5 for ASAM"),
-        HParam("adaptive", False, Boolean(),
-               "ASAM (Kwon et al. 2021): eps = rho*T^2 g/||T g||, T = |theta| + eta on parameters named weight"),
-        HParam("eta", 0.01, Number(ge=0), "ASAM's eta (its authors' default)"),
-        HParam("base", "sgd", Choice(("sgd", "adamw")), "base method"),
-        HParam("momentum", 0.0, Number(ge=0, lt=1), "momentum of the SGD base"),
-    ),
+    hparams=SAMConfig.hparams(),
     build=build,
 )

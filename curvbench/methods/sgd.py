@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from curvbench.methods.base import COUPLED, BuildContext, HParam, MethodSpec, lr_param, weight_decay_param
+from dataclasses import dataclass
+from curvbench.methods.base import COUPLED, BuildContext, MethodConfig, MethodSpec, hp, lr_field, weight_decay_field
 from curvbench.schema import Boolean, Invalid, Number
+
+
+@dataclass(frozen=True)
+class SGDConfig(MethodConfig):
+    lr: float = lr_field(0.1)
+    weight_decay: float = weight_decay_field(0.0, "L2 lambda: loss + lambda*||theta||^2")
+    momentum: float = hp(0.0, Number(ge=0, lt=1), "momentum coefficient (0 = plain SGD, as the thesis)")
+    nesterov: bool = hp(False, Boolean(), "Nesterov momentum (needs momentum > 0)")
 
 
 def build(ctx: BuildContext, hp: dict):
@@ -27,12 +36,7 @@ SPEC = MethodSpec(
     name="sgd",
     description="stochastic gradient descent (torch.optim.SGD), optional heavy-ball or Nesterov momentum",
     regularisation=COUPLED,
-    hparams=(
-        lr_param(0.1),
-        weight_decay_param(0.0, "L2 lambda: loss + lambda*||theta||^2"),
-        HParam("momentum", 0.0, Number(ge=0, lt=1), "momentum coefficient (0 = plain SGD, as the thesis)"),
-        HParam("nesterov", False, Boolean(), "Nesterov momentum (needs momentum > 0)"),
-    ),
+    hparams=SGDConfig.hparams(),
     build=build,
     validate=validate,
 )

@@ -31,27 +31,39 @@ means for SGD."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
-from curvbench.methods.base import COUPLED, BuildContext, HParam, MethodSpec, lr_param, weight_decay_param
+from curvbench.methods.base import COUPLED, BuildContext, MethodConfig, MethodSpec, hp, lr_field, weight_decay_field
 from curvbench.schema import Boolean, Choice, Number
 
 
 @dataclass(frozen=True)
-class ShampooConfig:
-    epsilon: float = 1e-12  # H_i starts at epsilon * I
-    beta2: float = 1.0  # 1.0: sums of outer products, as the paper; < 1: exponential moving averages
-    precondition_frequency: int = 20
-    start_preconditioning_step: int = 20
-    max_preconditioner_dim: int = 1024
-    skip_dim_above: int = 4096  # dimensions longer than this get no preconditioner (an embedding's vocabulary)
-    grafting: str = "sgd"  # none | sgd | adagrad | adam
-    graft_beta2: float = 0.999
-    graft_epsilon: float = 1e-8
-    momentum: float = 0.0
-    float64: bool = True  # eigendecompositions in float64
+class ShampooConfig(MethodConfig):
+    """The preconditioner's settings (what the optimizer itself takes), checked when built."""
+
+    epsilon: float = hp(1e-12, Number(gt=0), "statistics start at epsilon*I")
+    beta2: float = hp(1.0, Number(gt=0, le=1), "statistics decay (1 = running sums, as the paper)")
+    precondition_frequency: int = hp(20, Number(integer=True, ge=1), "steps between inverse-root recomputations")
+    start_preconditioning_step: int = hp(20, Number(integer=True, ge=1), "first step that uses the preconditioners")
+    max_preconditioner_dim: int = hp(1024, Number(integer=True, ge=1), "dimensions above this are blocked")
+    skip_dim_above: int = hp(4096, Number(integer=True, ge=1),
+                             "dimensions longer than this (an embedding's vocabulary) are not preconditioned")
+    grafting: str = hp("sgd", Choice(("none", "sgd", "adagrad", "adam")),
+                       "per-block step size from this method (none = the paper)")
+    graft_beta2: float = hp(0.999, Number(gt=0, lt=1), "second-moment decay of Adam grafting")
+    graft_epsilon: float = hp(1e-8, Number(gt=0), "denominator epsilon of AdaGrad and Adam grafting")
+    momentum: float = hp(0.0, Number(ge=0, lt=1), "momentum on the preconditioned update")
+    float64: bool = hp(True, Boolean(), "eigendecompositions in float64")
+
+
+@dataclass(frozen=True)
+class ShampooHParams(ShampooConfig):
+    """What a recipe sets: the step size and L2 on top of the preconditioner's settings."""
+
+    lr: float = lr_field(0.1)
+    weight_decay: float = weight_decay_field(0.0, "L2 lambda: loss + lambda*||theta||^2")
 
 
 class _Block:
@@ -206,17 +218,7 @@ class Shampoo(torch.optim.Optimizer):
 
 
 def build(ctx: BuildContext, hp: dict):
-    cfg = ShampooConfig(
-        epsilon=hp["epsilon"],
-        beta2=hp["beta2"],
-        precondition_frequency=hp["precondition_frequency"],
-        start_preconditioning_step=hp["start_preconditioning_step"],
-        max_preconditioner_dim=hp["max_preconditioner_dim"],
-        skip_dim_above=hp["skip_dim_above"],
-        grafting=hp["grafting"],
-        momentum=hp["momentum"],
-        float64=hp["float64"],
-    )
+    cfg = ShampooConfig(**{f.name: hp[f.name] for f in fields(ShampooConfig)})
     opt = Shampoo([p for p in ctx.model.parameters() if p.requires_grad], lr=hp["lr"], config=cfg)
     opt.tags = {"shampoo_config": repr(cfg)}
     return opt
@@ -226,18 +228,7 @@ SPEC = MethodSpec(
     name="shampoo",
     description="Shampoo: one preconditioner per tensor dimension, inverse roots amortised (Gupta et al. 2018)",
     regularisation=COUPLED,
-    hparams=(
-        lr_param(0.1),
-        weight_decay_param(0.0, "L2 lambda: loss + lambda*||theta||^2"),
-        HParam("epsilon", 1e-12, Number(gt=0), "statistics start at epsilon*I"),
-        HParam("beta2", 1.0, Number(gt=0, le=1), "statistics decay (1 = running sums, as the paper)"),
-        HParam("precondition_frequency", 20, Number(integer=True, ge=1), "steps between inverse-root recomputations"),
-        HParam("start_preconditioning_step", 20, Number(integer=True, ge=1), "first step that uses the preconditioners"),
-        HParam("max_preconditioner_dim", 1024, Number(integer=True, ge=1), "dimensions above this are blocked"),
-        HParam("skip_dim_above", 4096, Number(integer=True, ge=1), "dimensions longer than this are not preconditioned"),
-        HParam("grafting", "sgd", Choice(("none", "sgd", "adagrad", "adam")), "per-block step size from this method (none = the paper)"),
-        HParam("momentum", 0.0, Number(ge=0, lt=1), "momentum on the preconditioned update"),
-        HParam("float64", True, Boolean(), "eigendecompositions in float64"),
-    ),
+    # lr and L2 first, as every method lists them, then the preconditioner's settings
+    hparams=ShampooHParams.hparams()[-2:] + ShampooConfig.hparams(),
     build=build,
 )
