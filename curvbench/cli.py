@@ -68,33 +68,7 @@ def friendly(func):
     return wrapper
 
 
-# ---- options shared by the commands that train
-def _overrides(
-    epochs, batch_size, seeds, device, threads, data_dir, no_download, sets, methods
-):
-    from curvbench.recipe import Overrides, parse_assignment
-
-    values: dict = {}
-    for text in sets or []:
-        key, value = parse_assignment(text)
-        values[key] = value
-    for flag, path in (
-        (epochs, "training.epochs"),
-        (batch_size, "training.batch_size"),
-        (device, "training.device"),
-        (threads, "training.threads"),
-        (data_dir, "task.data_dir"),
-    ):
-        if flag is not None:
-            values[path] = flag
-    if seeds:
-        values["training.seeds"] = list(seeds)
-    if no_download:
-        values["task.download"] = False
-    names = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
-    return Overrides(values, names)
-
-
+# ---- options shared by the commands that train (gathered into one recipe.RunFlags)
 EpochsOpt = typer.Option(None, "--epochs", help="Override training.epochs.", metavar="N")
 BatchOpt = typer.Option(None, "--batch-size", help="Override training.batch_size.", metavar="N")
 MethodsOpt = typer.Option(None, "--methods", help="Comma-separated method entries to run (e.g. sgd,lion).", metavar="A,B")
@@ -149,8 +123,9 @@ def train(
 
     RECIPE: a recipe name (quickstart, mnist, cifar, ...) or a path to a recipe file."""
     # check every recipe before the first run starts
-    loaded = [_load_recipe(r, epochs, batch_size, seed, device, threads, data_dir, no_download, set_, methods,
-                           experiment) for r in recipes]
+    flags = _flags(epochs=epochs, batch_size=batch_size, seeds=seed, device=device, threads=threads,
+                   data_dir=data_dir, no_download=no_download, sets=set_, methods=methods, experiment=experiment)
+    loaded = [_load_recipe(r, flags) for r in recipes]
 
     from curvbench.console import console, summary_table
     from curvbench.runner import Interrupted, run_recipe
@@ -176,27 +151,16 @@ def train(
         _fail("; ".join(f"{o.name} {describe(o)}" for o in bad), EXIT_DIVERGED)
 
 
-def _load_recipe(recipe, epochs, batch_size, seed, device, threads, data_dir, no_download, set_, methods, experiment):
+def _load_recipe(ref: str, flags, keep_methods: bool = True):
     from curvbench import recipe as recipes_mod
 
-    ov = _overrides(epochs, batch_size, seed, device, threads, data_dir, no_download, set_, methods)
-    if experiment:
-        ov.values["experiment"] = experiment
-    return recipes_mod.load(recipe, ov)
+    return recipes_mod.load(ref, flags.overrides(keep_methods))
 
 
-def _check_writable_file(path: str, flag: str) -> None:
-    """Fail now, not after an hour of training, when `path` cannot be written."""
-    import os
-    import pathlib
+def _flags(**kw):
+    from curvbench.recipe import RunFlags
 
-    p = pathlib.Path(path)
-    if p.is_dir():
-        _fail(f"{flag} {path}: is a folder; expected a file name")
-    if not p.parent.is_dir():
-        _fail(f"{flag} {path}: the folder {p.parent} does not exist")
-    if not os.access(p.parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        _fail(f"{flag} {path}: not writable")
+    return RunFlags(**kw)
 
 
 @app.command(epilog="Example: curvbench tune mnist --methods sam,lion --seeds 2 --data-dir ~/data")
@@ -232,31 +196,15 @@ def tune(
 
     RECIPE: a recipe name or path; its `search` section is the space (or --space)."""
     from curvbench import tune as tuning
-
-    if sampler not in tuning.SAMPLERS:
-        _fail(f"--sampler: unknown sampler {sampler!r}; known: {', '.join(tuning.SAMPLERS)}")
-    if pruner not in tuning.PRUNERS:
-        _fail(f"--pruner: unknown pruner {pruner!r}; known: {', '.join(tuning.PRUNERS)}")
-    if objective not in ("best", "final"):
-        _fail(f"--objective: expected best or final, got {objective!r}")
-    if seeds is not None and seeds < 1:
-        _fail(f"--seeds: expected an integer >= 1, got {seeds}")
-    if trials is not None and trials < 1:
-        _fail(f"--trials: expected an integer >= 1, got {trials}")
-    if out:
-        _check_writable_file(out, "--out")
-    if on is not None and on not in ("val", "test"):
-        _fail(f"--on: expected val or test, got {on!r}")
-    r = _load_recipe(recipe, epochs, batch_size, seed, device, threads, data_dir, no_download, set_, methods, experiment)
     from curvbench.space import parse_space_flags
 
-    spaces = parse_space_flags(space)
-    if spaces is not None:
-        from curvbench.recipe import parse
-
-        data = r.to_dict()
-        data["search"] = {**data.get("search", {}), **spaces}
-        r = parse(data, r.source)
+    tuning.check_arguments(sampler, pruner, objective, trials, seeds, on)
+    if out:
+        tuning.check_writable_file(out, "--out")
+    flags = _flags(epochs=epochs, batch_size=batch_size, seeds=seed, device=device, threads=threads,
+                   data_dir=data_dir, no_download=no_download, sets=set_, methods=methods, experiment=experiment)
+    r = _load_recipe(recipe, flags)
+    r = r.with_search(parse_space_flags(space))
     if dry_run:
         for entry, todo in tuning.dry_run(r, sampler, trials, storage, study, objective=objective, on=on, seeds=seeds):
             if isinstance(todo, str):
@@ -285,16 +233,8 @@ def tune(
     for res in results:
         console.print(tune_table(res))
         console.print(tuning.result_line(res, tracker.uri))
-    if out:
-        import pathlib
-
-        import yaml
-
-        # every entry of the recipe goes into the output, the tuned ones with their best values
-        full = _load_recipe(recipe, epochs, batch_size, seed, device, threads, data_dir, no_download, set_, None,
-                            experiment)
-        text = yaml.safe_dump(tuning.best_recipe(full, results), sort_keys=False)
-        pathlib.Path(out).write_text(f"# best hyperparameters found by curvbench tune on {r.source}\n" + text)
+    if out:  # every entry of the recipe goes into the output, the tuned ones with their best values
+        tuning.write_best_recipe(out, _load_recipe(recipe, flags, keep_methods=False), results)
         console.print(f"best hyperparameters written to {out}")
 
 
@@ -322,15 +262,13 @@ def to_target(
     """Train each method until its metric first reaches the target: training seconds, steps and epochs to it.
 
     RECIPE: a recipe name or path; its training.target is the default target."""
-    if acc is not None and not 0 < acc <= 1:
-        _fail(f"--acc: expected a number > 0 and <= 1, got {acc:g}")
-    if eval_every is not None and eval_every < 1:
-        _fail(f"--eval-every: expected an integer >= 1, got {eval_every}")
-    if seeds is not None and seeds < 1:
-        _fail(f"--seeds: expected an integer >= 1, got {seeds}")
+    from curvbench.to_target import check_arguments
+
+    check_arguments(acc, eval_every, seeds)
     seed_list = list(range(seeds)) if seeds is not None else seed
-    r = _load_recipe(recipe, max_epochs, batch_size, seed_list, device, threads, data_dir, no_download, set_, methods,
-                     experiment)
+    flags = _flags(epochs=max_epochs, batch_size=batch_size, seeds=seed_list, device=device, threads=threads,
+                   data_dir=data_dir, no_download=no_download, sets=set_, methods=methods, experiment=experiment)
+    r = _load_recipe(recipe, flags)
     from curvbench.console import console
     from curvbench.runner import Interrupted
     from curvbench.to_target import run_to_target, summary_markdown

@@ -194,6 +194,14 @@ class Recipe:
     def entry(self, name: str) -> MethodEntry:
         return next(m for m in self.methods if m.name == name)
 
+    def with_search(self, spaces: dict | None) -> "Recipe":
+        """This recipe with some entries' search spaces replaced (tune --space), checked like the recipe's own."""
+        if not spaces:
+            return self
+        data = self.to_dict()
+        data["search"] = {**data.get("search", {}), **spaces}
+        return parse(data, self.source)
+
 
 _SCHEDULE = Section(
     {
@@ -370,6 +378,42 @@ class Overrides:
         for path, value in self.values.items():
             set_path(data, path, value)
         return data
+
+
+@dataclass
+class RunFlags:
+    """The command-line options that change a recipe, shared by train, tune and to-target."""
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    seeds: list[int] | None = None
+    device: str | None = None
+    threads: int | None = None
+    data_dir: str | None = None
+    no_download: bool = False
+    sets: list[str] | None = None  # --set KEY=VALUE
+    methods: str | None = None  # --methods a,b
+    experiment: str | None = None
+
+    def overrides(self, keep_methods: bool = True) -> Overrides:
+        """The recipe changes these flags ask for (with keep_methods False: every entry of the recipe)."""
+        values: dict = {}
+        for text in self.sets or []:
+            key, value = parse_assignment(text)
+            values[key] = value
+        for flag, path in ((self.epochs, "training.epochs"), (self.batch_size, "training.batch_size"),
+                           (self.device, "training.device"), (self.threads, "training.threads"),
+                           (self.data_dir, "task.data_dir"), (self.experiment, "experiment")):
+            if flag is not None:
+                values[path] = flag
+        if self.seeds:
+            values["training.seeds"] = list(self.seeds)
+        if self.no_download:
+            values["task.download"] = False
+        names = None
+        if keep_methods and self.methods is not None:
+            names = [m.strip() for m in self.methods.split(",") if m.strip()]
+        return Overrides(values, names)
 
 
 def parse(data: Any, source: str, overrides: Overrides | None = None) -> Recipe:

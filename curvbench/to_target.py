@@ -48,6 +48,15 @@ class TargetSummary:
         return (statistics.median(vals), min(vals), max(vals)) if vals else None
 
 
+def check_arguments(acc: float | None, eval_every: int | None, seeds: int | None) -> None:
+    if acc is not None and not 0 < acc <= 1:
+        raise CurvbenchError(f"--acc: expected a number > 0 and <= 1, got {acc:g}")
+    if eval_every is not None and eval_every < 1:
+        raise CurvbenchError(f"--eval-every: expected an integer >= 1, got {eval_every}")
+    if seeds is not None and seeds < 1:
+        raise CurvbenchError(f"--seeds: expected an integer >= 1, got {seeds}")
+
+
 def first_reaching(points: list[engine.EvalPoint], key: str, target: float) -> engine.EvalPoint | None:
     return next((p for p in points if p.metrics[key] >= target), None)
 

@@ -236,6 +236,47 @@ def objective_value(outcome, key: str, objective: str) -> float | None:
     return max(curve) if objective == "best" else curve[-1]
 
 
+def check_arguments(sampler: str, pruner: str, objective: str, trials: int | None, seeds: int | None,
+                    on: str | None) -> None:
+    """The search's own flags, before anything is loaded."""
+    if sampler not in SAMPLERS:
+        raise CurvbenchError(f"--sampler: unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+    if pruner not in PRUNERS:
+        raise CurvbenchError(f"--pruner: unknown pruner {pruner!r}; known: {', '.join(PRUNERS)}")
+    if objective not in ("best", "final"):
+        raise CurvbenchError(f"--objective: expected best or final, got {objective!r}")
+    if seeds is not None and seeds < 1:
+        raise CurvbenchError(f"--seeds: expected an integer >= 1, got {seeds}")
+    if trials is not None and trials < 1:
+        raise CurvbenchError(f"--trials: expected an integer >= 1, got {trials}")
+    if on is not None and on not in ("val", "test"):
+        raise CurvbenchError(f"--on: expected val or test, got {on!r}")
+
+
+def check_writable_file(path: str, flag: str) -> None:
+    """Fail now, not after an hour of training, when `path` cannot be written."""
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        raise CurvbenchError(f"{flag} {path}: is a folder; expected a file name")
+    if not p.parent.is_dir():
+        raise CurvbenchError(f"{flag} {path}: the folder {p.parent} does not exist")
+    if not os.access(p.parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise CurvbenchError(f"{flag} {path}: not writable")
+
+
+def write_best_recipe(path: str, recipe: Recipe, results: list[TuneResult]) -> None:
+    """A recipe runnable as it is: every entry of `recipe`, the tuned ones with their best hyperparameters."""
+    from pathlib import Path
+
+    import yaml
+
+    text = yaml.safe_dump(best_recipe(recipe, results), sort_keys=False)
+    Path(path).write_text(f"# best hyperparameters found by curvbench tune on {recipe.source}\n" + text)
+
+
 def tune(
     recipe: Recipe,
     tracker,
