@@ -380,7 +380,8 @@ def ui(
             _fail(f"--port {port}: 127.0.0.1:{port} cannot be used ({e.strerror}); choose another with --port")
     uri = resolve_uri(tracking_uri)
     check_tracking_uri(uri)
-    typer.echo(f"MLflow UI for {mask(uri)} at http://127.0.0.1:{port}")
+    # MLflow 3's UI remembers a GenAI or model-training view per browser; this link opens the model-training one
+    typer.echo(f"MLflow UI for {mask(uri)} at http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
     # the server and its workers in a process group of their own: Ctrl-C or SIGTERM stops all of them
     server = subprocess.Popen(cmd, start_new_session=True)
