@@ -102,8 +102,10 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
     runs = []
     for r in _search_all(client, exp_ids, " and ".join(filters)):
         tags = r.data.tags
-        if tags.get(record.KIND) in record.PARENT_KINDS or record.TRAIN_LOSS not in r.data.metrics:
+        if tags.get(record.KIND) in record.PARENT_KINDS:
             continue
+        if record.TRAIN_LOSS not in r.data.metrics and r.info.status != "FAILED":
+            continue  # nothing to show (a run that diverged before its first epoch ended still counts, as diverged)
         if r.info.status in ("RUNNING", "SCHEDULED", "KILLED"):
             continue  # still going, orphaned or interrupted: its curves are incomplete
         if task and tags.get(record.TASK) != task:  # compared here, not in MLflow's filter: any text is safe
@@ -248,6 +250,7 @@ class Row:
     method: str = "?"
     tuned: bool = False  # the best trial of a search, not a run of its own
     sec_per_step: float | None = None  # training seconds / steps, mean over the runs
+    failed: int = 0  # runs of the row that diverged
 
 
 def _mean(xs):
@@ -286,7 +289,8 @@ def summarise(runs: list[RunData]) -> list[Row]:
                         _stat([r.metrics[record.TIME_TO_TARGET] for r in hit]),
                         _stat([r.metrics[record.EPOCHS_TO_TARGET] for r in hit]),
                         f"{len(hit)}/{len(aimed)}" if aimed else "", None, metric, rs[0].method,
-                        rs[0].study is not None, _mean([_sec_per_step(r) for r in rs])))
+                        rs[0].study is not None, _mean([_sec_per_step(r) for r in rs]),
+                        sum(r.status == "FAILED" for r in rs)))
     # step time relative to SGD, within runs measured alike: searches' best trials against SGD's best trial,
     # the other runs against the other SGD runs (a search and a later comparison ran under different loads).
     # Seconds per step = training seconds / steps, so runs stopped inside an epoch (at a target) count right.
@@ -312,6 +316,10 @@ def _ft(st, fmt="{:.2f}"):
     return "not reached" if st is None else f"{fmt.format(st[0])} [{fmt.format(st[1])}, {fmt.format(st[2])}]"
 
 
+def _runs(r: Row) -> str:
+    return f"{r.runs} ({r.failed} diverged)" if r.failed else str(r.runs)
+
+
 def markdown_table(rows: list[Row]) -> str:
     head = ("| task | method | runs | best test acc | final test acc | s/epoch | total train s | "
             "time to target s | epochs to target | step time / SGD |")
@@ -321,7 +329,7 @@ def markdown_table(rows: list[Row]) -> str:
         ett = _ft(r.ett) if r.reached else "-"
         if r.reached:
             ttt += f" ({r.reached})"
-        lines.append(f"| {r.task} | {r.entry} | {r.runs} | {_f(r.best)} | {_f(r.final)} | {_f(r.sec_per_epoch, '{:.2f}')} | "
+        lines.append(f"| {r.task} | {r.entry} | {_runs(r)} | {_f(r.best)} | {_f(r.final)} | {_f(r.sec_per_epoch, '{:.2f}')} | "
                      f"{_f(r.total, '{:.1f}')} | {ttt} | {ett} | {_f(r.ratio_sgd, '{:.2f}')} |")
     return "\n".join(lines) + "\n"
 
@@ -355,11 +363,11 @@ def _curve_figure(runs, task, key, ylabel, path) -> str:
 
     by_entry, diverged = defaultdict(list), set()
     for r in runs:
+        if r.task == task and r.status == "FAILED":
+            diverged.add(r.label or r.entry)
         if r.task == task and r.curves.get(key):
-            label = r.label or r.entry
-            if r.status == "FAILED":
-                diverged.add(label)
-            by_entry[label].append(dict(r.curves[key]))
+            by_entry[r.label or r.entry].append(dict(r.curves[key]))
+    never_drawn = sorted(diverged - set(by_entry))  # diverged before they logged a value
     loss = key.endswith("loss")
     fig, ax = plt.subplots(figsize=(6.5 if len(by_entry) <= 5 else 8.5, 4))
     banded, left_out = False, []
@@ -389,9 +397,9 @@ def _curve_figure(runs, task, key, ylabel, path) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     caption = f"{task}: {ylabel} per epoch, mean over seeds" + (f"; {BAND}" if banded else "")
-    if left_out:
-        caption += f"; left out (diverged): {', '.join(left_out)}"
-    elif diverged:
+    if left_out or never_drawn:
+        caption += f"; left out (diverged): {', '.join(left_out + never_drawn)}"
+    if diverged - set(left_out) - set(never_drawn):
         caption += "; dashed with an x: diverged runs, up to their last epoch"
     return caption
 
@@ -529,7 +537,7 @@ def _html(rows, figures, n, found=(), captions=None, notes=(), search_note="", g
         "task", "method", "runs", "best test acc", "final test acc", "s/epoch", "total train s", "time to target s",
         "epochs to target", "step time / SGD")) + "</tr>"]
     for r in rows:
-        cells = [r.task, r.entry, r.runs, _f(r.best), _f(r.final), _f(r.sec_per_epoch, "{:.2f}"), _f(r.total, "{:.1f}"),
+        cells = [r.task, r.entry, _runs(r), _f(r.best), _f(r.final), _f(r.sec_per_epoch, "{:.2f}"), _f(r.total, "{:.1f}"),
                  (_ft(r.ttt) + f" ({r.reached})") if r.reached else "-", _ft(r.ett) if r.reached else "-",
                  _f(r.ratio_sgd, "{:.2f}")]
         table.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")

@@ -189,3 +189,20 @@ def test_figures_read_well_with_a_diverged_run_and_the_html_keeps_the_explanatio
     assert "A row holds runs that differ only in their seed" in html and "generated 20" in html
     assert "<figcaption>mnist: test loss per epoch" in html and "<figcaption>mnist_test_loss" not in html
     assert "lion" in {r.entry for r in rows}  # the table still lists it, with its numbers
+
+
+def test_a_run_that_diverged_before_its_first_epoch_ended_is_still_counted(store):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    uri, tmp = store
+    tracker = Tracker(uri)
+    bad = tracker.start("mnist", "lion lr=10 s0", {"methods.lion.lr": 10, "training.batch_size": 100},
+                        {"task": "mnist", "method": "lion", "entry": "lion", "seed": 0})
+    bad.end("FAILED", "diverged: loss exploded to 7.3e+10")  # no metric logged at all
+    rows, _ = write_report(collect(tracker.client, task="mnist"), tmp / "early")
+    [lion] = [r for r in rows if r.method == "lion"]
+    assert lion.failed == 1 and lion.best is None
+    md = (tmp / "early" / "report.md").read_text()
+    assert "| mnist | lion | 1 (1 diverged) | - |" in md
+    assert "left out (diverged): lion" in md
