@@ -129,13 +129,13 @@ def test_unrolled_lstm_is_the_same_function_as_nn_lstm():
 
 def test_kfac_lstm_factors_treat_time_steps_as_independent_samples(conll_dir):
     """hh's factors from an explicit loop over sentences and time steps, real tokens only."""
-    from curvbench.methods.kfac import KFAC
+    from curvbench.methods.kfac import KFAC, recurrent_blocks
 
     task = load_task(conll_recipe(conll_dir), torch.device("cpu"))
     torch.manual_seed(1)
     model = LSTMTagger(len(task.vocab.words), len(task.vocab.tags), 8, 6, 4, unrolled=True).double()
     opt = KFAC(model, task.fisher_loss, momentum=0, factor_every=1, inverse_every=1, fisher="empirical",
-               extra_blocks=model.kfac_blocks())
+               extra_blocks=recurrent_blocks(model.recurrent_layers()))
     b = task._batch(task.splits["train"], torch.arange(5))
     # explicit: one sentence at a time (no padding at all), the forward direction's hh layer
     d = model.lstm.directions[0]

@@ -360,10 +360,35 @@ class KFAC(torch.optim.Optimizer):
         return loss
 
 
+class _StepObserver:
+    """Attached to a recurrent direction: forwards each time step of its per-step layers to their blocks."""
+
+    def __init__(self, blocks: dict[str, "StepLinearBlock"]):
+        self.blocks = blocks
+
+    def active(self) -> bool:
+        return any(b.capturing() for b in self.blocks.values())
+
+    def save(self, layer: str, x: torch.Tensor, out: torch.Tensor, mask: torch.Tensor | None) -> None:
+        self.blocks[layer].save(x, out, mask)
+
+
+def recurrent_blocks(layers) -> list[LayerBlock]:
+    """Blocks for an unrolled recurrent network (its `recurrent_layers()`): a Linear block for each layer applied
+    to all time steps at once, a per-time-step block for each layer inside the loop, fed by a step observer."""
+    blocks: list[LayerBlock] = []
+    for group in layers:
+        whole = [LinearBlock(f"{group.name}.{k}", m) for k, m in group.whole.items()]
+        steps = {k: StepLinearBlock(f"{group.name}.{k}", m) for k, m in group.per_step.items()}
+        group.owner.step_observer = _StepObserver(steps)
+        blocks += whole + list(steps.values())
+    return blocks
+
+
 def build(ctx: BuildContext, hp: dict):
     extra = []
-    if hasattr(ctx.model, "kfac_blocks"):  # models with layers K-FAC reaches in their own way (the LSTM)
-        extra = ctx.model.kfac_blocks()
+    if hasattr(ctx.model, "recurrent_layers"):  # layers K-FAC reaches through the model's loop (the LSTM)
+        extra = recurrent_blocks(ctx.model.recurrent_layers())
     return KFAC(
         ctx.model,
         ctx.task.fisher_loss,

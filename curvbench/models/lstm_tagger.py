@@ -7,6 +7,8 @@ Johnson 2018)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -37,8 +39,9 @@ class LSTMTagger(nn.Module):
             h = self.lstm(x, mask)
         return self.out(h)  # (batch, time, tags)
 
-    def kfac_blocks(self) -> list:
-        return self.lstm.kfac_blocks("lstm") if isinstance(self.lstm, UnrolledLSTMP) else []
+    def recurrent_layers(self) -> list:
+        """The unrolled LSTM's layers by how they are applied (see RecurrentLayers); none for nn.LSTM."""
+        return self.lstm.recurrent_layers("lstm") if isinstance(self.lstm, UnrolledLSTMP) else []
 
 
 class _Direction(nn.Module):
@@ -50,14 +53,16 @@ class _Direction(nn.Module):
         self.hh = nn.Linear(proj, 4 * hidden)  # once per time step
         self.hr = nn.Linear(hidden, proj, bias=False)  # once per time step
         self.hidden, self.proj, self.reverse = hidden, proj, reverse
-        self.kfac_hh = self.kfac_hr = None  # K-FAC's per-time-step blocks of hh and hr, once K-FAC is attached
+        # whoever wants each time step's inputs and outputs of hh and hr (K-FAC's statistics): an object with
+        # active() and save(layer, input, output, mask), attached from outside; the model knows nothing more of it
+        self.step_observer = None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         batch, steps, _ = x.shape
         pre = self.ih(x)  # (batch, time, 4H)
         r = x.new_zeros(batch, self.proj)
         c = x.new_zeros(batch, self.hidden)
-        record = self.kfac_hh is not None and self.kfac_hh.capturing()
+        record = self.step_observer is not None and self.step_observer.active()
         outs = [None] * steps
         order = range(steps - 1, -1, -1) if self.reverse else range(steps)
         for t in order:
@@ -67,9 +72,9 @@ class _Direction(nn.Module):
             c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h_new = torch.sigmoid(o) * torch.tanh(c_new)
             r_new = self.hr(h_new)
-            if record:  # K-FAC: each time step is one more sample of hh's and hr's inputs and outputs
-                self.kfac_hh.save(r, z_hh, mask[:, t])
-                self.kfac_hr.save(h_new, r_new, mask[:, t])
+            if record:  # each time step is one more sample of hh's and hr's inputs and outputs
+                self.step_observer.save("hh", r, z_hh, mask[:, t])
+                self.step_observer.save("hr", h_new, r_new, mask[:, t])
             c = torch.where(m, c_new, c)  # padding leaves the state as it was (matters for the reverse pass)
             r = torch.where(m, r_new, r)
             outs[t] = torch.where(m, r_new, torch.zeros_like(r_new))
@@ -98,13 +103,18 @@ class UnrolledLSTMP(nn.Module):
                 d.hh.bias.copy_(getattr(lstm, "bias_hh" + sfx))
                 d.hr.weight.copy_(getattr(lstm, "weight_hr" + sfx))
 
-    def kfac_blocks(self, prefix: str) -> list:
-        from curvbench.methods.kfac import LinearBlock, StepLinearBlock
+    def recurrent_layers(self, prefix: str) -> list["RecurrentLayers"]:
+        return [RecurrentLayers(f"{prefix}.{'bwd' if d.reverse else 'fwd'}", d, {"ih": d.ih}, {"hh": d.hh, "hr": d.hr})
+                for d in self.directions]
 
-        blocks = []
-        for d in self.directions:
-            name = f"{prefix}.{'bwd' if d.reverse else 'fwd'}"
-            d.kfac_hh, d.kfac_hr = StepLinearBlock(f"{name}.hh", d.hh), StepLinearBlock(f"{name}.hr", d.hr)
-            # ih sees (batch, time, features) at once: its rows are the real time steps
-            blocks += [LinearBlock(f"{name}.ih", d.ih), d.kfac_hh, d.kfac_hr]
-        return blocks
+
+@dataclass
+class RecurrentLayers:
+    """The Linear layers of one direction by how they are applied: `whole` to every time step at once (inputs of
+    shape (batch, time, features)), `per_step` once per time step inside the loop, reported to the direction's
+    step_observer. What an optimizer that needs per-layer statistics (K-FAC) reads; no optimizer is named here."""
+
+    name: str
+    owner: nn.Module  # the direction, whose step_observer receives each step of the per-step layers
+    whole: dict
+    per_step: dict
