@@ -120,7 +120,8 @@ def build_optimizer(task, model, entry, steps_per_epoch: int, epochs: int, seed:
     opt = spec.build(ctx, entry.hparams)
     for g in opt.param_groups:
         g.setdefault("initial_lr", g["lr"])
-    coupled_by_engine = spec.regularisation == COUPLED and not spec.adds_l2
+    regularisation = entry.hparams.get("regularisation", spec.regularisation)  # an imported class's entry says
+    coupled_by_engine = regularisation == COUPLED and not spec.adds_l2
     l2 = entry.hparams.get("weight_decay", 0.0) if coupled_by_engine else 0.0
     return opt, l2
 
@@ -144,11 +145,20 @@ def make_closure(model, task, opt, batch, params: list[torch.Tensor], l2: float)
     return closure
 
 
-def evaluate(task, model, splits: list[str]) -> dict[str, float]:
-    out = {}
-    for split in splits:
-        for k, v in task.evaluate(model, split).items():
-            out[record.split_metric(split, k)] = v
+def evaluate(task, model, splits: list[str], opt=None) -> dict[str, float]:
+    """The task's metrics on each split. An optimizer with train()/eval() modes (Schedule-Free keeps its
+    evaluation weights apart) is switched to eval() for it and back."""
+    modes = opt is not None and callable(getattr(opt, "eval", None)) and callable(getattr(opt, "train", None))
+    if modes:
+        opt.eval()
+    try:
+        out = {}
+        for split in splits:
+            for k, v in task.evaluate(model, split).items():
+                out[record.split_metric(split, k)] = v
+    finally:
+        if modes:
+            opt.train()
     return out
 
 
@@ -216,7 +226,7 @@ def train(
                 if eval_schedule and step % eval_schedule.every == 0:
                     watch.stop()
                     point = EvalPoint(step, step / steps_per_epoch, watch.total,
-                                      evaluate(task, model, [eval_schedule.split]))
+                                      evaluate(task, model, [eval_schedule.split], opt))
                     if eval_schedule.stop(point):
                         result.stopped_early = True
                         break
@@ -228,7 +238,7 @@ def train(
             metrics = {record.TRAIN_LOSS: train_loss, record.LR: lr, record.STEPS: step, record.TRAIN_SECONDS: watch.total}
             if batches == steps_per_epoch:  # a whole epoch: its time is an epoch time
                 metrics[record.EPOCH_SECONDS] = watch.total - epoch_start
-            metrics.update(evaluate(task, model, training.eval_splits))
+            metrics.update(evaluate(task, model, training.eval_splits, opt))
             epoch_record = EpochRecord(epoch + 1, step, metrics)
             result.epochs.append(epoch_record)
             result.steps, result.train_seconds = step, watch.total

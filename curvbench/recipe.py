@@ -327,12 +327,19 @@ def _methods(value: Any) -> list[MethodEntry]:
         if not isinstance(hp, dict):
             raise Invalid(f"expected a mapping of hyperparameters, got {describe(hp)}", name)
         hp = dict(hp)
-        method = hp.pop("method", name)
+        method = str(hp.pop("method", name))
+        where = f"{name}.method" if "method" in (value[name] or {}) else name
         if method not in known:
-            where = f"{name}.method" if "method" in (value[name] or {}) else name
-            raise Invalid(f"unknown method {describe(method)}; known methods: {', '.join(known)}", where)
+            from curvbench.methods import external
+
+            if not external.looks_like_import_path(method):
+                raise Invalid(f"unknown method {describe(method)}; known methods: {', '.join(known)}", where)
         try:
-            out.append(MethodEntry(name, method, known[method].resolve(hp)))
+            spec = registry.get(method)
+        except CurvbenchError as e:
+            raise Invalid(str(e), where) from None
+        try:
+            out.append(MethodEntry(name, method, spec.resolve(hp)))
         except Invalid as e:
             raise Invalid(e.message, f"{name}.{e.path}") from None
     return out

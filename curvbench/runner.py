@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from curvbench import __version__, engine
+from curvbench import __version__, engine, methods
 from curvbench.errors import interruption
 from curvbench.recipe import Recipe
 from curvbench.timing import resolve_device, set_threads
@@ -64,7 +64,6 @@ def display_name(recipe: Recipe, entry, seed: int, shown: dict | None = None, su
     hyperparameters it sets away from the method's defaults (or `shown`, the ones a search varies), the seed,
     then `suffix` (a trial number, a target). Runs that differ in any of these have different names; the
     task comes first only when the experiment is not named after it."""
-    from curvbench import methods
 
     if shown is None:
         defaults = methods.get(entry.method).defaults()
@@ -136,7 +135,11 @@ def run_one(
             "threads": torch.get_num_threads(),
             **(extra_tags or {}),
         }
-        run = tracker.start(experiment_name(recipe), name, flatten(resolved), tags, parent_run_id)
+        params = flatten(resolved)
+        spec = methods.get(entry.method)
+        if spec.source != "built-in":  # an imported class: which code, which version
+            params.update({"method_class": spec.source, "method_version": spec.version or "unknown"})
+        run = tracker.start(experiment_name(recipe), name, params, tags, parent_run_id)
         run.log_text(yaml.safe_dump(resolved, sort_keys=False), "recipe.yaml")
     outcome = RunOutcome(name, entry.name, entry.method, seed, engine.FAILED, run_id=run and run.run_id)
     relay = _Relay(run, reporter, name, recipe.training.epochs, epoch_hook)

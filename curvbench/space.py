@@ -29,9 +29,11 @@ def check_search(value: Any, names: dict[str, str]) -> dict:
     out: dict = {}
     for entry, space in value.items():
         method = names.get(entry, entry)
-        if method not in registry.registry():
-            raise Invalid(f"unknown method {describe(entry)}; known methods: {', '.join(registry.registry())}", entry)
-        spec = registry.get(method)
+        try:
+            spec = registry.get(method)
+        except CurvbenchError:
+            raise Invalid(f"unknown method {describe(entry)}; known methods: {', '.join(registry.registry())}",
+                          entry) from None
         if not isinstance(space, dict):
             raise Invalid(f"expected a mapping of hyperparameters to values or ranges, got {describe(space)}", entry)
         hps = {h.name: h for h in spec.hparams}

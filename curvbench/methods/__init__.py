@@ -22,9 +22,15 @@ def registry() -> dict[str, MethodSpec]:
 
 
 def get(name: str) -> MethodSpec:
+    """A registered method, or any importable torch optimizer class named by its path (methods/external.py)."""
     from curvbench.errors import CurvbenchError
 
     reg = registry()
-    if name not in reg:
-        raise CurvbenchError(f"unknown method {name!r}; known methods: {', '.join(reg)}")
-    return reg[name]
+    if name in reg:
+        return reg[name]
+    from curvbench.methods import external
+
+    if external.looks_like_import_path(name):
+        return external.spec_for(name)
+    raise CurvbenchError(f"unknown method {name!r}; known methods: {', '.join(reg)}, or a class's import path "
+                         f"(torch.optim.RAdam, my_pkg.opt:MyOptimizer)")

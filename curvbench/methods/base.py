@@ -42,6 +42,9 @@ class MethodSpec:
     adds_l2: bool = False
     # checks across hyperparameters (nesterov needs momentum): raises Invalid naming the field
     validate: Callable[[dict], None] | None = None
+    source: str = "built-in"  # where the method comes from: built-in, or the import path of its class
+    version: str | None = None  # the installed version of the package that provides it (imported methods)
+    open_keywords: bool = False  # the constructor takes **kwargs: keys beyond hparams pass through unchecked
 
     def defaults(self) -> dict:
         return {h.name: h.default for h in self.hparams}
@@ -51,7 +54,7 @@ class MethodSpec:
         given = dict(given or {})
         known = {h.name: h for h in self.hparams}
         for key in given:
-            if key not in known:
+            if key not in known and not self.open_keywords:
                 raise Invalid(
                     f"unknown hyperparameter {key!r} for {self.name}; accepted: {', '.join(known)}", str(key)
                 )
@@ -64,6 +67,7 @@ class MethodSpec:
                     raise Invalid(e.message, h.name) from None
             else:
                 out[h.name] = h.default
+        out.update({k: v for k, v in given.items() if k not in known})  # open keywords only (checked above)
         if self.validate is not None:
             self.validate(out)
         return out
