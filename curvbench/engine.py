@@ -11,8 +11,8 @@ import torch
 from curvbench import methods
 from curvbench.methods.base import COUPLED, BuildContext
 from curvbench.schedules import lr_factor
-from curvbench.timing import Stopwatch, configure_cpu
 from curvbench import record
+from curvbench.timing import Stopwatch, configure_cpu
 
 FINISHED, DIVERGED, KILLED, FAILED = "FINISHED", "DIVERGED", "KILLED", "FAILED"
 
@@ -245,9 +245,8 @@ def train(
             cb.on_epoch_end(epoch_record)
             if result.stopped_early:
                 break
-    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the caller ends the run; it gets the time and steps so far
-        watch.stop() if watch.running else None
-        result.status, result.steps, result.train_seconds = KILLED, step, watch.total
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the caller ends the run; `finally` fills in its time
+        result.status = KILLED
         e.partial_result = result
         raise
     except StopTraining as e:
