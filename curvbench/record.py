@@ -44,6 +44,7 @@ KIND = "kind"  # what produced the run: one of the KINDS below (absent: a plain 
 OUTCOME = "outcome"  # finished, diverged, stopped early
 STATUS_REASON = "status_reason"  # why a run ended as FAILED or KILLED
 PARENT = "mlflow.parentRunId"
+HOST, PID = "curvbench.host", "curvbench.pid"  # the process that runs a run or a trial (tags; trial user attrs)
 # tags of trials and to-target runs
 TRIAL, STUDY = "trial", "study"
 TARGET, TARGET_REACHED = "target", "target_reached"

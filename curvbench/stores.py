@@ -124,6 +124,13 @@ def check_server(url: str, label: str) -> None:
                              f"is `mlflow server` running there?") from None
 
 
+def _check_sqlite_url(url: str, label: str, write: bool = True) -> None:
+    path = sqlite_path(url)
+    if path is None:
+        raise CurvbenchError(f"{label} {mask(url)}: expected sqlite:///PATH (three slashes, then the file)")
+    check_sqlite(path, label, url, write)
+
+
 def check_tracking_uri(url: str, write: bool = True) -> None:
     label = "tracking store"
     scheme = scheme_of(url)
@@ -131,10 +138,7 @@ def check_tracking_uri(url: str, write: bool = True) -> None:
         raise CurvbenchError(f"{label} {mask(url)}: not a URL; expected sqlite:///PATH, http(s)://HOST:PORT, "
                              f"postgresql://... or a folder")
     if scheme == "sqlite":
-        path = sqlite_path(url)
-        if path is None:
-            raise CurvbenchError(f"{label} {mask(url)}: expected sqlite:///PATH (three slashes, then the file)")
-        check_sqlite(path, label, url, write)
+        _check_sqlite_url(url, label, write)
     elif scheme in ("http", "https"):
         check_server(url, label)
     elif scheme.split("+")[0] in DB_SCHEMES:
@@ -152,10 +156,7 @@ def check_study_storage(url: str) -> None:
     label = "study storage"
     scheme = scheme_of(url)
     if scheme == "sqlite":
-        path = sqlite_path(url)
-        if path is None:
-            raise CurvbenchError(f"{label} {mask(url)}: expected sqlite:///PATH (three slashes, then the file)")
-        check_sqlite(path, label, url)
+        _check_sqlite_url(url, label)
     elif scheme.split("+")[0] in DB_SCHEMES:
         check_database(url, label)
     else:

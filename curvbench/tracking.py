@@ -1,7 +1,6 @@
 """MLflow tracking: where the store is, experiments, runs, per-epoch metrics in one call, honest end states."""
 
 from __future__ import annotations
-from curvbench import record
 
 import contextlib
 import os
@@ -10,17 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from curvbench import record
+from curvbench.stores import sqlite_path as _sqlite_path
+
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # relative to the working directory
 
 
 def resolve_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///") :].split("?", 1)[0])
-    return None
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
@@ -152,14 +148,11 @@ class Tracker:
         return TrackedRun(self.client, run_id)
 
 
-HOST_TAG, PID_TAG = "curvbench.host", "curvbench.pid"
-
-
 def owner_tags() -> dict[str, str]:
-    """Which process runs a run: a later command on the same host can tell whether it is still alive."""
+    """Which process runs a run (or a trial): a later command on the same host can tell whether it lives."""
     import socket
 
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    return {record.HOST: socket.gethostname(), record.PID: str(os.getpid())}
 
 
 def process_alive(pid: int) -> bool:
@@ -182,14 +175,14 @@ def end_orphaned_runs(client) -> list[str]:
         exps = [e.experiment_id for e in client.search_experiments()]
         if not exps:
             return []
-        runs = client.search_runs(exps, f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+        runs = client.search_runs(exps, f"attributes.status = 'RUNNING' and tags.`{record.HOST}` = '{host}'",
                                   max_results=1000)
     except Exception:  # noqa: BLE001 - a store that cannot be searched is reported by the command's own calls
         return []
     ended = []
     for r in runs:
         try:
-            pid = int(r.data.tags.get(PID_TAG, ""))
+            pid = int(r.data.tags.get(record.PID, ""))
         except ValueError:
             continue
         if pid == os.getpid() or process_alive(pid):

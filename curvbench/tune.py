@@ -20,9 +20,9 @@ from curvbench.errors import CurvbenchError
 from curvbench.recipe import MethodEntry, Recipe
 from curvbench.runner import Interrupted, display_name, experiment_name, load_task, run_one
 from curvbench.timing import resolve_device, set_threads
-from curvbench.tracking import TrackedRun, owner_tags, process_alive, sqlite_lock
 from curvbench import record
 from curvbench import space as spaces_mod
+from curvbench.tracking import TrackedRun, owner_tags, process_alive, sqlite_lock
 
 SAMPLERS = ("grid", "random", "halton", "tpe")
 PRUNERS = ("none", "median", "halving")
@@ -100,8 +100,8 @@ def fail_dead_trials(study) -> list[int]:
 
     host, dead = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") == host and pid and pid != os.getpid() and not process_alive(int(pid)):
+        pid = t.user_attrs.get(record.PID)
+        if t.user_attrs.get(record.HOST) == host and pid and int(pid) != os.getpid() and not process_alive(int(pid)):
             study._storage.set_trial_user_attr(t._trial_id, "reason", f"its process (pid {pid} on {host}) died")
             study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
             dead.append(t.number)
@@ -115,7 +115,7 @@ def held_elsewhere(study) -> list[str]:
 
     host, out = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        where, pid = t.user_attrs.get("host", "?"), t.user_attrs.get("pid", "?")
+        where, pid = t.user_attrs.get(record.HOST, "?"), t.user_attrs.get(record.PID, "?")
         if where == host:
             state = "running" if pid != "?" and process_alive(int(pid)) else "its process is gone: rerun by the next tune"
         else:
@@ -255,7 +255,6 @@ def check_arguments(sampler: str, pruner: str, objective: str, trials: int | Non
 
 def check_writable_file(path: str, flag: str) -> None:
     """Fail now, not after an hour of training, when `path` cannot be written."""
-    import os
     from pathlib import Path
 
     p = Path(path)
@@ -325,9 +324,8 @@ def tune(
         check_fingerprint(study, fingerprint(recipe, entry, space, objective, key, run_seeds), storage)
         points = spaces_mod.grid_points(space) if sampler == "grid" else None
         budget = trials if trials is not None else (len(points) if points is not None else 20)
-        if not isinstance(store, str):
-            optuna.storages.fail_stale_trials(study)  # trials of processes that died: FAIL, so their points rerun
-            fail_dead_trials(study)  # ... at once when the process was on this host
+        optuna.storages.fail_stale_trials(study)  # trials of processes that died: FAIL, so their points rerun
+        fail_dead_trials(study)  # ... at once when the process was on this host
         parent = None
         if tracker is not None:
             parent = _study_parent(tracker, study, storage, recipe, entry, {
@@ -343,10 +341,10 @@ def tune(
             return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
         def status() -> None:
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            finished, running = done(), len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             scored = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                       if t.value is not None]
-            reporter.search_status(entry.name, done(), running, max(0, budget - done() - running),
+            reporter.search_status(entry.name, finished, running, max(0, budget - finished - running),
                                    max(scored) if scored else None)
 
         try:
@@ -357,8 +355,8 @@ def tune(
                     if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                         break  # every point is finished or being run by another process
                 trial = study.ask()
-                trial.set_user_attr("host", socket.gethostname())
-                trial.set_user_attr("pid", os.getpid())
+                for attr, value in owner_tags().items():  # who runs it: a dead worker's trial is failed at once
+                    trial.set_user_attr(attr, value)
                 if points is not None and not _fixed_params(study, trial):
                     trial.set_user_attr("reason", "no grid point left")  # another process took the last one
                     study.tell(trial, state=TrialState.FAIL)
@@ -406,11 +404,11 @@ def _run_trial(recipe, task, entry, params, trial, study, device, tracker, repor
     seeds = seeds or [recipe.training.seeds[0]]
     trial_entry = MethodEntry(entry.name, entry.method, {**entry.hparams, **params})
 
-    def prune_check(record):
-        if key in record.metrics:
-            trial.report(record.metrics[key], record.epoch)
+    def prune_check(epoch_record):
+        if key in epoch_record.metrics:
+            trial.report(epoch_record.metrics[key], epoch_record.epoch)
             if trial.should_prune():
-                raise engine.StopTraining(f"pruned after epoch {record.epoch}")
+                raise engine.StopTraining(f"pruned after epoch {epoch_record.epoch}")
 
     scores, run_ids = [], []
     for i, seed in enumerate(seeds):

@@ -235,6 +235,7 @@ def test_a_worker_that_finishes_while_another_holds_a_point_says_its_result_is_p
     its result, table and parent say the search is partial, naming the trial and who holds it."""
     import socket
 
+    from curvbench import record
     from curvbench.console import tune_table
     from curvbench.space import grid_points
     from curvbench.tune import open_storage
@@ -246,8 +247,8 @@ def test_a_worker_that_finishes_while_another_holds_a_point_says_its_result_is_p
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         held = study.ask()  # the other worker's trial, RUNNING
-        held.set_user_attr("host", socket.gethostname())
-        held.set_user_attr("pid", other.pid)
+        held.set_user_attr(record.HOST, socket.gethostname())  # as a worker marks the trial it runs
+        held.set_user_attr(record.PID, str(other.pid))
         [res] = tune(r, Tracker(tracking_uri), QuietReporter(), "grid", storage=storage)
     finally:
         other.kill()
