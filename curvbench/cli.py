@@ -35,9 +35,6 @@ def friendly(func):
         import os
         import signal
 
-        if os.environ.get("CURVBENCH_DEBUG"):
-            return func(*args, **kwargs)
-
         from curvbench.errors import CurvbenchError
 
         def terminate(signum, frame):  # a kill ends the current run as KILLED, exactly as Ctrl-C does
@@ -46,6 +43,8 @@ def friendly(func):
             raise Terminated(signal.Signals(signum).name)
 
         signal.signal(signal.SIGTERM, terminate)
+        if os.environ.get("CURVBENCH_DEBUG"):  # tracebacks as they are
+            return func(*args, **kwargs)
         try:
             return func(*args, **kwargs)
         except CurvbenchError as e:
