@@ -55,6 +55,16 @@ def mlp():
     return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
 
 
+def through_engine(methods: dict, batches):
+    """A fresh mlp() stepped on `batches` by the recipe entry's optimizer, with the closure the engine builds."""
+    model = mlp()
+    [entry] = parse(methods).methods
+    opt, l2 = engine.build_optimizer(TinyTask(), model, entry, 10, 1, 0)
+    for b in batches:
+        opt.step(engine.make_closure(model, TinyTask(), opt, b, list(model.parameters()), l2))
+    return model
+
+
 def test_bad_entries_are_refused_before_training_naming_the_field():
     with pytest.raises(CurvbenchError, match=r"methods\.radam\.lrr: unknown hyperparameter 'lrr' for torch\.optim\.RAdam"):
         parse({"radam": {"method": "torch.optim.RAdam", "lrr": 0.1}})
@@ -87,11 +97,7 @@ def test_a_closure_optimizer_gets_the_engines_closure_over_several_steps():
             loss.backward()
             return loss
         by_hand.step(closure)
-    model = mlp()
-    [entry] = parse({"lbfgs": {"method": "torch.optim.LBFGS", "lr": 0.5, "max_iter": 5}}).methods
-    opt, l2 = engine.build_optimizer(TinyTask(), model, entry, 10, 1, 0)
-    for b in batches:
-        opt.step(engine.make_closure(model, TinyTask(), opt, b, list(model.parameters()), l2))
+    model = through_engine({"lbfgs": {"method": "torch.optim.LBFGS", "lr": 0.5, "max_iter": 5}}, batches)
     for p, q in zip(model.parameters(), ref.parameters()):
         torch.testing.assert_close(p, q)
 
@@ -105,11 +111,7 @@ def test_a_step_without_closure_gets_fresh_gradients_every_step():
         with torch.no_grad():
             for p in ref.parameters():
                 p -= 0.05 * p.grad
-    model = mlp()
-    [entry] = parse({"plain": {"method": "test_external_methods:PlainStep", "lr": 0.05}}).methods
-    opt, l2 = engine.build_optimizer(TinyTask(), model, entry, 10, 1, 0)
-    for b in batches:
-        opt.step(engine.make_closure(model, TinyTask(), opt, b, list(model.parameters()), l2))
+    model = through_engine({"plain": {"method": "test_external_methods:PlainStep", "lr": 0.05}}, batches)
     for p, q in zip(model.parameters(), ref.parameters()):
         torch.testing.assert_close(p, q)
 

@@ -171,16 +171,23 @@ def test_a_row_holds_one_configuration_and_one_protocol(store):
     assert lion["lion (lr=10.0)"].ratio_sgd == pytest.approx(0.2 / sgd.sec_per_step)
 
 
-def test_figures_read_well_with_a_diverged_run_and_the_html_keeps_the_explanations(store):
+def diverged_lion(uri: str, metrics: dict) -> Tracker:
+    """A Lion run at lr 10 in the store that ended FAILED (diverged) after logging `metrics` at epoch 1."""
     import matplotlib
 
     matplotlib.use("Agg")
-    uri, tmp = store
     tracker = Tracker(uri)
     bad = tracker.start("mnist", "lion lr=10 s0", {"methods.lion.lr": 10, "training.batch_size": 100},
                         {"task": "mnist", "method": "lion", "entry": "lion", "seed": 0})
-    bad.log_metrics({"test_accuracy": 0.099, "test_loss": 5e10, "train_loss": 5.5e10, "train_seconds": 2.0}, step=1)
+    if metrics:
+        bad.log_metrics(metrics, step=1)
     bad.end("FAILED", "diverged: loss exploded")
+    return tracker
+
+
+def test_figures_read_well_with_a_diverged_run_and_the_html_keeps_the_explanations(store):
+    uri, tmp = store
+    tracker = diverged_lion(uri, {"test_accuracy": 0.099, "test_loss": 5e10, "train_loss": 5.5e10, "train_seconds": 2.0})
     rows, figures = write_report(collect(tracker.client, task="mnist"), tmp / "div")
     md = (tmp / "div" / "report.md").read_text()
     assert "*mnist: train loss per epoch, mean over seeds; band: min to max over seeds; left out (diverged): lion*" in md
@@ -192,14 +199,8 @@ def test_figures_read_well_with_a_diverged_run_and_the_html_keeps_the_explanatio
 
 
 def test_a_run_that_diverged_before_its_first_epoch_ended_is_still_counted(store):
-    import matplotlib
-
-    matplotlib.use("Agg")
     uri, tmp = store
-    tracker = Tracker(uri)
-    bad = tracker.start("mnist", "lion lr=10 s0", {"methods.lion.lr": 10, "training.batch_size": 100},
-                        {"task": "mnist", "method": "lion", "entry": "lion", "seed": 0})
-    bad.end("FAILED", "diverged: loss exploded to 7.3e+10")  # no metric logged at all
+    tracker = diverged_lion(uri, {})  # no metric logged at all
     rows, _ = write_report(collect(tracker.client, task="mnist"), tmp / "early")
     [lion] = [r for r in rows if r.method == "lion"]
     assert lion.failed == 1 and lion.best is None
