@@ -51,10 +51,12 @@ def test_idx_readers_give_the_official_counts(dataset, folder, per_class):
         assert torch.bincount(test.y, minlength=10).tolist() == [1000] * 10
 
 
-@pytest.mark.parametrize("dataset,folder,floor", [("mnist", "MNIST", 0.96), ("fashion-mnist", "FashionMNIST", 0.80)])
-def test_one_epoch_of_sgd_on_real_images_learns(dataset, folder, floor):
+@pytest.mark.parametrize("dataset,folder,floor,epochs", [("mnist", "MNIST", 0.96, 1),
+                                                          ("fashion-mnist", "FashionMNIST", 0.80, 2)])
+def test_a_short_run_of_sgd_on_real_images_learns(dataset, folder, floor, epochs):
+    """MNIST 0.9745 after one epoch, Fashion-MNIST 0.8438 after two (0.8018 after one: too near its floor)."""
     need(folder)
-    r, task = load({"dataset": dataset}, epochs=1, threads=2)
+    r, task = load({"dataset": dataset}, epochs=epochs, threads=2)
     acc = train(task, r, "sgd", lr=0.1).epochs[-1].metrics["test_accuracy"]
     assert acc >= floor, acc
 
@@ -74,14 +76,14 @@ def test_cifar_reader_takes_the_pixel_exact_batches_and_gives_the_official_count
 
 
 def test_resnet18_on_real_cifar10_learns_in_a_few_dozen_steps():
-    """SGD with momentum, 40 steps of 50 real images each (ResNet-18 is slow on a CPU): the loss falls and test
-    accuracy on 500 real test images rises above chance (0.1)."""
+    """SGD with momentum, 60 steps of 50 real images each (ResNet-18 is slow on a CPU): the loss falls and test
+    accuracy on 500 real test images rises above chance (0.1): 0.31 here."""
     need("cifar-10-batches-py")
-    r, task = load({"dataset": "cifar10"}, epochs=2, batch_size=50, threads=2, log_every=10)
+    r, task = load({"dataset": "cifar10"}, epochs=3, batch_size=50, threads=2, log_every=10)
     g = torch.Generator().manual_seed(0)
     task.splits["train"] = task.splits["train"].subset(torch.randperm(50_000, generator=g)[:1000])
     task.splits["test"] = task.splits["test"].subset(torch.arange(500))
-    result = train(task, r, "sgd", lr=0.05, momentum=0.9)
+    result = train(task, r, "sgd", lr=0.02, momentum=0.9)
     first, last = result.epochs[0].metrics, result.epochs[-1].metrics
     assert last["train_loss"] < first["train_loss"], (first, last)
     assert last["test_accuracy"] > 0.2, last
