@@ -334,25 +334,33 @@ def report(
             console.print(f"logged as run {rid} in experiment curvbench-reports")
 
 
-@app.command("methods", epilog="Example: curvbench methods")
+RecipeForListing = typer.Argument(None, help="Also list the import-path methods and task loader this recipe names.",
+                                  metavar="[RECIPE]", show_default=False)
+
+
+def _print_listing(lines: list[str], problems: list[str]) -> None:
+    for line in lines:
+        typer.echo(line)
+    for line in problems:
+        typer.echo(f"warning: {line}", err=True)
+
+
+@app.command("methods", epilog="Examples: curvbench methods; curvbench methods recipes/peers.yaml")
 @friendly
-def list_methods():
-    """List the methods, their hyperparameters and defaults."""
-    from curvbench.methods import registry
+def list_methods(recipe: Optional[str] = RecipeForListing):
+    """List the methods, their hyperparameters and defaults, and where each comes from."""
+    from curvbench import catalog
 
-    for spec in registry().values():
-        typer.echo(f"{spec.name}: {spec.description} [L2 {spec.regularisation}]")
-        for h in spec.hparams:
-            typer.echo(f"    {h.name} = {h.default!r}: {h.help}")
+    _print_listing(*catalog.method_lines(recipe))
 
 
-@app.command("tasks", epilog="Example: curvbench tasks")
-def list_tasks():
-    """List the tasks a recipe can name."""
-    from curvbench.tasks import TASKS
+@app.command("tasks", epilog="Examples: curvbench tasks; curvbench tasks my-recipe.yaml")
+@friendly
+def list_tasks(recipe: Optional[str] = RecipeForListing):
+    """List the tasks a recipe can name, and where each comes from."""
+    from curvbench import catalog
 
-    for t in TASKS.values():
-        typer.echo(f"{t.name:14s} models: {', '.join(t.models):10s} metric: {t.metrics[0]:9s} {t.description}")
+    _print_listing(*catalog.task_lines(recipe))
 
 
 @app.command(epilog="Example: curvbench ui --port 5001")

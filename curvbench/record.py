@@ -45,6 +45,9 @@ OUTCOME = "outcome"  # finished, diverged, stopped early
 STATUS_REASON = "status_reason"  # why a run ended as FAILED or KILLED
 PARENT = "mlflow.parentRunId"
 HOST, PID = "curvbench.host", "curvbench.pid"  # the process that runs a run or a trial (tags; trial user attrs)
+# ---- params of runs whose method or task comes from outside curvbench: which code, which version
+METHOD_CLASS, METHOD_SOURCE, METHOD_VERSION = "method_class", "method_source", "method_version"
+TASK_SOURCE, TASK_VERSION = "task_source", "task_version"
 # tags of trials and to-target runs
 TRIAL, STUDY = "trial", "study"
 TARGET, TARGET_REACHED = "target", "target_reached"

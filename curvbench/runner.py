@@ -39,9 +39,10 @@ class Interrupted(Exception):
 
 
 def load_task(recipe: Recipe, device: torch.device):
-    from curvbench.tasks import TASKS
+    from curvbench.tasks import protocol, spec_of
 
-    task = TASKS[recipe.task.dataset].load(recipe.task, device)
+    task = spec_of(recipe.task).load(recipe.task, device)
+    protocol.check(task, recipe.task, [methods.get(e.method) for e in recipe.methods])
     task.hold_out(recipe.training.validation)
     return task
 
@@ -136,9 +137,7 @@ def run_one(
             **(extra_tags or {}),
         }
         params = flatten(resolved)
-        spec = methods.get(entry.method)
-        if spec.source != "built-in":  # an imported class: which code, which version
-            params.update({"method_class": spec.source, "method_version": spec.version or "unknown"})
+        params.update(source_params(recipe, entry))
         run = tracker.start(experiment_name(recipe), name, params, tags, parent_run_id)
         run.log_text(yaml.safe_dump(resolved, sort_keys=False), "recipe.yaml")
     outcome = RunOutcome(name, entry.name, entry.method, seed, engine.FAILED, run_id=run and run.run_id)
@@ -170,6 +169,22 @@ def run_one(
     outcome.run = run
     reporter.run_ended(outcome)
     return outcome
+
+
+def source_params(recipe: Recipe, entry) -> dict[str, str]:
+    """Where a run's method and task come from when not from curvbench itself: the class's import path or the
+    entry point, and the installed version of the package that provides it."""
+    from curvbench.tasks import spec_of
+
+    out = {}
+    spec = methods.get(entry.method)
+    if spec.source != "built-in":
+        source = record.METHOD_SOURCE if spec.source.startswith("entry point") else record.METHOD_CLASS
+        out.update({source: spec.source, record.METHOD_VERSION: spec.version or "unknown"})
+    task = spec_of(recipe.task)
+    if task.source != "built-in":
+        out.update({record.TASK_SOURCE: task.source, record.TASK_VERSION: task.version or "unknown"})
+    return out
 
 
 def summary_metrics(epochs: list) -> dict[str, float]:

@@ -45,6 +45,7 @@ class MethodSpec:
     source: str = "built-in"  # where the method comes from: built-in, or the import path of its class
     version: str | None = None  # the installed version of the package that provides it (imported methods)
     open_keywords: bool = False  # the constructor takes **kwargs: keys beyond hparams pass through unchecked
+    needs: tuple[str, ...] = ()  # task members it calls beyond the core protocol (tasks/protocol.py)
 
     def defaults(self) -> dict:
         return {h.name: h.default for h in self.hparams}

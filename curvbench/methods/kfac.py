@@ -411,4 +411,5 @@ SPEC = MethodSpec(
     regularisation=COUPLED,
     hparams=KFACConfig.hparams(),
     build=build,
+    needs=("fisher_loss",),
 )

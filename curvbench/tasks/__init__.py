@@ -1,8 +1,11 @@
-"""The registry of tasks (dataset + model + metric) a recipe can name. Loaders import torch lazily."""
+"""The registry of tasks (dataset + model + metric) a recipe can name: the built-ins, those that installed packages
+register through the `curvbench.tasks` entry point group (plugins.py), and a recipe's own loader
+(`task: {loader: "my_pkg.tasks:make_task"}`). What a loaded task must provide is in tasks/protocol.py.
+Loaders import torch lazily."""
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 from dataclasses import dataclass, field
 
 from curvbench.schema import Boolean, Number
@@ -12,15 +15,18 @@ from curvbench.schema import Boolean, Number
 class TaskSpec:
     name: str
     description: str
-    models: tuple[str, ...]  # the first is the default
-    metrics: tuple[str, ...]  # the first is the default target metric
-    loader: str  # "module:function" taking (TaskConfig, device) and returning a Task
-    options: dict = field(default_factory=dict)  # recipe field task.options: name -> (check, default)
+    models: tuple[str, ...]  # the first is the default; empty: the loader builds its own and takes any name
+    metrics: tuple[str, ...]  # the first is the default target metric; empty: "accuracy", or any the task reports
+    loader: str  # "module:function" taking (TaskConfig, device) and returning a task (tasks/protocol.py)
+    options: dict | None = field(default_factory=dict)  # task.options: name -> (check, default); None: unchecked
     has_val: bool = False  # the dataset has its own validation split
+    source: str = "built-in"  # built-in, the entry point, or the recipe's loader path
+    version: str | None = None  # the installed version of the package that provides it (plugins, loaders)
 
     def load(self, config, device):
-        module, func = self.loader.split(":")
-        return getattr(importlib.import_module(module), func)(config, device)
+        from curvbench.imports import import_object
+
+        return import_object(self.loader, f"task loader {self.loader!r}")(config, device)
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -77,3 +83,53 @@ TASKS: dict[str, TaskSpec] = {
         ),
     )
 }
+
+
+_REGISTRY: dict[str, TaskSpec] | None = None
+_BROKEN: list = []
+
+
+def registry() -> dict[str, TaskSpec]:
+    """Every task known by name: built-ins first, then entry points."""
+    global _REGISTRY, _BROKEN
+    if _REGISTRY is None:
+        from curvbench import plugins
+
+        loaded, _BROKEN = plugins.load(plugins.TASKS, TaskSpec, set(TASKS))
+        _REGISTRY = TASKS | {p.name: p.spec for p in loaded}
+    return _REGISTRY
+
+
+def broken_plugins() -> list:
+    registry()
+    return list(_BROKEN)
+
+
+def reset() -> None:
+    global _REGISTRY
+    _REGISTRY = None
+
+
+def from_loader(path: str) -> TaskSpec:
+    """The spec of a recipe's own task loader: a TaskSpec, or a function (TaskConfig, device) -> task."""
+    from curvbench.imports import import_object, package_version
+
+    obj = import_object(path, f"task loader {path!r}")
+    module, _, name = path.partition(":") if ":" in path else path.rpartition(".")
+    if isinstance(obj, TaskSpec):
+        return dataclasses.replace(obj, source=path, version=package_version(module))
+    if not callable(obj):
+        from curvbench.errors import CurvbenchError
+
+        raise CurvbenchError(f"task loader {path!r}: expected a function (TaskConfig, device) -> task or a "
+                             f"curvbench.tasks.TaskSpec, got {type(obj).__name__}")
+    doc = (obj.__doc__ or "").strip().splitlines()
+    return TaskSpec(path, doc[0] if doc else f"loaded by {path}", (), (), f"{module}:{name}", options=None,
+                    source=path, version=package_version(module))
+
+
+def spec_of(config) -> TaskSpec:
+    """The spec a recipe's TaskConfig names: by its loader when it has one, else by its dataset name."""
+    if getattr(config, "loader", None):
+        return from_loader(config.loader)
+    return registry()[config.dataset]

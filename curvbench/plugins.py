@@ -1,0 +1,69 @@
+"""Methods and tasks that installed packages register by name through Python entry points.
+
+A package declares, in its pyproject.toml,
+
+    [project.entry-points."curvbench.methods"]
+    signsgd = "my_pkg.methods:SPEC"        # a curvbench.methods.base.MethodSpec
+    [project.entry-points."curvbench.tasks"]
+    blobs = "my_pkg.tasks:SPEC"            # a curvbench.tasks.TaskSpec
+
+Each entry point names the same kind of spec the built-ins use (or a function of no arguments returning one).
+A plugin that fails to load is reported in one line by `curvbench methods` / `curvbench tasks`, and the other
+methods and tasks stay available."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+METHODS = "curvbench.methods"
+TASKS = "curvbench.tasks"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    name: str
+    spec: Any  # the spec, renamed to the entry point's name and carrying its source and version
+    source: str  # "entry point DIST (module:attr)"
+
+
+@dataclass(frozen=True)
+class Broken:
+    name: str
+    source: str
+    error: str
+
+    def line(self) -> str:
+        return f"plugin {self.name!r} from {self.source} not loaded: {self.error}"
+
+
+def load(group: str, spec_type: type, builtin: set[str]) -> tuple[list[Loaded], list[Broken]]:
+    """Every entry point of `group` loaded as a `spec_type`; failures collected, never raised."""
+    from importlib import metadata
+
+    loaded: list[Loaded] = []
+    broken: list[Broken] = []
+    seen: set[str] = set()
+    for ep in metadata.entry_points(group=group):
+        if ep.name in seen:  # the same distribution found twice on the path
+            continue
+        seen.add(ep.name)
+        dist = ep.dist.name if ep.dist is not None else "unknown distribution"
+        version = ep.dist.version if ep.dist is not None else "unknown"
+        source = f"entry point {dist} {version} ({ep.value})"
+        if ep.name in builtin:
+            broken.append(Broken(ep.name, source, "the name is a built-in's; rename the entry point"))
+            continue
+        try:
+            obj = ep.load()
+            if callable(obj) and not isinstance(obj, spec_type):
+                obj = obj()
+            if not isinstance(obj, spec_type):
+                raise TypeError(f"expected a {spec_type.__module__}.{spec_type.__name__}, got {type(obj).__name__}")
+        except Exception as e:  # an ImportError, an error in the plugin's own code, a wrong type
+            broken.append(Broken(ep.name, source, f"{e.__class__.__name__}: {e}".splitlines()[0]))
+            continue
+        spec = dataclasses.replace(obj, name=ep.name, source=source, version=version)
+        loaded.append(Loaded(ep.name, spec, source))
+    return loaded, broken
