@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from curvbench.errors import CurvbenchError, RecipeError, describe
+from curvbench.imports import looks_like_import_path
 from curvbench import space
 from curvbench.schema import Boolean, Choice, Invalid, ListOf, Number, Section, Text
 
@@ -97,12 +98,19 @@ def find_recipe(ref: str) -> Path:
 # ---------------------------------------------------------------------------------------------- model
 @dataclass
 class TaskConfig:
-    dataset: str
-    model: str
+    dataset: str  # the task's name (a registered task, or what names a loader's runs)
+    model: str | None
     metric: str
     data_dir: str | None = None
     download: bool = True
     options: dict = field(default_factory=dict)
+    loader: str | None = None  # "module:function" of the recipe's own task
+
+    def to_dict(self) -> dict:
+        d = vars(self).copy()
+        if d["loader"] is None:  # kept out, so that recipes without one keep their digests
+            del d["loader"]
+        return d
 
 
 @dataclass
@@ -135,11 +143,11 @@ class MethodEntry:
     hparams: dict
 
 
-def holds_val(dataset: str, validation: float) -> bool:
+def holds_val(task: TaskConfig, validation: float) -> bool:
     """A validation split exists when part of train is held out or the dataset has its own."""
-    from curvbench.tasks import TASKS
+    from curvbench.tasks import spec_of
 
-    return validation > 0 or TASKS[dataset].has_val
+    return validation > 0 or spec_of(task).has_val
 
 
 @dataclass
@@ -152,6 +160,7 @@ class Recipe:
     training: Training
     methods: list[MethodEntry]
     search: dict = field(default_factory=dict)  # entry -> hparam -> list | {low, high, log}
+    extra: str | None = None  # the curvbench extra its imported methods need (pip install curvbench[extra])
 
     def to_dict(self) -> dict:
         """The resolved recipe, every default filled in: what gets logged and what round-trips."""
@@ -160,7 +169,7 @@ class Recipe:
             "name": self.name,
             "description": self.description,
             "experiment": self.experiment,
-            "task": vars(self.task).copy(),
+            "task": self.task.to_dict(),
             "training": {
                 "epochs": t.epochs,
                 "batch_size": t.batch_size,
@@ -179,6 +188,7 @@ class Recipe:
                 m.name: ({"method": m.method} if m.method != m.name else {}) | dict(m.hparams) for m in self.methods
             },
             **({"search": copy.deepcopy(self.search)} if self.search else {}),
+            **({"extra": self.extra} if self.extra else {}),
         }
 
     def to_yaml(self) -> str:
@@ -186,7 +196,7 @@ class Recipe:
 
     def default_split(self) -> str:
         """The split a score is read from unless told otherwise: val when the recipe has one, else test."""
-        return "val" if holds_val(self.task.dataset, self.training.validation) else "test"
+        return "val" if holds_val(self.task, self.training.validation) else "test"
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
@@ -268,18 +278,21 @@ _TOP = Section(
         "training": (_TRAINING, None),
         "methods": (_Raw("a mapping of method names to hyperparameters"), Section.REQUIRED),
         "search": (_Raw("a mapping of method names to search spaces"), None),
+        # the curvbench extra that installs the packages of the recipe's imported methods (pip install curvbench[X])
+        "extra": (Text(nullable=True), None),
     }
 )
 
 
 def _task(value: Any) -> TaskConfig:
-    from curvbench.tasks import TASKS
+    from curvbench import tasks
 
     if isinstance(value, str):
         value = {"dataset": value}
     section = Section(
         {
-            "dataset": (Text(), Section.REQUIRED),
+            "dataset": (Text(nullable=True), None),
+            "loader": (Text(nullable=True), None),
             "model": (Text(nullable=True), None),
             "metric": (Text(nullable=True), None),
             "data_dir": (Text(nullable=True), None),
@@ -288,16 +301,34 @@ def _task(value: Any) -> TaskConfig:
         }
     )
     cfg = section.check(value)
-    if cfg["dataset"] not in TASKS:
-        raise Invalid(f"unknown task {describe(cfg['dataset'])}; known tasks: {', '.join(TASKS)}", "dataset")
-    spec = TASKS[cfg["dataset"]]
-    cfg["model"] = cfg["model"] or spec.models[0]
-    if cfg["model"] not in spec.models:
+    if cfg["loader"]:  # the recipe's own task: `loader: "my_pkg.tasks:make_task"`
+        try:
+            spec = tasks.from_loader(cfg["loader"])
+        except CurvbenchError as e:
+            raise Invalid(str(e), "loader") from None
+        cfg["dataset"] = cfg["dataset"] or spec.name
+    elif not cfg["dataset"]:
+        raise Invalid("missing; name a task (curvbench tasks) or give a loader", "dataset")
+    else:
+        known = tasks.registry()
+        if cfg["dataset"] not in known:
+            broken = [b for b in tasks.broken_plugins() if b.name == cfg["dataset"]]
+            if broken:
+                raise Invalid(broken[0].line(), "dataset")
+            raise Invalid(f"unknown task {describe(cfg['dataset'])}; known tasks: {', '.join(known)}, or a "
+                          f"loader: MODULE:FUNCTION", "dataset")
+        spec = known[cfg["dataset"]]
+    cfg["model"] = cfg["model"] or (spec.models[0] if spec.models else None)
+    if spec.models and cfg["model"] not in spec.models:
         raise Invalid(f"expected one of {', '.join(spec.models)}, got {describe(cfg['model'])}", "model")
-    cfg["metric"] = cfg["metric"] or spec.metrics[0]
-    if cfg["metric"] not in spec.metrics:
+    cfg["metric"] = cfg["metric"] or (spec.metrics[0] if spec.metrics else "accuracy")
+    if spec.metrics and cfg["metric"] not in spec.metrics:
         raise Invalid(f"expected one of {', '.join(spec.metrics)}, got {describe(cfg['metric'])}", "metric")
-    if spec.options or cfg["options"]:
+    if spec.options is None:  # the loader checks its own options
+        cfg["options"] = dict(cfg["options"] or {})
+        if not all(isinstance(k, str) for k in cfg["options"]):
+            raise Invalid("expected a mapping of option names to values", "options")
+    elif spec.options or cfg["options"]:
         try:
             cfg["options"] = Section(dict(spec.options)).check(cfg["options"])
         except Invalid as e:
@@ -329,11 +360,11 @@ def _methods(value: Any) -> list[MethodEntry]:
         hp = dict(hp)
         method = str(hp.pop("method", name))
         where = f"{name}.method" if "method" in (value[name] or {}) else name
-        if method not in known:
-            from curvbench.methods import external
-
-            if not external.looks_like_import_path(method):
-                raise Invalid(f"unknown method {describe(method)}; known methods: {', '.join(known)}", where)
+        if method not in known and not looks_like_import_path(method):
+            broken = [b for b in registry.broken_plugins() if b.name == method]
+            if broken:
+                raise Invalid(broken[0].line(), where)
+            raise Invalid(f"unknown method {describe(method)}; known methods: {', '.join(known)}", where)
         try:
             spec = registry.get(method)
         except CurvbenchError as e:
@@ -448,21 +479,29 @@ def parse(data: Any, source: str, overrides: Overrides | None = None) -> Recipe:
     training = top["training"] or _TRAINING.check({})
     training = dict(training)
     training["schedule"] = training["schedule"] if isinstance(training["schedule"], Schedule) else Schedule()
-    has_val = holds_val(task.dataset, training["validation"])
+    has_val = holds_val(task, training["validation"])
     if training["eval_splits"] is None:
         training["eval_splits"] = (["val"] if has_val else []) + ["test"]
     if "val" in training["eval_splits"] and not has_val:
         raise RecipeError(
             source, "training.eval_splits", 'lists "val" but training.validation is 0; hold out a fraction of train'
         )
+    raw_methods, raw_search = top["methods"], top["search"]
+    if overrides.methods is not None:  # only the chosen entries are resolved: the others' packages may be missing
+        if isinstance(raw_methods, dict) and any(w in raw_methods for w in overrides.methods):
+            raw_methods = {k: v for k, v in raw_methods.items() if str(k) in overrides.methods}
+        if isinstance(raw_search, dict):
+            raw_search = {k: v for k, v in raw_search.items() if str(k) in overrides.methods}
     try:
-        entries = _methods(top["methods"])
+        entries = _methods(raw_methods)
     except Invalid as e:
+        e = e if not top["extra"] or "cannot import" not in e.message else Invalid(
+            f"{e.message}; this recipe needs the extra: pip install 'curvbench[{top['extra']}]'", e.path)
         raise fail(e, "methods") from None
     if overrides.methods is not None:
         entries = _select(entries, overrides.methods, source)
     try:
-        search = space.check_search(top["search"], {m.name: m.method for m in entries})
+        search = space.check_search(raw_search, {m.name: m.method for m in entries})
     except Invalid as e:
         raise fail(e, "search") from None
     name = top["name"] or Path(source).stem
@@ -475,6 +514,7 @@ def parse(data: Any, source: str, overrides: Overrides | None = None) -> Recipe:
         training=Training(**training),
         methods=entries,
         search=search,
+        extra=top["extra"],
     )
 
 

@@ -148,3 +148,32 @@ def test_an_imported_class_trains_and_its_source_and_version_are_logged(tmp_path
 
     assert params["method_class"] == "torch.optim.radam.RAdam" and params["method_version"] == metadata.version("torch")
     assert params["methods.radam.method"] == "torch.optim.RAdam"
+
+
+def test_a_missing_peer_package_names_the_extra_and_other_entries_still_run(write_recipe):
+    from typer.testing import CliRunner
+
+    from curvbench.cli import app
+
+    text = ("extra: peers\ntask: mnist-mini\nmethods:\n  sgd: {lr: 0.1}\n"
+            "  soap: {method: no_such_package.SOAP, lr: 0.003}\nsearch: {soap: {lr: [0.1, 0.01]}}\n")
+    path = write_recipe(text)
+    with pytest.raises(CurvbenchError) as e:
+        recipe.load(str(path))
+    assert str(e.value).startswith(f"{path}: methods.soap.method: method 'no_such_package.SOAP': cannot import "
+                                   "no_such_package")
+    assert str(e.value).endswith("this recipe needs the extra: pip install 'curvbench[peers]'")
+    chosen = recipe.load(str(path), recipe.Overrides(methods=["sgd"]))  # the entry that needs nothing
+    assert [m.name for m in chosen.methods] == ["sgd"] and chosen.search == {}
+    listing = CliRunner().invoke(app, ["methods", str(path)])
+    assert listing.exit_code == 0
+    [warning] = [line for line in listing.output.splitlines() if line.startswith("warning:")]
+    assert "methods.soap: method 'no_such_package.SOAP': cannot import no_such_package" in warning
+
+
+def test_tuple_defaults_read_as_yaml_lists_and_reach_the_class_as_tuples():
+    r = parse({"adam": {"method": "torch.optim.Adam", "betas": [0.8, 0.9]}, "adam2": {"method": "torch.optim.Adam"}})
+    assert r.methods[1].hparams["betas"] == [0.9, 0.999]  # the class's (0.9, 0.999), as YAML writes it
+    model = mlp()
+    opt, _ = engine.build_optimizer(TinyTask(), model, r.methods[0], 10, 10, 0)
+    assert opt.param_groups[0]["betas"] == (0.8, 0.9)

@@ -15,12 +15,12 @@ modes (Schedule-Free) is switched to eval() for every evaluation and back (the e
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from functools import lru_cache
 from typing import Any
 
 from curvbench.errors import CurvbenchError
+from curvbench.imports import import_object, package_version
 from curvbench.methods.base import COUPLED, DECOUPLED, BuildContext, HParam, MethodSpec
 from curvbench.schema import Choice, Invalid, Number
 
@@ -28,8 +28,17 @@ NONE = "none"
 REQUIRED = object()  # an HParam default: the recipe must set it
 
 
-def looks_like_import_path(name: str) -> bool:
-    return ":" in name or "." in name
+# An HParam default the class computes itself (a sentinel object, a callable): never passed to the class, and
+# written in recipes and run params as this text rather than as an object's address.
+CLASS_DEFAULT = "class default"
+PLAIN = (int, float, str, bool, type(None))
+
+
+def _plain(value: Any) -> bool:
+    """A default that a recipe could write and a run could log as it is."""
+    if isinstance(value, (tuple, list)):
+        return all(_plain(v) for v in value)
+    return isinstance(value, PLAIN)
 
 
 class AnyValue:
@@ -47,44 +56,12 @@ class AnyValue:
         return value
 
 
-def import_class(path: str):
-    module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
-    if not module_name or not attr:
-        raise CurvbenchError(f"method {path!r}: expected MODULE.CLASS or MODULE:CLASS")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise CurvbenchError(f"method {path!r}: cannot import {module_name} ({e}); is its package installed?") from None
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise CurvbenchError(f"method {path!r}: {module_name} has no {attr}")
-        obj = getattr(obj, part)
-    return obj
-
-
-def package_version(cls) -> str:
-    from importlib import metadata
-
-    top = cls.__module__.split(".")[0]
-    try:
-        return metadata.version(top)
-    except metadata.PackageNotFoundError:
-        dists = metadata.packages_distributions().get(top, [])
-        for d in dists:
-            try:
-                return metadata.version(d)
-            except metadata.PackageNotFoundError:
-                continue
-    return "unknown"
-
-
 @lru_cache(maxsize=None)
 def spec_for(path: str) -> MethodSpec:
     """The MethodSpec of an importable optimizer class, read from its constructor's signature."""
     import torch
 
-    cls = import_class(path)
+    cls = import_object(path, f"method {path!r}")
     if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
         raise CurvbenchError(f"method {path!r}: {cls!r} is not a torch.optim.Optimizer subclass")
     sig = inspect.signature(cls.__init__)
@@ -94,10 +71,13 @@ def spec_for(path: str) -> MethodSpec:
     rest = params[1:]  # the first takes the model's parameters
     hparams: list[HParam] = []
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in rest)
+    tuples: set[str] = set()  # arguments whose default is a tuple: passed as tuples
     for p in rest:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
-        default = REQUIRED if p.default is p.empty else p.default
+        default = REQUIRED if p.default is p.empty else p.default if _plain(p.default) else CLASS_DEFAULT
+        if isinstance(default, tuple):  # as YAML writes it, so that betas: [0.9, 0.99] reads as the default
+            default, tuples = list(default), tuples | {p.name}
         hparams.append(HParam(p.name, default, AnyValue(), "constructor argument" + (" (required)" if default is REQUIRED else "")))
     names = {h.name for h in hparams}
     own_decay = "weight_decay" in names
@@ -107,7 +87,7 @@ def spec_for(path: str) -> MethodSpec:
     hparams.append(HParam("regularisation", default_reg, Choice((COUPLED, DECOUPLED, NONE)),
                           "how lambda is applied: coupled (the engine, in the gradient), decoupled (the class's own "
                           "weight_decay) or none"))
-    version = package_version(cls)
+    version = package_version(cls.__module__)
 
     def validate(hp: dict) -> None:
         missing = [k for k, v in hp.items() if v is REQUIRED]
@@ -118,8 +98,9 @@ def spec_for(path: str) -> MethodSpec:
                           "regularisation")
 
     def build(ctx: BuildContext, hp: dict):
-        kwargs = {k: v for k, v in hp.items() if k in names or (takes_kwargs and k not in ("weight_decay",
-                                                                                             "regularisation"))}
+        kwargs = {k: v for k, v in hp.items() if v != CLASS_DEFAULT and (
+            k in names or (takes_kwargs and k not in ("weight_decay", "regularisation")))}
+        kwargs.update({k: tuple(v) for k, v in kwargs.items() if k in tuples and isinstance(v, list)})
         if own_decay:
             kwargs["weight_decay"] = hp["weight_decay"] if hp["regularisation"] == DECOUPLED else 0.0
         try:
@@ -133,7 +114,7 @@ def spec_for(path: str) -> MethodSpec:
 
     return MethodSpec(
         name=path,
-        description=f"{cls.__module__}.{cls.__qualname__}, imported",
+        description=_summary(cls),
         regularisation=default_reg,
         hparams=tuple(hparams),
         build=build,
@@ -142,6 +123,13 @@ def spec_for(path: str) -> MethodSpec:
         version=version,
         open_keywords=takes_kwargs,
     )
+
+
+def _summary(cls) -> str:
+    """The first sentence of the class's docstring, short enough for one line of `curvbench methods`."""
+    doc = inspect.cleandoc(cls.__doc__ or "")  # its own, not a base class's
+    first = doc.strip().split("\n\n")[0].replace("\n", " ").split(". ")[0].strip().rstrip(".")
+    return (first[:77] + "...") if len(first) > 80 else (first or "an imported optimizer")
 
 
 def _compute_gradients_first(opt) -> None:
