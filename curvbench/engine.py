@@ -120,6 +120,8 @@ def build_optimizer(task, model, entry, steps_per_epoch: int, epochs: int, seed:
     opt = spec.build(ctx, entry.hparams)
     for g in opt.param_groups:
         g.setdefault("initial_lr", g["lr"])
+    if has_modes(opt):  # Schedule-Free starts in eval mode; every step must happen in train mode
+        opt.train()
     regularisation = entry.hparams.get("regularisation", spec.regularisation)  # an imported class's entry says
     coupled_by_engine = regularisation == COUPLED and not spec.adds_l2
     l2 = entry.hparams.get("weight_decay", 0.0) if coupled_by_engine else 0.0
@@ -145,10 +147,14 @@ def make_closure(model, task, opt, batch, params: list[torch.Tensor], l2: float)
     return closure
 
 
+def has_modes(opt) -> bool:
+    """An optimizer with train()/eval() modes (Schedule-Free keeps its evaluation weights apart)."""
+    return opt is not None and callable(getattr(opt, "eval", None)) and callable(getattr(opt, "train", None))
+
+
 def evaluate(task, model, splits: list[str], opt=None) -> dict[str, float]:
-    """The task's metrics on each split. An optimizer with train()/eval() modes (Schedule-Free keeps its
-    evaluation weights apart) is switched to eval() for it and back."""
-    modes = opt is not None and callable(getattr(opt, "eval", None)) and callable(getattr(opt, "train", None))
+    """The task's metrics on each split, an optimizer with modes switched to eval() for it and back."""
+    modes = has_modes(opt)
     if modes:
         opt.eval()
     try:

@@ -31,7 +31,7 @@ class Modes(PlainStep):
 
     def __init__(self, params, lr=0.1):
         super().__init__(params, lr)
-        self.mode, self.calls = "train", []
+        self.mode, self.calls = "eval", []  # as Schedule-Free: eval mode until train()
 
     def train(self):
         self.mode = "train"
