@@ -36,6 +36,7 @@ class RunData:
     trial: int | None = None
     params: dict = field(default_factory=dict)
     protocol: str = "train"  # train, or "to-target >= 0.985": runs stopped at a target are not compared with others
+    outcome: str | None = None  # the outcome tag: finished, diverged, stopped early; none for a run that crashed
     label: str = ""  # the entry, and what sets its configuration apart from others of that entry (assign_labels)
 
     def configuration(self) -> tuple:
@@ -122,7 +123,7 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
                        metric=r.data.params.get("task.metric", "accuracy"), method=tags.get(record.METHOD, entry),
                        study=tags.get(record.STUDY, "?") if trial else None,
                        trial=int(tags.get(record.TRIAL, -1)) if trial else None, params=dict(r.data.params),
-                       protocol=protocol)
+                       protocol=protocol, outcome=tags.get(record.OUTCOME))
         for key in CURVES + (record.EPOCH_SECONDS, record.TRAIN_SECONDS, record.STEPS,
                             record.split_metric("test", data.metric), record.split_metric("val", data.metric)):
             data.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
@@ -251,6 +252,7 @@ class Row:
     tuned: bool = False  # the best trial of a search, not a run of its own
     sec_per_step: float | None = None  # training seconds / steps, mean over the runs
     failed: int = 0  # runs of the row that diverged
+    errors: int = 0  # runs of the row that ended by an error (no outcome): their curves, if any, are cut short
 
 
 def _mean(xs):
@@ -290,7 +292,8 @@ def summarise(runs: list[RunData]) -> list[Row]:
                         _stat([r.metrics[record.EPOCHS_TO_TARGET] for r in hit]),
                         f"{len(hit)}/{len(aimed)}" if aimed else "", None, metric, rs[0].method,
                         rs[0].study is not None, _mean([_sec_per_step(r) for r in rs]),
-                        sum(r.status == "FAILED" for r in rs)))
+                        sum(r.status == "FAILED" and r.outcome == "diverged" for r in rs),
+                        sum(r.status == "FAILED" and r.outcome is None for r in rs)))
     # step time relative to SGD, within runs measured alike: searches' best trials against SGD's best trial,
     # the other runs against the other SGD runs (a search and a later comparison ran under different loads).
     # Seconds per step = training seconds / steps, so runs stopped inside an epoch (at a target) count right.
@@ -317,7 +320,8 @@ def _ft(st, fmt="{:.2f}"):
 
 
 def _runs(r: Row) -> str:
-    return f"{r.runs} ({r.failed} diverged)" if r.failed else str(r.runs)
+    notes = ([f"{r.failed} diverged"] if r.failed else []) + ([f"{r.errors} failed by an error"] if r.errors else [])
+    return f"{r.runs} ({', '.join(notes)})" if notes else str(r.runs)
 
 
 def markdown_table(rows: list[Row]) -> str:
@@ -363,7 +367,7 @@ def _curve_figure(runs, task, key, ylabel, path) -> str:
 
     by_entry, diverged = defaultdict(list), set()
     for r in runs:
-        if r.task == task and r.status == "FAILED":
+        if r.task == task and r.status == "FAILED" and r.outcome == "diverged":
             diverged.add(r.label or r.entry)
         if r.task == task and r.curves.get(key):
             by_entry[r.label or r.entry].append(dict(r.curves[key]))

@@ -178,7 +178,7 @@ def diverged_lion(uri: str, metrics: dict) -> Tracker:
     matplotlib.use("Agg")
     tracker = Tracker(uri)
     bad = tracker.start("mnist", "lion lr=10 s0", {"methods.lion.lr": 10, "training.batch_size": 100},
-                        {"task": "mnist", "method": "lion", "entry": "lion", "seed": 0})
+                        {"task": "mnist", "method": "lion", "entry": "lion", "seed": 0, "outcome": "diverged"})  # as the runner tags it
     if metrics:
         bad.log_metrics(metrics, step=1)
     bad.end("FAILED", "diverged: loss exploded")
@@ -207,3 +207,16 @@ def test_a_run_that_diverged_before_its_first_epoch_ended_is_still_counted(store
     md = (tmp / "early" / "report.md").read_text()
     assert "| mnist | lion | 1 (1 diverged) | - |" in md
     assert "left out (diverged): lion" in md
+
+
+def test_a_run_ended_by_an_error_is_not_called_diverged(store):
+    uri, tmp = store
+    tracker = Tracker(uri)
+    crashed = tracker.start("mnist", "lion s0", {"methods.lion.lr": 1e-4, "training.batch_size": 100},
+                            {"task": "mnist", "method": "lion", "entry": "lion", "seed": 0})
+    crashed.end("FAILED", "Exception: Optimizer was not in train mode")  # no outcome tag: it never finished
+    rows, _ = write_report(collect(tracker.client, task="mnist"), tmp / "err")
+    md = (tmp / "err" / "report.md").read_text()
+    [lion] = [r for r in rows if r.entry.startswith("lion")]
+    assert (lion.failed, lion.errors) == (0, 1)
+    assert "| 1 (1 failed by an error) |" in md and "1 diverged" not in md
