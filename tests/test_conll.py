@@ -124,7 +124,27 @@ def test_unrolled_lstm_is_the_same_function_as_nn_lstm():
     unrolled.lstm.load_from_lstm(fused.lstm)
     assert sum(p.numel() for p in fused.parameters()) == sum(p.numel() for p in unrolled.parameters())
     tokens = torch.tensor([[3, 4, 5, 6, 7], [8, 9, 0, 0, 0]])
-    torch.testing.assert_close(unrolled(tokens), fused(tokens), rtol=1e-5, atol=1e-6)
+    x, mask = unrolled.embedding(tokens), tokens != 0
+    expected = fused(tokens)
+    torch.testing.assert_close(unrolled.out(unrolled.lstm.loop(x, mask)), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(unrolled.out(unrolled.lstm.fused(x, mask)), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(unrolled(tokens), expected, rtol=1e-5, atol=1e-6)  # unobserved: the fused kernel
+
+
+def test_the_unrolled_lstms_loop_and_its_fused_kernel_give_the_same_gradients(conll_dir):
+    task = load_task(conll_recipe(conll_dir), torch.device("cpu"))
+    torch.manual_seed(0)
+    model = LSTMTagger(len(task.vocab.words), len(task.vocab.tags), 8, 6, 4, unrolled=True)
+    batch = next(task.train_batches(16, torch.Generator().manual_seed(0)))
+    assert not bool(batch.mask.all())  # padded rows: the state must be held through padding by both paths
+    grads = {}
+    for path in ("loop", "fused"):
+        model.zero_grad()
+        h = getattr(model.lstm, path)(model.embedding(batch.inputs), batch.mask)
+        task.loss(model.out(h), batch).backward()
+        grads[path] = [p.grad.clone() for p in model.parameters()]
+    for g_loop, g_fused in zip(grads["loop"], grads["fused"]):
+        torch.testing.assert_close(g_fused, g_loop, rtol=1e-4, atol=1e-6)
 
 
 def test_kfac_lstm_factors_treat_time_steps_as_independent_samples(conll_dir):
@@ -175,6 +195,35 @@ def test_kfac_lstm_factors_treat_time_steps_as_independent_samples(conll_dir):
     torch.testing.assert_close(blocks["lstm.fwd.hh"].G, G / n_tokens)
     counts = torch.bincount(torch.cat(ids_all), minlength=len(task.vocab.words)).double() / n_tokens
     torch.testing.assert_close(blocks["embedding"].A, counts)
+
+
+def test_kfac_updates_are_unchanged_by_the_fused_kernel_on_steps_without_factors(conll_dir):
+    """K-FAC with the fused kernel between factor steps against K-FAC with the loop on every step: the same
+    parameters after each of 8 steps (factors every 3 steps, inverses every 6, momentum on)."""
+    from curvbench.methods.kfac import KFAC, recurrent_blocks
+
+    task = load_task(conll_recipe(conll_dir), torch.device("cpu"))
+    models, opts = [], []
+    for always_loop in (False, True):
+        torch.manual_seed(2)
+        model = LSTMTagger(len(task.vocab.words), len(task.vocab.tags), 8, 6, 4, unrolled=True).double()
+        calls = []
+        for path in ("loop", "fused"):  # count which path each forward takes
+            inner = getattr(model.lstm, path)
+            setattr(model.lstm, path, lambda x, m, inner=inner, path=path, calls=calls: calls.append(path) or inner(x, m))
+        if always_loop:
+            model.lstm.fused = model.lstm.loop
+        models.append((model, calls))
+        opts.append(KFAC(model, task.fisher_loss, lr=0.05, momentum=0.5, factor_every=3, inverse_every=6,
+                         extra_blocks=recurrent_blocks(model.recurrent_layers())))
+    batches = list(task.train_batches(8, torch.Generator().manual_seed(0)))[:8]
+    for step, b in enumerate(batches):
+        for (model, _), opt in zip(models, opts):
+            opt.step(engine.make_closure(model, task, opt, b, list(model.parameters()), 1e-4))
+        for p_fast, p_loop in zip(models[0][0].parameters(), models[1][0].parameters()):
+            torch.testing.assert_close(p_fast, p_loop, rtol=1e-9, atol=1e-11, msg=f"step {step}")
+    assert models[0][1] == ["loop", "fused", "fused"] * 2 + ["loop", "fused"]  # the factor steps 0, 3, 6 loop
+    assert models[1][1].count("loop") == 8
 
 
 @pytest.mark.parametrize("method", ["sgd", "kfac", "shampoo"])

@@ -3,7 +3,8 @@
 Two interchangeable implementations of the recurrent layer, with the same parameters and the same function:
 nn.LSTM with proj_size (fast, fused), and an LSTM unrolled over time from Linear layers, used with K-FAC, which
 needs each time step's layer inputs and pre-activations (time steps as independent samples, Martens, Ba &
-Johnson 2018)."""
+Johnson 2018). The unrolled one runs its loop only on the steps where someone observes the time steps (K-FAC's
+factor steps, one in `factor_every`); on the others it runs the fused LSTM kernel on the same parameters."""
 
 from __future__ import annotations
 
@@ -90,7 +91,32 @@ class UnrolledLSTMP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if any(d.step_observer is not None and d.step_observer.active() for d in self.directions):
+            return self.loop(x, mask)
+        return self.fused(x, mask)
+
+    def loop(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Time step by time step, each step's layer inputs and outputs shown to the step observers."""
         return torch.cat([d(x, mask) for d in self.directions], dim=-1)
+
+    def fused(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The same function through the fused LSTM kernel (what nn.LSTM runs), on the Linear layers' parameters.
+        Padding only at the end of each row (the tagger's masks): packed sequences give what the loop gives,
+        the state held through padding, zeros out."""
+        from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+        batch, steps, _ = x.shape
+        packed = pack_padded_sequence(x, mask.sum(1).cpu(), batch_first=True, enforce_sorted=False)
+        first = self.directions[0]
+        n = len(self.directions)
+        h0 = x.new_zeros(n, batch, first.proj)
+        c0 = x.new_zeros(n, batch, first.hidden)
+        weights = [w for d in self.directions for w in (d.ih.weight, d.hh.weight, d.ih.bias, d.hh.bias, d.hr.weight)]
+        out, _, _ = torch._VF.lstm(packed.data, packed.batch_sizes, (h0, c0), weights, True, 1, 0.0, self.training,
+                                   n == 2)
+        h, _ = pad_packed_sequence(PackedSequence(out, packed.batch_sizes, packed.sorted_indices,
+                                                  packed.unsorted_indices), batch_first=True, total_length=steps)
+        return h
 
     def load_from_lstm(self, lstm: nn.LSTM) -> None:
         """Copy an nn.LSTM(proj_size=...)'s weights (same function afterwards)."""
