@@ -1,19 +1,30 @@
 """Per-step cost of every method as a ratio to SGD: same model, batch and device, measured in one run.
 
-    python benchmarks/step_cost.py [--model lenet5|resnet18] [--methods sgd,sam,...] [--rounds 7] [--block 100]
-                                   [--device cpu|cuda] [--threads 2]
+    python benchmarks/step_cost.py [--task mnist|conll|cifar10] [--data-dir DIR] [--recipe REF]
+                                   [--methods sgd,kfac,...] [--rounds 7] [--block 100] [--device cpu|cuda]
+                                   [--threads 2]
+
+The task's own model, batch shapes and data: the real dataset from --data-dir when given, else generated data of
+the same shapes (MNIST: the shipped mnist-mini digits; CIFAR-10: random 3x32x32 images; CoNLL-2003: sentences with
+CoNLL's length distribution and vocabulary size). Methods are recipe entries: `--recipe recipes/peers.yaml` takes
+that recipe's entries (built-in methods, plugins, any optimizer class by its import path), `--methods` picks
+entries or names methods (defaults, or an import path such as torch.optim.Adam). Without either: every built-in
+method with its defaults.
 
 A step is the engine's step: forward, backward, the method's update. Amortised work (K-FAC's factor and
 inverse updates, Shampoo's root recomputations) is counted honestly: each measurement is a block of `--block`
-consecutive steps (a multiple of every default interval) divided by its length, and the reported time is the
-median over `--rounds` blocks. Methods are interleaved block by block so that drifts in machine speed hit all
-of them. Optimizer-state memory is the bytes of every tensor the optimizer holds besides the parameters."""
+consecutive steps (a multiple of every default interval) divided by its length. Methods are interleaved block by
+block so that drifts in machine speed hit all of them; the ratio to SGD is taken per round (SGD's block of the
+same round) and reported as its median and its [min, max] over rounds. Optimizer-state memory is the bytes of
+every tensor the optimizer holds besides the parameters; on CUDA also the peak allocated during the steps."""
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -22,13 +33,25 @@ from curvbench.recipe import MethodEntry
 from curvbench.runner import load_task
 from curvbench.timing import configure_cpu, synchronize
 
-TASKS = ("lenet5", "resnet18")
+TASKS = {"mnist": "mnist", "conll": "conll2003", "cifar10": "cifar10"}
+CONLL_TRAIN_SENTENCES, CONLL_WORDS, CONLL_TAGS = 14041, 23623, ("O", "I-PER", "I-ORG", "I-LOC", "I-MISC", "B-MISC",
+                                                                  "B-ORG", "B-LOC")
 
 
-def make_task(model: str, device: torch.device):
-    """LeNet-5 on mnist-mini; ResNet-18 on CIFAR-shaped random images (the step cost does not depend on them)."""
-    if model == "lenet5":
-        return load_task(recipe.parse({"task": "mnist-mini", "methods": ["sgd"]}, "step_cost"), device)
+def make_task(name: str, data_dir: str | None, device: torch.device, method_names: list[str]):
+    """The task as the engine loads it: real data from `data_dir`, else generated data of the same shapes."""
+    if name == "cifar10" and data_dir is None:
+        return _random_cifar(device)
+    dataset = TASKS[name] if data_dir is not None or name != "mnist" else "mnist-mini"
+    with tempfile.TemporaryDirectory() as tmp:
+        if name == "conll" and data_dir is None:
+            data_dir = _write_conll_like(Path(tmp))
+        task = {"dataset": dataset, **({"data_dir": data_dir, "download": False} if data_dir else {})}
+        r = recipe.parse({"task": task, "methods": method_names[:1] or ["sgd"]}, "step_cost")
+        return load_task(r, device)
+
+
+def _random_cifar(device: torch.device):
     from curvbench.tasks.base import Split
     from curvbench.tasks.cifar import CifarTask
 
@@ -40,19 +63,41 @@ def make_task(model: str, device: torch.device):
     return CifarTask("cifar10", "resnet18", "accuracy", split, split, 10, options=options, device=device)
 
 
+def _write_conll_like(folder: Path) -> str:
+    """CoNLL-2003-shaped column files: its number of training sentences, lengths drawn like its (mean 14.5,
+    1 to 113 tokens), Zipf-distributed words over its vocabulary size, its tag set."""
+    g = torch.Generator().manual_seed(0)
+    root = folder / "conll2003"
+    root.mkdir()
+    for split, n in (("train", CONLL_TRAIN_SENTENCES), ("valid", 3250), ("test", 3453)):
+        lengths = (torch.distributions.Gamma(2.0, 2.0 / 14.5).sample((n,)).clamp(1, 113)).long().tolist()
+        ranks = torch.arange(1, CONLL_WORDS + 1, dtype=torch.float)
+        words = torch.multinomial(1 / ranks, sum(lengths), replacement=True, generator=g).tolist()
+        tags = torch.randint(0, len(CONLL_TAGS), (sum(lengths),), generator=g).tolist()
+        lines, k = [], 0
+        for length in lengths:
+            for _ in range(length):
+                lines.append(f"w{words[k]} NN I-NP {CONLL_TAGS[tags[k]]}")
+                k += 1
+            lines.append("")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return str(folder)
+
+
 def state_bytes(opt, params: set[int]) -> int:
-    """Bytes of the tensors reachable from the optimizer, parameters and their gradients excluded."""
+    """Bytes of the tensor storage reachable from the optimizer, each storage once (views share theirs), the
+    parameters' and gradients' storage excluded (`params`: their storage pointers)."""
     seen: set[int] = set()
-    total = 0
+    storages: dict[int, int] = {}
 
     def walk(obj, depth):
-        nonlocal total
         if depth > 6 or id(obj) in seen:
             return
         seen.add(id(obj))
         if isinstance(obj, torch.Tensor):
-            if id(obj) not in params and obj.grad_fn is None:
-                total += obj.numel() * obj.element_size()
+            storage = obj.untyped_storage()
+            if storage.data_ptr() not in params:
+                storages[storage.data_ptr()] = storage.nbytes()
         elif isinstance(obj, dict):
             for v in obj.values():
                 walk(v, depth + 1)
@@ -65,17 +110,16 @@ def state_bytes(opt, params: set[int]) -> int:
                     walk(v, depth + 1)
 
     walk(opt, 0)
-    return total
+    return sum(storages.values())
 
 
 class Stepper:
-    def __init__(self, name, task, batch_size, device):
-        self.name, self.task, self.device = name, task, device
+    def __init__(self, entry: MethodEntry, task, batch_size, device):
+        self.name, self.task, self.device = entry.name, task, device
         torch.manual_seed(0)
-        self.model = task.build_model(method=name).to(device)
+        self.model = task.build_model(method=entry.method).to(device)
         if hasattr(task, "prepare_model"):
             self.model = task.prepare_model(self.model)
-        entry = MethodEntry(name, name, methods.get(name).defaults())
         self.opt, self.l2 = engine.build_optimizer(task, self.model, entry, 100, 100, 0)
         self.params = [p for p in self.model.parameters()]
         self.gen = torch.Generator().manual_seed(0)
@@ -99,10 +143,25 @@ class Stepper:
         return (time.perf_counter() - t0) / steps
 
 
+def entries(recipe_ref: str | None, wanted: str | None) -> list[MethodEntry]:
+    """The methods to time, SGD (defaults) first unless the recipe has an entry named sgd."""
+    names = [w.strip() for w in wanted.split(",")] if wanted else None
+    if recipe_ref:
+        overrides = recipe.Overrides(methods=names) if names else None
+        chosen = recipe.load(recipe_ref, overrides).methods
+    else:
+        chosen = [MethodEntry(n, n, methods.get(n).defaults()) for n in (names or list(methods.registry()))]
+    if not any(e.name == "sgd" for e in chosen):
+        chosen.insert(0, MethodEntry("sgd", "sgd", methods.get("sgd").defaults()))
+    return sorted(chosen, key=lambda e: e.name != "sgd")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--methods", default=",".join(methods.registry()))
-    ap.add_argument("--model", default="lenet5", choices=TASKS)
+    ap.add_argument("--task", default="mnist", choices=tuple(TASKS))
+    ap.add_argument("--data-dir", default=None, help="the real dataset's folder (else generated data)")
+    ap.add_argument("--recipe", default=None, help="time this recipe's entries (e.g. recipes/peers.yaml)")
+    ap.add_argument("--methods", default=None, help="entries of --recipe, or method names / import paths")
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--block", type=int, default=100)
@@ -113,13 +172,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     configure_cpu()  # as the engine does
     device = torch.device(args.device)
-    names = [m.strip() for m in args.methods.split(",")]
-    if "sgd" not in names:
-        names.insert(0, "sgd")
-    task = make_task(args.model, device)
-    steppers = [Stepper(n, task, args.batch_size, device) for n in names]
+    chosen = entries(args.recipe, args.methods)
+    task = make_task(args.task, args.data_dir, device, [e.method for e in chosen])
+    steppers = [Stepper(e, task, args.batch_size, device) for e in chosen]
     for s in steppers:
-        s.run(args.block)  # warm-up: past K-FAC's first inverse interval, Shampoo's start step, allocator growth
+        s.run(args.block)  # warm-up: past K-FAC's first inverse interval, Shampoo's start step, compilation
     times = {s.name: [] for s in steppers}
     peaks: dict[str, float] = {}
     for _ in range(args.rounds):
@@ -129,17 +186,19 @@ def main() -> None:
             times[s.name].append(s.run(args.block))
             if device.type == "cuda":
                 peaks[s.name] = max(peaks.get(s.name, 0.0), torch.cuda.max_memory_allocated(device) / 2**20)
-    params = {id(p) for s in steppers for p in s.params}
-    sgd = statistics.median(times["sgd"])
-    print(f"device {device} threads {torch.get_num_threads()} model {args.model} batch {args.batch_size}: "
-          f"median of {args.rounds} blocks of {args.block} steps")
+    params = {t.untyped_storage().data_ptr() for s in steppers for p in s.params
+              for t in (p, p.grad) if t is not None}
+    data = "real data" if args.data_dir else "generated data"
+    print(f"task {args.task} ({data}) device {device} threads {torch.get_num_threads()} batch {args.batch_size}: "
+          f"median of {args.rounds} interleaved blocks of {args.block} steps")
     peak_col = " peak allocated during steps (MiB) |" if peaks else ""
-    print("| method | ms/step | ratio to SGD | optimizer state (KiB) |" + peak_col)
-    print("|---|---:|---:|---:|" + ("---:|" if peaks else ""))
+    print("| method | ms/step | ratio to SGD | ratio [min, max] | optimizer state (KiB) |" + peak_col)
+    print("|---|---:|---:|---:|---:|" + ("---:|" if peaks else ""))
     for s in steppers:
-        t = statistics.median(times[s.name])
+        ratios = [t / b for t, b in zip(times[s.name], times["sgd"])]
         peak = f" {peaks[s.name]:.0f} |" if peaks else ""
-        print(f"| {s.name} | {t * 1e3:.2f} | {t / sgd:.2f} | {state_bytes(s.opt, params) / 1024:.1f} |{peak}")
+        print(f"| {s.name} | {statistics.median(times[s.name]) * 1e3:.2f} | {statistics.median(ratios):.2f} | "
+              f"[{min(ratios):.2f}, {max(ratios):.2f}] | {state_bytes(s.opt, params) / 1024:.1f} |{peak}")
 
 
 if __name__ == "__main__":
