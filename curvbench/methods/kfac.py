@@ -11,7 +11,7 @@ A sequence layer with a mask counts real time steps only (time steps as independ
 
 Every `factor_every` steps the forward pass keeps the layer inputs and one extra backward pass of the sampled
 loss gives g; A and G are running averages with `factor_decay`. Every `inverse_every` steps the damped inverses
-are rebuilt from eigendecompositions (during the first interval, after every factor update), with Tikhonov damping split between the factors (the pi-correction):
+are rebuilt (Cholesky factorisations in float64) (during the first interval, after every factor update), with Tikhonov damping split between the factors (the pi-correction):
 
     (A + pi*sqrt(damping) I)^-1,  (G + sqrt(damping)/pi I)^-1,   pi = sqrt((tr A / dim A) / (tr G / dim G))
 
@@ -43,10 +43,18 @@ def _full(x: torch.Tensor) -> torch.Tensor:
 
 
 def _damped_inverse(factor: torch.Tensor, damping: float) -> torch.Tensor:
-    """(factor + damping*I)^-1 through a symmetric eigendecomposition in float64."""
+    """(factor + damping*I)^-1 by a Cholesky factorisation in float64: the matrix is positive definite (a PSD
+    factor plus damping > 0), and Cholesky costs a fraction of an eigendecomposition (4608 x 4608, ResNet-18's
+    largest factor, on 2 CPU cores: 2 s against 10 s). A factor whose rounding makes it indefinite falls back
+    to the eigendecomposition, negative eigenvalues clamped to 0."""
+    work = factor.double()
+    work = (work + work.T) / 2
+    work.diagonal().add_(damping)
+    chol, info = torch.linalg.cholesky_ex(work)
+    if int(info) == 0:
+        return torch.cholesky_inverse(chol).to(factor.dtype)
     evals, evecs = torch.linalg.eigh(factor.double())
-    inv = (evecs / (evals.clamp(min=0) + damping)) @ evecs.T
-    return inv.to(factor.dtype)
+    return ((evecs / (evals.clamp(min=0) + damping)) @ evecs.T).to(factor.dtype)
 
 
 class LayerBlock:
