@@ -9,7 +9,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from curvbench import methods
-from curvbench.methods.base import COUPLED, BuildContext
+from curvbench.methods.base import COUPLED, BuildContext, NonFinite
 from curvbench.schedules import lr_factor
 from curvbench import record
 from curvbench.timing import Stopwatch, configure_cpu
@@ -220,6 +220,8 @@ def train(
                         raise
                     raise Diverged(f"diverged: the update overflowed {params[0].dtype} at lr {lr:g} in epoch "
                                    f"{epoch + 1}, step {step + 1}") from None
+                except NonFinite as e:  # the method's own numbers (adaptive K-FAC's model) went non-finite
+                    raise Diverged(f"diverged: {e} in epoch {epoch + 1}, step {step + 1}") from None
                 loss_sum += loss
                 if step == 0:
                     explosion.start(float(loss))  # the loss at the initial parameters: one sync per run
@@ -244,6 +246,8 @@ def train(
             metrics = {record.TRAIN_LOSS: train_loss, record.LR: lr, record.STEPS: step, record.TRAIN_SECONDS: watch.total}
             if batches == steps_per_epoch:  # a whole epoch: its time is an epoch time
                 metrics[record.EPOCH_SECONDS] = watch.total - epoch_start
+            if callable(getattr(opt, "epoch_metrics", None)):  # what a method reports per epoch (adaptive K-FAC)
+                metrics.update(opt.epoch_metrics())
             metrics.update(evaluate(task, model, training.eval_splits, opt))
             epoch_record = EpochRecord(epoch + 1, step, metrics)
             result.epochs.append(epoch_record)

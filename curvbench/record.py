@@ -7,6 +7,9 @@ from __future__ import annotations
 TRAIN_LOSS = "train_loss"  # mean over the epoch's batches
 LR = "lr"  # the learning rate of the epoch's last step
 STEPS = "steps"  # cumulative steps
+KFAC_DAMPING = "kfac_damping"  # adaptive K-FAC: the damping lambda at the epoch's end
+KFAC_ALPHA, KFAC_MU, KFAC_RHO = "kfac_alpha", "kfac_mu", "kfac_rho"  # its step, momentum, reduction ratio (means)
+KFAC_GAMMA = "kfac_gamma"  # adaptive K-FAC: the factors' Tikhonov damping gamma at the epoch's end
 TRAIN_SECONDS = "train_seconds"  # cumulative training seconds (evaluation excluded)
 EPOCH_SECONDS = "epoch_seconds"  # training seconds of an epoch that ran all its steps
 

@@ -8,9 +8,9 @@ from curvbench.methods.base import MethodSpec
 
 
 def _specs() -> list[MethodSpec]:
-    from curvbench.methods import adamw, kfac, lion, muon, sam, sgd, shampoo
+    from curvbench.methods import adamw, kfac, kfac_adaptive, lion, muon, sam, sgd, shampoo
 
-    return [sgd.SPEC, sam.SPEC, lion.SPEC, kfac.SPEC, shampoo.SPEC, adamw.SPEC, muon.SPEC]
+    return [sgd.SPEC, sam.SPEC, lion.SPEC, kfac.SPEC, kfac_adaptive.SPEC, shampoo.SPEC, adamw.SPEC, muon.SPEC]
 
 
 _REGISTRY: dict[str, MethodSpec] | None = None

@@ -12,6 +12,11 @@ COUPLED = "coupled"  # L2 in the loss, thesis eq. (16): the engine adds 2*lambda
 DECOUPLED = "decoupled"  # the method shrinks the weights itself, theta <- theta - lr*lambda*theta
 
 
+class NonFinite(ArithmeticError):
+    """A method's own computation went non-finite (a model's curvature, a step size): the engine ends the run as
+    diverged, as for a non-finite loss."""
+
+
 @dataclass(frozen=True)
 class HParam:
     name: str

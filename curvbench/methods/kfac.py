@@ -337,7 +337,8 @@ class KFAC(torch.optim.Optimizer):
         for b, _, u in pairs:
             b.set_grad(u * scale if scale is not None else u)
 
-    def step(self, closure):
+    def gradients_and_factors(self, closure):
+        """The closure's forward and backward pass, gathering factors on factor steps; inverses when due."""
         self.capturing = self.steps % self.factor_every == 0
         try:
             with torch.enable_grad():
@@ -349,6 +350,10 @@ class KFAC(torch.optim.Optimizer):
         warming_up = self.steps < self.inverse_every and self.steps % self.factor_every == 0
         if self.steps % self.inverse_every == 0 or warming_up:
             self.update_inverses()
+        return loss
+
+    def step(self, closure):
+        loss = self.gradients_and_factors(closure)
         group = self.param_groups[0]
         self.precondition(group["lr"])
         with torch.no_grad():

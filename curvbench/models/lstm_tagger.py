@@ -89,9 +89,11 @@ class UnrolledLSTMP(nn.Module):
             [_Direction(inp, hidden, proj, reverse=False)]
             + ([_Direction(inp, hidden, proj, reverse=True)] if bidirectional else [])
         )
+        self.use_fused = True  # False: the loop on every step (forward-mode differentiation lacks the fused kernel)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if any(d.step_observer is not None and d.step_observer.active() for d in self.directions):
+        if not self.use_fused or any(d.step_observer is not None and d.step_observer.active()
+                                     for d in self.directions):
             return self.loop(x, mask)
         return self.fused(x, mask)
 

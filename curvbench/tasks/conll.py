@@ -135,6 +135,10 @@ class Vocabulary:
         return Encoded(tokens.to(device), tags.to(device), lengths, [tg for _, tg in sentences])
 
 
+# methods that precondition the LSTM's layers time step by time step (K-FAC's per-step factors)
+UNROLLED_FOR = ("kfac", "kfac-adaptive")
+
+
 class TaggingTask:
     """Sentences held as padded id tensors on the device; batches bucketed by length with a seeded shuffle."""
 
@@ -184,7 +188,8 @@ class TaggingTask:
 
         o = self.options
         return LSTMTagger(len(self.vocab.words), len(self.vocab.tags), embed=o["embed"], hidden=o["hidden"],
-                          proj=o["proj"], bidirectional=o["bidirectional"], unrolled=method == "kfac")
+                          proj=o["proj"], bidirectional=o["bidirectional"],
+                          unrolled=method in UNROLLED_FOR)
 
     def forward(self, model, batch: Batch) -> torch.Tensor:
         return model(batch.inputs, batch.mask)

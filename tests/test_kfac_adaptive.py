@@ -1,0 +1,230 @@
+"""Adaptive K-FAC's quadratic model against dense computations on tiny problems: the curvature products against a
+Gauss-Newton matrix built from per-sample Jacobians, the (alpha, mu) solve against a numerical minimisation of
+the dense model, the damping rule step by step, and an exact quadratic, where the model is the objective."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.optimize import minimize
+from torch import nn
+
+from curvbench import engine
+from curvbench.methods.kfac_adaptive import AdaptiveKFAC
+from curvbench.tasks.base import Batch
+from helpers import TinyTask, batch
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+def mlp():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+
+
+def flat(tensors) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def dense_gauss_newton(model, b: Batch) -> torch.Tensor:
+    """(1/n) sum_i J_i^T H_i J_i: J_i the Jacobian of sample i's logits, H_i = diag(p_i) - p_i p_i^T."""
+    params = list(model.parameters())
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in params]
+    theta = flat([p.detach() for p in params])
+
+    def logits(vec, x):
+        tensors, i = [], 0
+        for s in shapes:
+            k = math.prod(s)
+            tensors.append(vec[i : i + k].reshape(s))
+            i += k
+        return torch.func.functional_call(model, dict(zip(names, tensors)), (x.unsqueeze(0),))[0]
+
+    total = torch.zeros(theta.numel(), theta.numel())
+    for x in b.inputs:
+        J = torch.autograd.functional.jacobian(lambda v: logits(v, x), theta)  # (classes, params)
+        p = torch.softmax(logits(theta, x), -1).detach()
+        H = torch.diag(p) - torch.outer(p, p)
+        total += J.T @ H @ J
+    return total / len(b.inputs)
+
+
+def optimizer(model, **kw):
+    return AdaptiveKFAC(model, TinyTask(), seed=0, **kw)
+
+
+def test_curvature_products_equal_a_dense_gauss_newton_built_from_per_sample_jacobians():
+    model, b = mlp(), batch(7, 4, 3, seed=3)
+    opt = optimizer(model)
+    opt.batch = b
+    g = torch.Generator().manual_seed(5)
+    vs = [[torch.randn(p.shape, generator=g) for p in model.parameters()] for _ in range(3)]
+    got = opt.curvature_matrix(vs)
+    C = dense_gauss_newton(model, b)
+    expected = torch.stack([torch.stack([flat(v) @ C @ flat(w) for w in vs]) for v in vs])
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def watch_solves(opt, model):
+    """Record, at every solve, what a dense computation needs: the gradient, Delta, delta_0, lam, the batch's
+    dense Gauss-Newton matrix, and the solve's answer."""
+    seen = []
+    solve = opt.solve
+
+    def watched(grad, direction, previous):
+        alpha, mu, m, b = solve(grad, direction, previous)
+        seen.append(dict(grad=flat(grad), delta=flat(direction), prev=None if previous is None else flat(previous),
+                         lam=opt.lam, C=dense_gauss_newton(model, opt.batch), alpha=alpha, mu=mu))
+        return alpha, mu, m, b
+
+    opt.solve = watched
+    return seen
+
+
+def steps(opt, model, n, l2=0.0, seed=0):
+    params = list(model.parameters())
+    for i in range(n):
+        b = batch(16, 4, 3, seed=seed + i)
+        opt.step(engine.make_closure(model, TinyTask(), opt, b, params, l2))
+
+
+@pytest.mark.parametrize("momentum", ["qmodel", "none"])
+def test_alpha_and_mu_minimise_the_dense_quadratic_model_over_several_steps(momentum):
+    model = mlp()
+    l2 = 1e-3
+    opt = optimizer(model, weight_decay=l2, initial_damping=0.5, factor_every=2, inverse_every=3, damping_every=2,
+                    momentum=momentum, gamma_every=4)
+    seen = watch_solves(opt, model)
+    steps(opt, model, 6, l2)
+    assert len(seen) >= 6 and seen[0]["prev"] is None and seen[0]["mu"] == 0.0
+    for s in seen:
+        C = (s["C"] + (s["lam"] + 2 * l2) * torch.eye(len(s["grad"]))).numpy()
+        g, d = s["grad"].numpy(), s["delta"].numpy()
+        prev = np.zeros_like(d) if s["prev"] is None else s["prev"].numpy()
+
+        def model_value(c):
+            step = c[0] * d + c[1] * prev
+            return 0.5 * step @ C @ step + g @ step
+
+        basis = np.stack([d, prev], 1) if s["prev"] is not None else d[:, None]
+        exact = -np.linalg.solve(basis.T @ C @ basis, basis.T @ g)  # the dense model's stationary point
+        assert s["alpha"] == pytest.approx(exact[0], rel=1e-8)
+        if s["prev"] is not None:
+            assert s["mu"] == pytest.approx(exact[1], rel=1e-8)
+        got = np.array([s["alpha"], s["mu"]])
+        found = minimize(model_value, np.zeros(2), method="BFGS").x  # and a minimum, found by a search
+        assert model_value(got) <= model_value(found) + 1e-12
+    if momentum == "qmodel":
+        assert any(s["mu"] != 0 for s in seen[1:])  # momentum was used
+    else:
+        assert all(s["prev"] is None and s["mu"] == 0.0 for s in seen)
+
+
+def test_damping_follows_the_levenberg_marquardt_rule_step_by_step():
+    model = mlp()
+    opt = optimizer(model, initial_damping=1e-3, damping_every=2, factor_every=1, inverse_every=1, gamma_every=4)
+    lams, rhos = [opt.lam], []
+    params = list(model.parameters())
+    for i in range(12):
+        b = batch(16, 4, 3, seed=i)
+        theta = [p.detach().clone() for p in params]
+        opt.step(engine.make_closure(model, TinyTask(), opt, b, params, 0.0))
+        lams.append(opt.lam)
+        rho = opt.history[-1]["rho"]
+        if rho is not None:  # independently: the loss change on this batch over the model's predicted change
+            with torch.no_grad():
+                before = F.cross_entropy(torch.func.functional_call(model, dict(zip(
+                    [n for n, _ in model.named_parameters()], theta)), (b.inputs,)), b.targets)
+                after = F.cross_entropy(model(b.inputs), b.targets)
+            delta = flat([p.detach() - t for p, t in zip(params, theta)])
+            coef = torch.tensor([opt.alpha, opt.mu][: len(opt.b)])
+            predicted = float(0.5 * coef @ opt.m @ coef + coef @ opt.b)
+            assert rho == pytest.approx(float(after - before) / predicted, rel=1e-9)
+            assert delta.norm() > 0
+        rhos.append(rho)
+    omega = (19 / 20) ** 2
+    branches = set()
+    for k, rho in enumerate(rhos):
+        if rho is None:
+            assert lams[k + 1] == lams[k]
+        elif rho > 0.75:
+            assert lams[k + 1] == pytest.approx(lams[k] * omega)
+            branches.add("down")
+        elif rho < 0.25:
+            assert lams[k + 1] == pytest.approx(lams[k] / omega)
+            branches.add("up")
+        else:
+            assert lams[k + 1] == lams[k]
+            branches.add("hold")
+    assert sum(r is not None for r in rhos) == 6 and branches == {"down", "up", "hold"}
+
+
+class Regression:
+    """Least squares with one output: loss 1/2 mean (f(x) - y)^2, whose Gauss-Newton matrix is its Hessian."""
+
+    forward = staticmethod(lambda model, b: model(b.inputs))
+
+    @staticmethod
+    def loss(outputs, b):
+        return 0.5 * ((outputs.squeeze(-1) - b.targets) ** 2).mean()
+
+    @staticmethod
+    def fisher_loss(outputs, b, generator, empirical):
+        noise = torch.randn(outputs.shape, generator=generator, dtype=outputs.dtype)
+        targets = b.targets.unsqueeze(-1) if empirical else outputs.detach() + noise
+        return 0.5 * ((outputs - targets) ** 2).sum(), outputs.shape[0]
+
+
+def test_an_exact_quadratic_model_gives_rho_one_and_the_minimiser_in_one_step():
+    """One output: K-FAC's G is a scalar, so its proposal is the Newton direction up to scale, and the model,
+    with its damping near 0, is the objective itself."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3 + 0.1 * torch.randn(40, generator=g)
+    b = Batch(x, y)
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    opt = AdaptiveKFAC(model, Regression(), initial_damping=1e-20, min_damping=1e-22, damping_every=1, seed=0)
+    opt.step(engine.make_closure(model, Regression(), opt, b, list(model.parameters()), 0.0))
+    design = torch.cat([x, torch.ones(40, 1)], 1)
+    solution = torch.linalg.lstsq(design, y.unsqueeze(1)).solution.squeeze(1)
+    torch.testing.assert_close(torch.cat([model.weight.detach()[0], model.bias.detach()]), solution,
+                               rtol=1e-8, atol=1e-8)
+    assert opt.history[0]["rho"] == pytest.approx(1.0, abs=1e-8)
+
+
+def test_greedy_gamma_keeps_the_candidate_whose_update_the_model_rates_best():
+    model = mlp()
+    opt = optimizer(model, initial_damping=1e-2, gamma_every=3, factor_every=1, inverse_every=50)
+    tried = []
+    solve = opt.solve
+
+    def watched(grad, direction, previous):
+        alpha, mu, m, b = solve(grad, direction, previous)
+        c = torch.tensor([alpha, mu][: len(b)])
+        tried.append((opt.steps, opt.damping, float(0.5 * c @ m @ c + c @ b)))
+        return alpha, mu, m, b
+
+    opt.solve = watched
+    gammas = []
+    params = list(model.parameters())
+    for i in range(7):
+        opt.step(engine.make_closure(model, TinyTask(), opt, batch(16, 4, 3, seed=i), params, 0.0))
+        gammas.append(opt.damping)
+    omega2 = (19 / 20) ** 1.5
+    for step in (3, 6):  # greedy steps: three candidates, gamma^2 * omega2^(-2, 0, 2) around the last one
+        candidates = [(g, v) for s, g, v in tried if s == step]
+        assert len(candidates) == 3
+        last = gammas[step - 1]
+        assert sorted(g for g, _ in candidates) == pytest.approx(sorted([last * omega2**2, last, last / omega2**2]))
+        assert gammas[step] == min(candidates, key=lambda gv: gv[1])[0]
+    assert all(len([t for t in tried if t[0] == s]) == 1 for s in (1, 2, 4, 5))  # one solve on the other steps
+    assert len(set(gammas)) > 1  # gamma moved
