@@ -43,6 +43,11 @@ def friendly(func):
             raise Terminated(signal.Signals(signum).name)
 
         signal.signal(signal.SIGTERM, terminate)
+        if os.environ.get("CURVBENCH_WORKER"):  # one of tune --workers: stop at the next safe point, not mid-write
+            from curvbench import stopping
+
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, lambda signum, frame: stopping.request(signal.Signals(signum).name))
         if os.environ.get("CURVBENCH_DEBUG"):  # tracebacks as they are
             return func(*args, **kwargs)
         try:
@@ -190,6 +195,8 @@ def tune(
     tracking_uri: Optional[str] = UriOpt,
     experiment: Optional[str] = ExperimentOpt,
     quiet: bool = QuietOpt,
+    workers: int = typer.Option(1, "--workers", help="Worker processes sharing the study (each its share of the CPU cores, or one of --devices).", metavar="N"),
+    devices: Optional[str] = typer.Option(None, "--devices", help="One device per worker: cuda:0,cuda:1.", metavar="A,B"),
 ):
     """Search hyperparameters: one MLflow parent run per method, a child run per trial; resumable.
 
@@ -216,6 +223,9 @@ def tune(
     from curvbench.console import console, tune_table
     from curvbench.runner import Interrupted
 
+    if workers > 1 or devices:
+        _tune_with_workers(r, workers, devices, sampler, trials, storage, study, on, seeds, tracking_uri, quiet)
+        return
     split = on or r.default_split()
     if split == "test":
         typer.echo(f"warning: trials are scored on the test split ({r.source} holds out no validation data; "
@@ -235,6 +245,37 @@ def tune(
     if out:  # every entry of the recipe goes into the output, the tuned ones with their best values
         tuning.write_best_recipe(out, _load_recipe(recipe, flags, keep_methods=False), results)
         console.print(f"best hyperparameters written to {out}")
+
+
+def _tune_with_workers(r, workers, devices, sampler, trials, storage, study, on, seeds, tracking_uri, quiet):
+    """`tune --workers N`: N copies of this command share the study; one combined progress line per method."""
+    from curvbench import tune as tuning
+    from curvbench import workers as pool
+    from curvbench.console import console, tune_table
+
+    devs = [d.strip() for d in devices.split(",")] if devices else None
+    pool.check(workers, devs)
+    tuning.open_storage(storage)  # an unusable storage: one line, before any worker starts
+    tracker = _open_tracker(tracking_uri)
+    reporter = _reporter(quiet)
+    shown: dict = {}
+
+    def progress():
+        for entry, state in tuning.study_progress(r, sampler, trials, storage, study).items():
+            if shown.get(entry) != state:
+                shown[entry] = state
+                reporter.search_status(entry, *state)
+
+    code = pool.run(pool.plan(sys.argv[1:], workers, devs), progress)
+    reporter.close()
+    if code == EXIT_INTERRUPTED:
+        _fail("interrupted: every worker ended its running trial; finished trials are kept; run the same command "
+              "again to resume", EXIT_INTERRUPTED)
+    for res in tuning.study_results(r, sampler, storage, study, on, seeds):
+        console.print(tune_table(res))
+        console.print(tuning.result_line(res, tracker.uri))
+    if code:
+        _fail(f"a worker exited with code {code}; its error is above", code)
 
 
 @app.command("to-target", epilog="Example: curvbench to-target cifar --acc 0.75 --seeds 3")
@@ -378,6 +419,11 @@ def ui(
     from curvbench.stores import check_tracking_uri, mask
     from curvbench.tracking import resolve_uri
 
+    uri = resolve_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI, on the same runs
+        check_tracking_uri(uri)
+        typer.echo(f"MLflow UI of the tracking server: {mask(uri).rstrip('/')}/#/experiments?workflowType=machine_learning")
+        return
     if not 1 <= port <= 65535:
         _fail(f"--port {port}: expected a port from 1 to 65535")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -385,7 +431,6 @@ def ui(
             probe.bind(("127.0.0.1", port))
         except OSError as e:
             _fail(f"--port {port}: 127.0.0.1:{port} cannot be used ({e.strerror}); choose another with --port")
-    uri = resolve_uri(tracking_uri)
     check_tracking_uri(uri)
     # MLflow 3's UI remembers a GenAI or model-training view per browser; this link opens the model-training one
     typer.echo(f"MLflow UI for {mask(uri)} at http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning")

@@ -9,6 +9,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from curvbench import methods
+from curvbench import stopping
 from curvbench.methods.base import COUPLED, BuildContext, NonFinite
 from curvbench.schedules import lr_factor
 from curvbench import record
@@ -223,6 +224,7 @@ def train(
                 except NonFinite as e:  # the method's own numbers (adaptive K-FAC's model) went non-finite
                     raise Diverged(f"diverged: {e} in epoch {epoch + 1}, step {step + 1}") from None
                 loss_sum += loss
+                stopping.check()  # a worker asked to stop: here, between steps, not inside a database write
                 if step == 0:
                     explosion.start(float(loss))  # the loss at the initial parameters: one sync per run
                 batches += 1

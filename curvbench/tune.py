@@ -8,6 +8,7 @@ its point enqueued again on the next start. MLflow: one parent run per method an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from curvbench import engine
 from curvbench.errors import CurvbenchError
 from curvbench.recipe import MethodEntry, Recipe
+from curvbench import stopping
 from curvbench.runner import Interrupted, display_name, experiment_name, load_task, run_one
 from curvbench.timing import resolve_device, set_threads
 from curvbench import record
@@ -126,10 +128,31 @@ def held_elsewhere(study) -> list[str]:
     return out
 
 
-def _study_parent(tracker, study, storage, recipe, entry, params: dict, tags: dict):
+@contextlib.contextmanager
+def study_lock(store, url: str):
+    """One process at a time, across every worker of the storage: a file lock beside a SQLite database, a session
+    advisory lock on PostgreSQL (workers on several machines)."""
+    if url.startswith("postgresql"):
+        from sqlalchemy import text
+
+        with store.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": STUDY_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": STUDY_LOCK_KEY})
+        return
+    with sqlite_lock(url):
+        yield
+
+
+STUDY_LOCK_KEY = 0x63757276  # "curv": the advisory lock curvbench takes on a PostgreSQL study storage
+
+
+def _study_parent(tracker, study, store, storage, recipe, entry, params: dict, tags: dict):
     """One MLflow parent run per study: the first `tune` of a study creates it, every resumed or parallel
     `tune` of that study reuses it (reopened as RUNNING), so the UI shows one search with all its trials."""
-    with sqlite_lock(storage or DEFAULT_STORAGE):  # two workers starting together make one parent, not two
+    with study_lock(store, storage or DEFAULT_STORAGE):  # workers starting together make one parent, not two
         known = study.user_attrs.get("mlflow_parent")
         if known and study.user_attrs.get("mlflow_uri") == tracker.uri:
             try:
@@ -328,7 +351,7 @@ def tune(
         fail_dead_trials(study)  # ... at once when the process was on this host
         parent = None
         if tracker is not None:
-            parent = _study_parent(tracker, study, storage, recipe, entry, {
+            parent = _study_parent(tracker, study, store, storage, recipe, entry, {
                 "sampler": sampler, "trials": budget, "objective": f"{objective} {key}", "pruner": pruner,
                 "study": name, record.SCORED_ON: split, "seeds": ",".join(map(str, run_seeds)),
                 **{f"space.{k}": v for k, v in space.items()}}, {
@@ -350,6 +373,8 @@ def tune(
         try:
             status()
             while done() < budget:
+                if stopping.requested:  # a worker asked to stop between trials: nothing of its own is running
+                    raise Interrupted([], f"interrupted by {stopping.requested}")
                 if points is not None:
                     enqueue_missing(study, points)
                     if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
@@ -391,6 +416,57 @@ def tune(
         results.append(TuneResult(entry.name, name, best and dict(best.params), best and best.value, finished,
                                   parent and parent.run_id, split, key, len(run_seeds), held))
     return results
+
+
+def study_progress(recipe: Recipe, sampler: str, trials: int | None, storage: str | None, study_name: str | None,
+                   spaces: dict | None = None) -> dict[str, tuple[int, int, int, float | None]]:
+    """Per entry, read from the shared study: trials finished, running, left, best score (what several workers'
+    combined progress shows). A study not created yet counts as nothing done."""
+    import optuna
+    from optuna.trial import TrialState
+
+    spaces = spaces if spaces is not None else recipe.search
+    store = open_storage(storage)
+    out = {}
+    for entry in recipe.methods:
+        points = spaces_mod.grid_points(spaces[entry.name]) if sampler == "grid" else None
+        budget = trials if trials is not None else (len(points) if points is not None else 20)
+        try:
+            study = optuna.load_study(study_name=study_name_of(recipe, entry, sampler, study_name), storage=store)
+        except KeyError:
+            out[entry.name] = (0, 0, budget, None)
+            continue
+        ts = study.get_trials(deepcopy=False)
+        finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in ts)
+        running = sum(t.state == TrialState.RUNNING for t in ts)
+        scored = [t.value for t in ts if t.state == TrialState.COMPLETE and t.value is not None]
+        out[entry.name] = (finished, running, max(0, budget - finished - running), max(scored) if scored else None)
+    return out
+
+
+def study_results(recipe: Recipe, sampler: str, storage: str | None, study_name: str | None, on: str | None,
+                  seeds: int | None) -> list[TuneResult]:
+    """What every worker's studies hold, read back after they are done: the best trial and the parent run."""
+    import optuna
+    from optuna.trial import TrialState
+
+    store = open_storage(storage)
+    split = on or recipe.default_split()
+    key = record.split_metric(split, recipe.task.metric)
+    out = []
+    for entry in recipe.methods:
+        name = study_name_of(recipe, entry, sampler, study_name)
+        try:
+            study = optuna.load_study(study_name=name, storage=store)
+        except KeyError:
+            continue
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        complete = [t for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
+        best = max(complete, key=lambda t: t.value) if complete else None
+        out.append(TuneResult(entry.name, name, best and dict(best.params), best and best.value, finished,
+                              study.user_attrs.get("mlflow_parent"), split, key, len(trial_seeds(recipe, seeds)),
+                              held_elsewhere(study)))
+    return out
 
 
 def _run_trial(recipe, task, entry, params, trial, study, device, tracker, reporter, parent, key, objective,

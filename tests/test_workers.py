@@ -1,0 +1,90 @@
+"""tune --workers: worker processes that share one study (SQLite here; tests/test_services.py: PostgreSQL)."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from curvbench import workers
+from curvbench.errors import CurvbenchError
+
+
+def test_each_worker_gets_the_command_without_the_pool_flags_and_its_share():
+    argv = ["tune", "r.yaml", "--workers", "2", "--devices=cuda:0,cuda:1", "--epochs", "1"]
+    assert workers.strip_own_flags(argv) == ["tune", "r.yaml", "--epochs", "1"]
+    plan = workers.plan(argv, 2, ["cuda:0", "cuda:1"], cores=8)
+    assert [w.argv[3:] for w in plan] == [
+        ["tune", "r.yaml", "--epochs", "1", "--quiet", "--threads", "4", "--device", "cuda:0"],
+        ["tune", "r.yaml", "--epochs", "1", "--quiet", "--threads", "4", "--device", "cuda:1"]]
+    assert [w.env["CURVBENCH_WORKER"] for w in plan] == ["1", "2"]
+    with pytest.raises(CurvbenchError, match="--devices names 1 device"):
+        workers.check(2, ["cuda:0"])
+    with pytest.raises(CurvbenchError, match="--workers 0: expected 1 or more"):
+        workers.check(0, None)
+
+
+def write(tmp_path, epochs):
+    path = tmp_path / "r.yaml"
+    path.write_text(f"task: mnist-mini\ntraining: {{epochs: {epochs}, validation: 0.1}}\nmethods: {{sgd: {{lr: 0.1}}}}\n"
+                    "search: {sgd: {lr: [0.3, 0.1, 0.03, 0.01]}}\n")
+    return path
+
+
+def tune(tmp_path, path, *extra):
+    return subprocess.Popen([sys.executable, "-m", "curvbench.cli", "tune", str(path), "--workers", "2",
+                             "--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri",
+                             f"sqlite:///{tmp_path}/mlflow.db", *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def state(tmp_path):
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    s = optuna.load_study(study_name="r-sgd-grid", storage=f"sqlite:///{tmp_path}/optuna.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("mnist-mini").experiment_id])
+    return s.get_trials(deepcopy=False), runs
+
+
+def test_two_workers_share_the_grid_and_the_parent_shows_one_combined_view(tmp_path):
+    proc = tune(tmp_path, write(tmp_path, 1))
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    trials, runs = state(tmp_path)
+    assert sorted(t.params["lr"] for t in trials if t.state.name == "COMPLETE") == [0.01, 0.03, 0.1, 0.3]
+    assert len(trials) == 4
+    children = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    assert len(children) == 4 and len({r.data.tags["curvbench.pid"] for r in children}) == 2
+    assert "[tune sgd] trials done 4, running elsewhere 0, left 0" in err  # the parent's combined line
+    assert out.count("sgd: best lr=") == 1  # one summary, the parent's
+
+
+def test_ctrl_c_stops_every_worker_cleanly_and_the_next_tune_resumes(tmp_path):
+    path = write(tmp_path, 12)
+    proc = tune(tmp_path, path)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        time.sleep(1)
+        try:
+            trials, _ = state(tmp_path)
+        except Exception:  # the study or the experiment is not there yet
+            continue
+        if sum(t.state.name == "RUNNING" for t in trials) == 2:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1].startswith("error: interrupted: every worker ended its running trial")
+    trials, runs = state(tmp_path)
+    assert [t.state.name for t in trials].count("RUNNING") == 0
+    assert all(r.info.status != "RUNNING" for r in runs)
+    killed = [r for r in runs if r.info.status == "KILLED" and r.data.tags.get("kind") == "trial"]
+    assert len(killed) == 2 and all("SIGINT" in r.data.tags.get("status_reason", "") for r in killed)
+    resumed = tune(tmp_path, path)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    trials, _ = state(tmp_path)
+    assert sorted(t.params["lr"] for t in trials if t.state.name == "COMPLETE") == [0.01, 0.03, 0.1, 0.3]
