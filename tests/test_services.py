@@ -1,0 +1,122 @@
+"""Sweeps against real services: a PostgreSQL study storage and an MLflow tracking server on PostgreSQL.
+
+.ci/services.sh starts both (CI runs it) and exports their URLs; without them these tests skip, saying so."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+POSTGRES = os.environ.get("CURVBENCH_TEST_POSTGRES")
+TRACKING = os.environ.get("CURVBENCH_TEST_TRACKING")
+pytestmark = pytest.mark.skipif(not (POSTGRES and TRACKING), reason="no PostgreSQL and MLflow tracking server: "
+                                "run `source .ci/services.sh start` (as .ci/run does) to start them")
+GRID_12 = "search: {sgd: {lr: [0.3, 0.1, 0.03, 0.01], weight_decay: [0, 1.0e-4, 1.0e-3]}}\n"
+
+
+def curvbench(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "curvbench.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def finish(proc, timeout=600):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+@pytest.fixture
+def names():
+    tag = uuid.uuid4().hex[:8]
+    return f"study-{tag}", f"exp-{tag}"
+
+
+def recipe(tmp_path, epochs=1, grid=GRID_12):
+    path = tmp_path / "r.yaml"
+    path.write_text(f"task: mnist-mini\ntraining: {{epochs: {epochs}, validation: 0.1, threads: 1}}\n"
+                    f"methods: {{sgd: {{lr: 0.1}}}}\n" + grid)
+    return path
+
+
+def study(name):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=POSTGRES)
+
+
+def test_three_workers_run_a_12_point_grid_once_each_on_postgresql_and_the_tracking_server(tmp_path, names):
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    study_name, experiment = names
+    code, out, err = finish(curvbench("tune", str(recipe(tmp_path)), "--workers", "3", "--storage", POSTGRES,
+                                      "--study", study_name, "--tracking-uri", TRACKING, "--experiment", experiment))
+    assert code == 0, err
+    trials = study(study_name).get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 12 and len(trials) == 12
+    points = {(t.params["lr"], t.params["weight_decay"]) for t in complete}
+    assert len(points) == 12  # no grid point twice
+    client = MlflowClient(TRACKING)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    [parent] = [r for r in runs if r.data.tags.get("kind") == "tune"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 12 and all(r.info.status == "FINISHED" for r in children)
+    assert parent.info.run_id == study(study_name).user_attrs["mlflow_parent"]
+    assert "sgd: best" in out
+    pids = {r.data.tags.get("curvbench.pid") for r in children}
+    assert len(pids) >= 2  # the work was shared
+    report = subprocess.run([sys.executable, "-m", "curvbench.cli", "report", "--tracking-uri", TRACKING,
+                             "--experiment", experiment, "--out", str(tmp_path / "report"), "--no-log"],
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert "| mnist-mini | sgd" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_killed_workers_point_is_run_again_by_a_later_worker(tmp_path, names):
+    from optuna.trial import TrialState
+
+    study_name, experiment = names
+    path = recipe(tmp_path, epochs=15, grid="search: {sgd: {lr: [0.1, 0.03, 0.01]}}\n")
+    args = ["tune", str(path), "--storage", POSTGRES, "--study", study_name, "--tracking-uri", TRACKING,
+            "--experiment", experiment, "--quiet"]
+    doomed = curvbench(*args)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until it is inside a trial
+        try:
+            running = [t for t in study(study_name).get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+        except KeyError:
+            running = []
+        if running:
+            break
+        time.sleep(0.5)
+    assert running and doomed.poll() is None
+    time.sleep(2)
+    doomed.send_signal(signal.SIGKILL)  # power cut: nothing gets to clean up
+    doomed.wait()
+    killed = running[0]
+    code, out, err = finish(curvbench(*args))  # a later worker on the same study
+    assert code == 0, err
+    trials = study(study_name).get_trials(deepcopy=False)
+    first = next(t for t in trials if t.number == killed.number)
+    assert first.state == TrialState.FAIL and "died" in first.user_attrs.get("reason", "")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["lr"] for t in complete) == [0.01, 0.03, 0.1]
+    assert killed.params["lr"] in [t.params["lr"] for t in complete if t.number > killed.number]
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda url: url.replace("curvbench:curvbench@", "curvbench:wrong@"), "password authentication failed"),
+    (lambda url: url.rsplit("/", 1)[0] + "/nosuchdb", 'database "nosuchdb" does not exist'),
+])
+def test_bad_credentials_or_database_are_one_line_errors_with_the_password_masked(tmp_path, change, expected):
+    url = change(POSTGRES)
+    code, out, err = finish(curvbench("tune", str(recipe(tmp_path)), "--storage", url, "--tracking-uri", TRACKING))
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: study storage postgresql://curvbench:***@") and expected in line
+    assert "curvbench:curvbench@" not in line and "curvbench:wrong@" not in line
