@@ -17,6 +17,8 @@ from curvbench.errors import CurvbenchError
 from curvbench import record
 
 CURVES = (record.split_metric("test", "accuracy"), record.split_metric("test", "loss"), record.TRAIN_LOSS)
+# what adaptive K-FAC chose per epoch: drawn in one figure per task when a run has them
+ADAPTATION = (record.KFAC_DAMPING, record.KFAC_GAMMA, record.KFAC_ALPHA, record.KFAC_MU)
 
 
 @dataclass
@@ -124,7 +126,7 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
                        study=tags.get(record.STUDY, "?") if trial else None,
                        trial=int(tags.get(record.TRIAL, -1)) if trial else None, params=dict(r.data.params),
                        protocol=protocol, outcome=tags.get(record.OUTCOME))
-        for key in CURVES + (record.EPOCH_SECONDS, record.TRAIN_SECONDS, record.STEPS,
+        for key in CURVES + ADAPTATION + (record.EPOCH_SECONDS, record.TRAIN_SECONDS, record.STEPS,
                             record.split_metric("test", data.metric), record.split_metric("val", data.metric)):
             data.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
         runs.append(data)
@@ -408,6 +410,42 @@ def _curve_figure(runs, task, key, ylabel, path) -> str:
     return caption
 
 
+def _adaptation_figure(runs, task, path) -> str:
+    """Adaptive K-FAC's choices per epoch, mean over seeds per label, on a log axis: the damping lambda (solid),
+    the factors' gamma (dashed), the mean step size alpha (dotted) and, where used, the mean momentum mu."""
+    import matplotlib.pyplot as plt
+
+    by_label: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        if r.task == task and r.curves.get(record.KFAC_DAMPING):
+            for key in ADAPTATION:
+                if r.curves.get(key):
+                    by_label[r.label or r.entry][key].append(dict(r.curves[key]))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    styles = {record.KFAC_DAMPING: ("-", "lambda"), record.KFAC_GAMMA: ("--", "gamma"),
+              record.KFAC_ALPHA: (":", "alpha"), record.KFAC_MU: ("-.", "mu")}
+    for i, (label, curves) in enumerate(sorted(by_label.items())):
+        color = f"C{i}"
+        for key, seeds in curves.items():
+            epochs = sorted(set().union(*seeds))
+            mean = [statistics.fmean([c[e] for c in seeds if e in c]) for e in epochs]
+            if key == record.KFAC_MU and not any(mean):
+                continue  # momentum off
+            ls, name = styles[key]
+            ax.plot(epochs, [abs(v) for v in mean], ls=ls, color=color, marker="o", ms=3, label=f"{label}: {name}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("value (log scale)")
+    ax.set_title(f"{task}: adaptive K-FAC's damping, gamma and step size")
+    ax.grid(alpha=0.3, which="both")
+    _legend(ax, len(ax.lines))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return (f"{task}: adaptive K-FAC per epoch, mean over seeds: lambda (the model's damping, solid) and gamma (the "
+            f"factors', dashed) at the epoch's end, alpha (dotted) and mu (dash-dot, |mu|) averaged over its steps")
+
+
 def _bar_figure(labels, values, errs, ylabel, title, path, missing=()):
     import matplotlib.pyplot as plt
 
@@ -487,6 +525,10 @@ def write_report(runs: list[RunData], out: Path) -> tuple[list[Row], list[Path]]
                 p = out / f"{task}_{key}.png"
                 captions[p.name] = _curve_figure(runs, task, key, label, p)
                 figures.append(p)
+        if any(r.curves.get(record.KFAC_DAMPING) for r in runs if r.task == task):
+            p = out / f"{task}_kfac_adaptation.png"
+            captions[p.name] = _adaptation_figure(runs, task, p)
+            figures.append(p)
         trows = [r for r in rows if r.task == task]
         p = out / f"{task}_train_time.png"
         _bar_figure([r.entry for r in trows], [r.total for r in trows], [(0, 0) for _ in trows],

@@ -220,3 +220,25 @@ def test_a_run_ended_by_an_error_is_not_called_diverged(store):
     [lion] = [r for r in rows if r.entry.startswith("lion")]
     assert (lion.failed, lion.errors) == (0, 1)
     assert "| 1 (1 failed by an error) |" in md and "1 diverged" not in md
+
+
+def test_adaptive_kfac_runs_get_a_figure_of_their_damping_gamma_and_step_size(store):
+    uri, tmp = store
+    tracker = Tracker(uri)
+    for entry, seed in (("kfac-adaptive", 0), ("kfac-adaptive", 1), ("sgd", 0)):
+        run = tracker.start("mnist", f"{entry} s{seed}", {"training.batch_size": 100},
+                            {"task": "mnist", "method": entry, "entry": entry, "seed": seed, "outcome": "finished"})
+        for epoch, lam in enumerate((150.0, 1.0, 1e-3), start=1):
+            adaptive = {"kfac_damping": lam * (1 + seed), "kfac_gamma": 0.1, "kfac_alpha": 0.01, "kfac_mu": 0.0}
+            run.log_metrics({"train_loss": 1.0 / epoch, "test_accuracy": 0.9,
+                             **(adaptive if entry == "kfac-adaptive" else {})}, step=epoch)
+        run.end("FINISHED")
+    runs = collect(tracker.client, task="mnist")
+    damping = sorted([v for _, v in r.curves["kfac_damping"]] for r in runs if r.entry == "kfac-adaptive")
+    assert damping == [[150.0, 1.0, 1e-3], [300.0, 2.0, 2e-3]]
+    rows, figures = write_report(runs, tmp / "adaptive")
+    assert tmp / "adaptive" / "mnist_kfac_adaptation.png" in figures
+    md = (tmp / "adaptive" / "report.md").read_text()
+    assert "*mnist: adaptive K-FAC per epoch, mean over seeds: lambda" in md
+    rows, figures = write_report([r for r in runs if r.entry == "sgd"], tmp / "plain")
+    assert not any("kfac_adaptation" in p.name for p in figures)
