@@ -1,0 +1,165 @@
+"""Optuna studies shared by workers: the storage, the queue of points every worker pops from, who holds which
+trial, and one MLflow parent run per study. `tune` queues grid points; `to-target` queues (method, seed) jobs.
+
+Every worker opens the same RDB storage (SQLite on one machine, PostgreSQL across machines). A trial that was
+interrupted (FAIL) or whose process died (caught by the storage heartbeat, or at once on the same host) has its
+point queued again by the next worker that starts."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+
+from curvbench import record
+from curvbench.errors import CurvbenchError
+from curvbench.tracking import TrackedRun, owner_tags, process_alive, sqlite_lock
+
+DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
+
+
+def open_storage(url: str | None):
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")  # we run it ourselves
+
+    from curvbench.stores import check_study_storage, explain, mask
+
+    url = url or DEFAULT_STORAGE
+    check_study_storage(url)  # scheme, file, folder, driver, server: one line naming the URL, before any training
+    # a heartbeat lets a later start see the trials of a process that died, and run their points again
+    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    try:
+        with sqlite_lock(url):  # a new database's tables are created by one process at a time
+            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, engine_kwargs=kwargs)
+    except Exception as e:  # noqa: BLE001 - a broken or foreign database: one line naming it
+        raise CurvbenchError(f"study storage {mask(url)}: {explain(e) or f'{e.__class__.__name__}: {e}'}") from None
+
+
+HEARTBEAT_GRACE = 120  # seconds without a heartbeat before another worker runs a trial's point again
+
+
+def fail_dead_trials(study) -> list[int]:
+    """Trials RUNNING in a process of this host that is gone: FAIL now (their points are queued again), rather
+    than after the heartbeat grace period."""
+    from optuna.trial import TrialState
+
+    host, dead = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get(record.PID)
+        if t.user_attrs.get(record.HOST) == host and pid and int(pid) != os.getpid() and not process_alive(int(pid)):
+            study._storage.set_trial_user_attr(t._trial_id, "reason", f"its process (pid {pid} on {host}) died")
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            dead.append(t.number)
+    return dead
+
+
+def held_elsewhere(study) -> list[str]:
+    """Trials still RUNNING in other processes when this one is done: who holds them, and what happens if
+    that worker is gone."""
+    from optuna.trial import TrialState
+
+    host, out = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        where, pid = t.user_attrs.get(record.HOST, "?"), t.user_attrs.get(record.PID, "?")
+        if where == host:
+            state = "running" if pid != "?" and process_alive(int(pid)) else "its process is gone: rerun by the next tune"
+        else:
+            state = (f"if that worker is gone, the next tune started {HEARTBEAT_GRACE} s after its last heartbeat "
+                     f"runs the point again")
+        point = ", ".join(f"{k}={v}" for k, v in (t.params or t.system_attrs.get("fixed_params", {})).items())
+        out.append(f"trial {t.number} ({point}) held by pid {pid} on {where}: {state}")
+    return out
+
+
+@contextlib.contextmanager
+def study_lock(store, url: str):
+    """One process at a time, across every worker of the storage: a file lock beside a SQLite database, a session
+    advisory lock on PostgreSQL (workers on several machines)."""
+    if url.startswith("postgresql"):
+        from sqlalchemy import text
+
+        with store.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": STUDY_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": STUDY_LOCK_KEY})
+        return
+    with sqlite_lock(url):
+        yield
+
+
+STUDY_LOCK_KEY = 0x63757276  # "curv": the advisory lock curvbench takes on a PostgreSQL study storage
+
+
+def shared_parent(tracker, study, store, storage, experiment: str, name: str, params: dict, tags: dict):
+    """One MLflow parent run per study: the first worker of a study creates it, every resumed or parallel
+    worker of that study reuses it (reopened as RUNNING), so the UI shows one search with all its runs."""
+    with study_lock(store, storage or DEFAULT_STORAGE):  # workers starting together make one parent, not two
+        known = study.user_attrs.get("mlflow_parent")
+        if known and study.user_attrs.get("mlflow_uri") == tracker.uri:
+            try:
+                tracker.client.update_run(known, status="RUNNING")
+            except Exception:  # noqa: BLE001 - deleted, or another store: start a new parent
+                known = None
+            else:
+                run = TrackedRun(tracker.client, known)
+                run.set_tags({**owner_tags(), "resumed": "true"})
+                return run
+        run = tracker.start(experiment, name, params, tags)
+        study.set_user_attr("mlflow_parent", run.run_id)
+        study.set_user_attr("mlflow_uri", tracker.uri)
+        return run
+
+
+def same_point(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        (isinstance(a[k], float) and isinstance(b[k], float) and math.isclose(a[k], b[k])) or a[k] == b[k] for k in a
+    )
+
+
+def fixed_params(study, trial) -> dict:
+    """The point an enqueued trial was given (empty for a trial the sampler made up)."""
+    return study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params") or {}
+
+
+def heartbeat(study, trial):
+    """Optuna's heartbeat thread, as Study.optimize runs it; a no-op where the storage has none."""
+    import contextlib
+
+    try:
+        from optuna.storages._heartbeat import get_heartbeat_thread
+    except ImportError:  # pragma: no cover - an Optuna without it
+        return contextlib.nullcontext()
+    return get_heartbeat_thread(trial._trial_id, study._storage)
+
+
+def enqueue_missing(study, points: list[dict]) -> None:
+    """Put each grid point that no trial has finished, is running or is waiting for into the queue."""
+    from optuna.trial import TrialState
+
+    taken = [t.params or t.system_attrs.get("fixed_params", {}) for t in study.get_trials(deepcopy=False)
+             if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)]
+    for p in points:
+        if not any(same_point(p, q) for q in taken):
+            study.enqueue_trial(p)
+
+
+def is_duplicate(study, trial) -> bool:
+    """Two processes may enqueue the same point at once: the trial with the lower number keeps it."""
+    from optuna.trial import TrialState
+
+    mine = trial.params
+    for t in study.get_trials(deepcopy=False):
+        if t.number < trial.number and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
+                                                   TrialState.WAITING):
+            if same_point(t.params or t.system_attrs.get("fixed_params", {}), mine):
+                return True
+    return False
+
+
