@@ -264,7 +264,7 @@ def _tune_with_workers(r, workers, devices, sampler, trials, storage, study, on,
         for entry, state in tuning.study_progress(r, sampler, trials, storage, study).items():
             if shown.get(entry) != state:
                 shown[entry] = state
-                reporter.search_status(entry, *state)
+                reporter.search_status(f"tune {entry}", *state)
 
     code = pool.run(pool.plan(sys.argv[1:], workers, devs), progress)
     reporter.close()
@@ -298,6 +298,9 @@ def to_target(
     tracking_uri: Optional[str] = UriOpt,
     experiment: Optional[str] = ExperimentOpt,
     quiet: bool = QuietOpt,
+    storage: Optional[str] = typer.Option(None, "--storage", help="Share the (method, seed) runs as a queue in this Optuna storage, for workers on several machines.", metavar="URL"),
+    workers: int = typer.Option(1, "--workers", help="Worker processes sharing the runs (each its share of the CPU cores, or one of --devices).", metavar="N"),
+    devices: Optional[str] = typer.Option(None, "--devices", help="One device per worker: cuda:0,cuda:1.", metavar="A,B"),
 ):
     """Train each method until its metric first reaches the target: training seconds, steps and epochs to it.
 
@@ -313,10 +316,13 @@ def to_target(
     from curvbench.runner import Interrupted
     from curvbench.to_target import run_to_target, summary_markdown
 
+    if workers > 1 or devices:
+        _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri, quiet)
+        return
     tracker = _open_tracker(tracking_uri)
     reporter = _reporter(quiet)
     try:
-        summaries, parent, key = run_to_target(r, tracker, reporter, acc, eval_every, on)
+        summaries, parent, key = run_to_target(r, tracker, reporter, acc, eval_every, on, storage)
     except Interrupted as e:
         reporter.close()
         _fail(f"{e.reason}: the current run was ended as KILLED; everything logged so far is kept", EXIT_INTERRUPTED)
@@ -326,6 +332,50 @@ def to_target(
     target = acc if acc is not None else r.training.target
     console.print(Markdown(summary_markdown(summaries, target, key)))
     console.print(f"parent run {parent} in {tracker.uri}")
+
+
+def _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri, quiet):
+    """`to-target --workers N`: N copies of this command pop (method, seed) runs from one queue."""
+    import optuna
+    from rich.markdown import Markdown
+
+    from curvbench import record, studies
+    from curvbench import workers as pool
+    from curvbench.console import console
+    from curvbench.errors import CurvbenchError
+    from curvbench.to_target import queue_name, queue_progress, shared_summaries, summary_markdown
+
+    devs = [d.strip() for d in devices.split(",")] if devices else None
+    pool.check(workers, devs)
+    target = acc if acc is not None else r.training.target
+    if target is None:
+        raise CurvbenchError(f"{r.source}: training.target is not set; pass --acc")
+    storage = storage or studies.DEFAULT_STORAGE
+    store = studies.open_storage(storage)  # an unusable storage: one line, before any worker starts
+    tracker = _open_tracker(tracking_uri)
+    reporter = _reporter(quiet)
+    key = record.split_metric(on or r.default_split(), r.task.metric)
+    shown = {}
+
+    def progress():
+        state = queue_progress(r, storage, target, key)
+        if shown.get("state") != state:
+            shown["state"] = state
+            reporter.search_status("to-target", *state, None)
+
+    argv = sys.argv[1:] + ([] if any(a.split("=")[0] == "--storage" for a in sys.argv) else ["--storage", storage])
+    code = pool.run(pool.plan(argv, workers, devs), progress)
+    reporter.close()
+    if code == EXIT_INTERRUPTED:
+        _fail("interrupted: every worker ended its running run; finished runs are kept; run the same command "
+              "again to resume", EXIT_INTERRUPTED)
+    study = optuna.load_study(study_name=queue_name(r, target, key), storage=store)
+    summaries, left = shared_summaries(r, study)
+    console.print(Markdown(summary_markdown(summaries, target, key)))
+    console.print(f"parent run {study.user_attrs.get('mlflow_parent')} in {tracker.uri}"
+                  + (f"; {left} run(s) not finished" if left else ""))
+    if code:
+        _fail(f"a worker exited with code {code}; its error is above", code)
 
 
 @app.command(epilog="Example: curvbench report --task mnist --out report/")

@@ -41,7 +41,8 @@ class QuietReporter:
         self.runs_started += 1
         return f"{name} (run {self.runs_started} of {self.runs_total})" if self.runs_total else name
 
-    def search_status(self, entry: str, done: int, running: int, left: int, best: float | None) -> None:
+    def search_status(self, label: str, done: int, running: int, left: int, best: float | None) -> None:
+        """label: what is queued ("tune sgd", "to-target")."""
         pass
 
     def run_started(self, name: str, total_steps: int, steps_per_epoch: int, epochs: int) -> None:
@@ -67,9 +68,9 @@ class LineReporter(QuietReporter):
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
-    def search_status(self, entry, done, running, left, best):
-        best_text = "-" if best is None else f"{best:.4f}"
-        self._say(f"[tune {entry}] trials done {done}, running elsewhere {running}, left {left}, best {best_text}")
+    def search_status(self, label, done, running, left, best):
+        best_text = "" if best is None else f", best {best:.4f}"
+        self._say(f"[{label}] done {done}, running {running}, left {left}{best_text}")
 
 
 class _Speed:
@@ -88,7 +89,7 @@ class _Speed:
 
 class RichReporter(QuietReporter):
     """Live bars on stderr: one per run (steps, epoch, loss, accuracy, throughput, time left), an overall bar of
-    runs k of N or of a search's trials (done, running elsewhere, left, best so far)."""
+    runs k of N or of a search's trials (done, running, left, best so far)."""
 
     def __init__(self):
         super().__init__()
@@ -121,10 +122,9 @@ class RichReporter(QuietReporter):
         super().expect_runs(n)
         self._overall(n, "runs", 0)
 
-    def search_status(self, entry, done, running, left, best):
-        best_text = "-" if best is None else f"{best:.4f}"
-        self._overall(done + running + left, f"tune {entry}: trials", done,
-                      f"running elsewhere {running}  left {left}  best {best_text}")
+    def search_status(self, label, done, running, left, best):
+        best_text = "" if best is None else f"  best {best:.4f}"
+        self._overall(done + running + left, f"{label}:", done, f"running {running}  left {left}{best_text}")
 
     def run_started(self, name, total_steps, steps_per_epoch, epochs):
         self.name, self.epochs = self._counted(name), epochs

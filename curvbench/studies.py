@@ -163,3 +163,12 @@ def is_duplicate(study, trial) -> bool:
     return False
 
 
+
+
+def check_fingerprint(study, mark: str, storage: str | None, what: str) -> None:
+    """Refuse to mix into a study trials made under other settings (`mark`); `what` says which."""
+    seen = study.user_attrs.get("fingerprint")
+    if seen is None:
+        study.set_user_attr("fingerprint", mark)
+    elif seen != mark:
+        raise CurvbenchError(f"study {study.study_name!r} in {storage or DEFAULT_STORAGE} {what}")

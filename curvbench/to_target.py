@@ -6,6 +6,7 @@ evaluation falls inside an epoch. A method that never gets there within the budg
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ from curvbench.errors import CurvbenchError
 from curvbench.recipe import Recipe
 from curvbench.runner import Interrupted, display_name, experiment_name, load_task, run_one
 from curvbench.timing import resolve_device, set_threads
-from curvbench.tracking import Tracker
+from curvbench.tracking import Tracker, owner_tags
 from curvbench import record
 
 
@@ -68,9 +69,11 @@ def run_to_target(
     target: float | None = None,
     eval_every: int | None = None,
     on: str | None = None,
+    storage: str | None = None,
 ) -> tuple[list[TargetSummary], str | None, str]:
     """Runs every method entry and seed of `recipe` (its epochs are the budget). Returns the summaries, the
-    parent run's id and the metric key aimed at (e.g. val_accuracy)."""
+    parent run's id and the metric key aimed at (e.g. val_accuracy). With a study `storage` the runs are a queue
+    that several workers share (`--workers`, or the same command on several machines)."""
     target = target if target is not None else recipe.training.target
     if target is None:
         raise CurvbenchError(f"{recipe.source}: training.target is not set; pass --acc")
@@ -84,64 +87,204 @@ def run_to_target(
     key = record.split_metric(on, metric)
     every = eval_every or task.steps_per_epoch(recipe.training.batch_size)
     parent = None
-    if tracker is not None:
-        parent = tracker.start(
-            experiment_name(recipe),
-            f"to-target-{recipe.task.dataset}-{target:g}",
-            {"target": target, "metric": key, "eval_every": every, "max_epochs": recipe.training.epochs,
-             "seeds": recipe.training.seeds, "methods": ",".join(m.name for m in recipe.methods)},
-            {record.KIND: record.TO_TARGET, record.TASK: recipe.task.dataset, record.RECIPE: recipe.name,
-             record.RECIPE_HASH: recipe.digest()},
-        )
-    summaries: list[TargetSummary] = []
+    if tracker is not None and storage is None:
+        parent = tracker.start(experiment_name(recipe), parent_name(recipe, target), parent_params(recipe, target, key, every),
+                               parent_tags(recipe))
     reporter.expect_runs(len(recipe.methods) * len(recipe.training.seeds))  # method x seed, k of N
+    job = _JobRunner(recipe, task, device, tracker, reporter, key, target, every, on)
+    if storage is not None:
+        return _shared(recipe, job, storage, tracker, target, key, every)
+    summaries: list[TargetSummary] = []
     try:
         for entry in recipe.methods:
-            runs = []
-            for seed in recipe.training.seeds:
-                points: list[engine.EvalPoint] = []
-
-                def stop(point, points=points):
-                    points.append(point)
-                    return point.metrics[key] >= target
-
-                schedule = engine.EvalSchedule(every, on, stop)
-                outcome = run_one(recipe, task, entry, seed, device, tracker, reporter,
-                                  parent_run_id=parent and parent.run_id, eval_schedule=schedule,
-                                  extra_tags={record.KIND: record.TO_TARGET_RUN, record.TARGET: target},
-                                  run_name=display_name(recipe, entry, seed, suffix=f"to {key} {target:g}"))
-                hit = first_reaching(points, key, target)
-                r = TargetRun(entry.name, entry.method, seed, hit is not None, outcome.status,
-                              evaluations=points, run_id=outcome.run_id)
-                if hit is not None:
-                    r.seconds, r.steps, r.epochs, r.value = hit.train_seconds, hit.step, hit.epoch, hit.metrics[key]
-                if outcome.run is not None:
-                    for p in points:
-                        outcome.run.log_metrics({record.eval_metric(key): p.metrics[key],
-                                                 record.EVAL_TRAIN_SECONDS: p.train_seconds},
-                                                step=p.step)
-                    outcome.run.set_tags({record.TARGET_REACHED: str(r.reached).lower()})
-                    if r.reached:
-                        outcome.run.log_metrics({record.TIME_TO_TARGET: r.seconds, record.STEPS_TO_TARGET: r.steps,
-                                                 record.EPOCHS_TO_TARGET: r.epochs}, step=0)
-                runs.append(r)
+            runs = [job.run(entry, seed, parent) for seed in recipe.training.seeds]
             summaries.append(TargetSummary(entry.name, runs))
     except Interrupted as e:
         if parent is not None:
             parent.end("KILLED", e.reason)
         raise
     if parent is not None:
-        for s in summaries:
-            parent.log_metrics({f"{s.entry}.reached": len(s.reached), f"{s.entry}.runs": len(s.runs)}, step=0)
-            for attr in ("seconds", "epochs"):
-                st = s.stat(attr)
-                if st:
-                    parent.log_metrics({f"{s.entry}.{attr}_to_target_median": st[0],
-                                        f"{s.entry}.{attr}_to_target_min": st[1],
-                                        f"{s.entry}.{attr}_to_target_max": st[2]}, step=0)
-        parent.log_text(summary_markdown(summaries, target, key), "to_target.md")
-        parent.end("FINISHED")
+        finish_parent(parent, summaries, target, key)
     return summaries, parent and parent.run_id, key
+
+
+def parent_name(recipe: Recipe, target: float) -> str:
+    return f"to-target-{recipe.task.dataset}-{target:g}"
+
+
+def parent_params(recipe: Recipe, target: float, key: str, every: int) -> dict:
+    return {"target": target, "metric": key, "eval_every": every, "max_epochs": recipe.training.epochs,
+            "seeds": recipe.training.seeds, "methods": ",".join(m.name for m in recipe.methods)}
+
+
+def parent_tags(recipe: Recipe) -> dict:
+    return {record.KIND: record.TO_TARGET, record.TASK: recipe.task.dataset, record.RECIPE: recipe.name,
+            record.RECIPE_HASH: recipe.digest()}
+
+
+def finish_parent(parent, summaries: list[TargetSummary], target: float, key: str) -> None:
+    for s in summaries:
+        parent.log_metrics({f"{s.entry}.reached": len(s.reached), f"{s.entry}.runs": len(s.runs)}, step=0)
+        for attr in ("seconds", "epochs"):
+            st = s.stat(attr)
+            if st:
+                parent.log_metrics({f"{s.entry}.{attr}_to_target_median": st[0],
+                                    f"{s.entry}.{attr}_to_target_min": st[1],
+                                    f"{s.entry}.{attr}_to_target_max": st[2]}, step=0)
+    parent.log_text(summary_markdown(summaries, target, key), "to_target.md")
+    parent.end("FINISHED")
+
+
+class _JobRunner:
+    """One (method, seed) run to the target: evaluated every `every` steps, stopped at the first evaluation that
+    reaches it, its time, steps and epochs to target logged on its run."""
+
+    def __init__(self, recipe, task, device, tracker, reporter, key, target, every, on):
+        self.recipe, self.task, self.device, self.tracker, self.reporter = recipe, task, device, tracker, reporter
+        self.key, self.target, self.every, self.on = key, target, every, on
+
+    def run(self, entry, seed: int, parent) -> TargetRun:
+        key, target = self.key, self.target
+        points: list[engine.EvalPoint] = []
+
+        def stop(point):
+            points.append(point)
+            return point.metrics[key] >= target
+
+        schedule = engine.EvalSchedule(self.every, self.on, stop)
+        outcome = run_one(self.recipe, self.task, entry, seed, self.device, self.tracker, self.reporter,
+                          parent_run_id=parent and parent.run_id, eval_schedule=schedule,
+                          extra_tags={record.KIND: record.TO_TARGET_RUN, record.TARGET: target},
+                          run_name=display_name(self.recipe, entry, seed, suffix=f"to {key} {target:g}"))
+        hit = first_reaching(points, key, target)
+        r = TargetRun(entry.name, entry.method, seed, hit is not None, outcome.status,
+                      evaluations=points, run_id=outcome.run_id)
+        if hit is not None:
+            r.seconds, r.steps, r.epochs, r.value = hit.train_seconds, hit.step, hit.epoch, hit.metrics[key]
+        if outcome.run is not None:
+            for p in points:
+                outcome.run.log_metrics({record.eval_metric(key): p.metrics[key],
+                                         record.EVAL_TRAIN_SECONDS: p.train_seconds}, step=p.step)
+            outcome.run.set_tags({record.TARGET_REACHED: str(r.reached).lower()})
+            if r.reached:
+                outcome.run.log_metrics({record.TIME_TO_TARGET: r.seconds, record.STEPS_TO_TARGET: r.steps,
+                                         record.EPOCHS_TO_TARGET: r.epochs}, step=0)
+        return r
+
+
+# ---------------------------------------------------------------------------------------------- shared queue
+RESULT_FIELDS = ("reached", "status", "seconds", "steps", "epochs", "value", "run_id")
+
+
+def queue_name(recipe: Recipe, target: float, key: str) -> str:
+    return f"{recipe.name}-to-target-{key}-{target:g}"
+
+
+def jobs_of(recipe: Recipe) -> list[tuple]:
+    return [(entry, seed) for entry in recipe.methods for seed in recipe.training.seeds]
+
+
+def _shared(recipe: Recipe, job: _JobRunner, storage: str, tracker, target: float, key: str, every: int):
+    """The (method, seed) runs as a queue in an Optuna study that every worker, on any machine, pops from; the
+    summary comes from every finished run, whichever worker ran it."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from curvbench import stopping, studies
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = studies.open_storage(storage)
+    jobs = jobs_of(recipe)
+    study = optuna.create_study(study_name=queue_name(recipe, target, key), storage=store, direction="minimize",
+                                load_if_exists=True, sampler=optuna.samplers.RandomSampler())
+    studies.check_fingerprint(study, f"{recipe.digest()} {key} {target:g} every {every}", storage,
+                              "holds the runs of another recipe, target or evaluation interval; pass another --storage "
+                              "or start from a new recipe name")
+    optuna.storages.fail_stale_trials(study)
+    studies.fail_dead_trials(study)
+    parent = None
+    if tracker is not None:
+        parent = studies.shared_parent(tracker, study, store, storage, experiment_name(recipe),
+                                       parent_name(recipe, target), parent_params(recipe, target, key, every),
+                                       parent_tags(recipe))
+    points = [{"job": i} for i in range(len(jobs))]
+    try:
+        while True:
+            if stopping.requested:
+                raise Interrupted([], f"interrupted by {stopping.requested}")
+            studies.enqueue_missing(study, points)
+            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                break  # every job is finished or being run by another worker
+            trial = study.ask()
+            for attr, value in owner_tags().items():
+                trial.set_user_attr(attr, value)
+            if not studies.fixed_params(study, trial):
+                trial.set_user_attr("reason", "no job left")
+                study.tell(trial, state=TrialState.FAIL)
+                break
+            index = trial.suggest_int("job", 0, len(jobs) - 1)
+            if studies.is_duplicate(study, trial):
+                trial.set_user_attr("reason", "duplicate job")
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            entry, seed = jobs[index]
+            with studies.heartbeat(study, trial):
+                try:
+                    r = job.run(entry, seed, parent)
+                except Interrupted:
+                    study.tell(trial, state=TrialState.FAIL)  # the job is queued again when the queue resumes
+                    raise
+            for f in RESULT_FIELDS:
+                trial.set_user_attr(f, getattr(r, f))
+            study.tell(trial, r.seconds if r.reached else math.inf)
+    except Interrupted as e:
+        if parent is not None:
+            parent.end("KILLED", e.reason)
+        raise
+    summaries, left = shared_summaries(recipe, study)
+    if parent is not None:
+        if left:
+            parent.set_tags({record.SEARCH_STATE: f"partial: {left} run(s) still held by other workers"})
+            parent.end("FINISHED")
+        else:
+            parent.set_tags({record.SEARCH_STATE: "complete"})
+            finish_parent(parent, summaries, target, key)
+    return summaries, parent and parent.run_id, key
+
+
+def shared_summaries(recipe: Recipe, study) -> tuple[list[TargetSummary], int]:
+    """The summaries from every finished job of the queue, in the recipe's order, and how many jobs are not
+    finished yet."""
+    from optuna.trial import TrialState
+
+    jobs = jobs_of(recipe)
+    done = {t.params["job"]: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    summaries = []
+    for entry in recipe.methods:
+        runs = []
+        for i, (e, seed) in enumerate(jobs):
+            if e.name == entry.name and i in done:
+                attrs = done[i].user_attrs
+                runs.append(TargetRun(entry.name, entry.method, seed, **{f: attrs.get(f) for f in RESULT_FIELDS}))
+        summaries.append(TargetSummary(entry.name, runs))
+    return summaries, len(jobs) - len(done)
+
+
+def queue_progress(recipe: Recipe, storage: str | None, target: float, key: str) -> tuple[int, int, int]:
+    """Jobs finished, running and left in the shared queue (what several workers' combined view shows)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from curvbench import studies
+
+    try:
+        study = optuna.load_study(study_name=queue_name(recipe, target, key), storage=studies.open_storage(storage))
+    except KeyError:
+        return 0, 0, len(jobs_of(recipe))
+    ts = study.get_trials(deepcopy=False)
+    done = len({t.params.get("job") for t in ts if t.state == TrialState.COMPLETE})
+    running = sum(t.state == TrialState.RUNNING for t in ts)
+    return done, running, max(0, len(jobs_of(recipe)) - done - running)
 
 
 def _fmt(st, unit="") -> str:

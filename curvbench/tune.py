@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from curvbench import engine
 from curvbench.errors import CurvbenchError
 from curvbench.recipe import MethodEntry, Recipe
-from curvbench import stopping
+from curvbench import stopping, studies
 from curvbench.runner import Interrupted, display_name, experiment_name, load_task, run_one
 from curvbench.timing import resolve_device, set_threads
 from curvbench import record
 from curvbench import space as spaces_mod
-from curvbench.studies import (DEFAULT_STORAGE, enqueue_missing, same_point, fail_dead_trials, fixed_params, heartbeat,
+from curvbench.studies import (enqueue_missing, same_point, fail_dead_trials, fixed_params, heartbeat,
                                held_elsewhere, is_duplicate, open_storage, shared_parent)
 from curvbench.tracking import owner_tags
 
@@ -97,13 +97,8 @@ def fingerprint(recipe: Recipe, entry: MethodEntry, space: dict, objective: str,
 
 def check_fingerprint(study, mark: str, storage: str | None) -> None:
     """Refuse to mix trials scored under another recipe or search space into one study."""
-    seen = study.user_attrs.get("fingerprint")
-    if seen is None:
-        study.set_user_attr("fingerprint", mark)
-    elif seen != mark:
-        raise CurvbenchError(
-            f"study {study.study_name!r} in {storage or DEFAULT_STORAGE} was run with another recipe or search "
-            f"space (epochs, schedule, fixed hyperparameters, grid or objective); pass --study NAME to start a new one")
+    studies.check_fingerprint(study, mark, storage, "was run with another recipe or search space (epochs, schedule, "
+                                                    "fixed hyperparameters, grid or objective); pass --study NAME to start a new one")
 
 
 def objective_value(outcome, key: str, objective: str) -> float | None:
@@ -222,7 +217,7 @@ def tune(
             finished, running = done(), len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             scored = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                       if t.value is not None]
-            reporter.search_status(entry.name, finished, running, max(0, budget - finished - running),
+            reporter.search_status(f"tune {entry.name}", finished, running, max(0, budget - finished - running),
                                    max(scored) if scored else None)
 
         try:

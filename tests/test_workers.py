@@ -58,7 +58,7 @@ def test_two_workers_share_the_grid_and_the_parent_shows_one_combined_view(tmp_p
     assert len(trials) == 4
     children = [r for r in runs if r.data.tags.get("kind") == "trial"]
     assert len(children) == 4 and len({r.data.tags["curvbench.pid"] for r in children}) == 2
-    assert "[tune sgd] trials done 4, running elsewhere 0, left 0" in err  # the parent's combined line
+    assert "[tune sgd] done 4, running 0, left 0, best " in err  # the parent's combined line
     assert out.count("sgd: best lr=") == 1  # one summary, the parent's
 
 
@@ -88,3 +88,27 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_next_tune_resumes(tmp_path):
     assert resumed.returncode == 0, err
     trials, _ = state(tmp_path)
     assert sorted(t.params["lr"] for t in trials if t.state.name == "COMPLETE") == [0.01, 0.03, 0.1, 0.3]
+
+
+def test_to_target_with_two_workers_gives_the_summary_one_worker_gives(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path / "t.yaml"
+    path.write_text("task: mnist-mini\ntraining: {epochs: 4, seeds: [0, 1]}\nmethods: {sgd: {lr: 0.1}, lion: {lr: 0.001}}\n")
+    summaries = {}
+    for n in (1, 2):
+        uri = f"sqlite:///{tmp_path}/mlflow-{n}.db"
+        proc = subprocess.run([sys.executable, "-m", "curvbench.cli", "to-target", str(path), "--acc", "0.9",
+                               "--workers", str(n), "--storage", f"sqlite:///{tmp_path}/queue-{n}.db",
+                               "--tracking-uri", uri, "--quiet"], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        client = MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("mnist-mini").experiment_id])
+        [parent] = [r for r in runs if r.data.tags.get("kind") == "to-target"]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert len(children) == 4
+        if n == 2:
+            assert len({r.data.tags["curvbench.pid"] for r in children}) == 2  # both workers ran some
+        summaries[n] = {k: v for k, v in parent.data.metrics.items() if "seconds" not in k}
+        assert "2/2" in proc.stdout  # the printed summary
+    assert summaries[1] == summaries[2] and summaries[1]["sgd.reached"] == 2
