@@ -49,7 +49,10 @@ def friendly(func):
             for s in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(s, lambda signum, frame: stopping.request(signal.Signals(signum).name))
         if os.environ.get("CURVBENCH_DEBUG"):  # tracebacks as they are
-            return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                _settle_tracking()
         try:
             return func(*args, **kwargs)
         except CurvbenchError as e:
@@ -68,8 +71,17 @@ def friendly(func):
                 _fail(why, 2)
             _fail(f"internal error ({e.__class__.__name__}: {' '.join(str(e).split())[:300]}); "
                   f"set CURVBENCH_DEBUG=1 for the traceback", 1)
+        finally:
+            _settle_tracking()
 
     return wrapper
+
+
+def _settle_tracking() -> None:
+    """Runs that ended while their tracking server was away: one last try, else kept in mlruns/unlogged/."""
+    tracking = sys.modules.get("curvbench.tracking")  # only where the command tracked anything
+    if tracking is not None:
+        tracking.settle_held()
 
 
 # ---- options shared by the commands that train (gathered into one recipe.RunFlags)

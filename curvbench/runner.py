@@ -167,6 +167,8 @@ def run_one(
         run.log_metrics(summary_metrics(result.epochs), step=0)
         run.end("FINISHED" if result.status == engine.FINISHED else "FAILED", result.reason)
     outcome.run = run
+    if run is not None:
+        outcome.run_id = run.run_id  # created late when the tracking server was away at the run's start
     reporter.run_ended(outcome)
     return outcome
 

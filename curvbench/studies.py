@@ -14,6 +14,7 @@ import socket
 
 from curvbench import record
 from curvbench.errors import CurvbenchError
+from curvbench.stores import mask
 from curvbench.tracking import TrackedRun, owner_tags, process_alive, sqlite_lock
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
@@ -108,7 +109,7 @@ def shared_parent(tracker, study, store, storage, experiment: str, name: str, pa
             except Exception:  # noqa: BLE001 - deleted, or another store: start a new parent
                 known = None
             else:
-                run = TrackedRun(tracker.client, known)
+                run = TrackedRun(tracker.client, known, remote=tracker.remote, name=name, uri=mask(tracker.uri))
                 run.set_tags({**owner_tags(), "resumed": "true"})
                 return run
         run = tracker.start(experiment, name, params, tags)

@@ -348,6 +348,9 @@ def _run_trial(recipe, task, entry, params, trial, study, device, tracker, repor
         except Interrupted:
             study.tell(trial, state=TrialState.FAIL)  # its point is run again when the search resumes
             raise
+        if outcome.run is not None and outcome.run.pending:  # its tracking server was away when it ended
+            trial.set_user_attr("mlflow", "held: sent when the tracking server answers, else kept in "
+                                          "mlruns/unlogged/ when the command ends")
         if outcome.run_id:
             run_ids.append(outcome.run_id)
             trial.set_user_attr("run_id", run_ids[0])
