@@ -175,15 +175,29 @@ def main() -> None:
     chosen = entries(args.recipe, args.methods)
     task = make_task(args.task, args.data_dir, device, [e.method for e in chosen])
     steppers = [Stepper(e, task, args.batch_size, device) for e in chosen]
+    failed: dict[str, str] = {}  # a method whose training broke down (diverged) is timed no further
+
+    def timed(s):
+        try:
+            return s.run(args.block)
+        except Exception as e:  # noqa: BLE001 - reported in the table, the others go on
+            failed[s.name] = " ".join(f"{e.__class__.__name__}: {e}".split())[:100]
+            return None
+
     for s in steppers:
-        s.run(args.block)  # warm-up: past K-FAC's first inverse interval, Shampoo's start step, compilation
+        timed(s)  # warm-up: past K-FAC's first inverse interval, Shampoo's start step, compilation
     times = {s.name: [] for s in steppers}
     peaks: dict[str, float] = {}
     for _ in range(args.rounds):
         for s in steppers:
+            if s.name in failed:
+                continue
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            times[s.name].append(s.run(args.block))
+            t = timed(s)
+            if t is None:
+                continue
+            times[s.name].append(t)
             if device.type == "cuda":
                 peaks[s.name] = max(peaks.get(s.name, 0.0), torch.cuda.max_memory_allocated(device) / 2**20)
     params = {t.untyped_storage().data_ptr() for s in steppers for p in s.params
@@ -195,6 +209,9 @@ def main() -> None:
     print("| method | ms/step | ratio to SGD | ratio [min, max] | optimizer state (KiB) |" + peak_col)
     print("|---|---:|---:|---:|---:|" + ("---:|" if peaks else ""))
     for s in steppers:
+        if s.name in failed:
+            print(f"| {s.name} | broke down after {len(times[s.name])} timed blocks: {failed[s.name]} | | | |")
+            continue
         ratios = [t / b for t, b in zip(times[s.name], times["sgd"])]
         peak = f" {peaks[s.name]:.0f} |" if peaks else ""
         print(f"| {s.name} | {statistics.median(times[s.name]) * 1e3:.2f} | {statistics.median(ratios):.2f} | "

@@ -228,3 +228,20 @@ def test_greedy_gamma_keeps_the_candidate_whose_update_the_model_rates_best():
         assert gammas[step] == min(candidates, key=lambda gv: gv[1])[0]
     assert all(len([t for t in tried if t[0] == s]) == 1 for s in (1, 2, 4, 5))  # one solve on the other steps
     assert len(set(gammas)) > 1  # gamma moved
+
+
+def test_alpha_every_k_steps_is_reused_between_solves_and_never_makes_a_longer_step():
+    model = mlp()
+    opt = optimizer(model, initial_damping=1e-2, qmodel_every=3, factor_every=1, inverse_every=1, gamma_every=6)
+    seen = watch_solves(opt, model)
+    params = list(model.parameters())
+    lengths, alphas = [], []
+    for i in range(7):
+        before = [p.detach().clone() for p in params]
+        opt.step(engine.make_closure(model, TinyTask(), opt, batch(16, 4, 3, seed=i), params, 0.0))
+        lengths.append(float(flat([p.detach() - b for p, b in zip(params, before)]).norm()))
+        alphas.append(opt.alpha)
+    assert len(seen) == 3 + 2  # solves at steps 0, 3, 6, two more candidates at the greedy step 6
+    assert alphas[0] == alphas[1] == alphas[2] and alphas[3] == alphas[4] == alphas[5]
+    for solved, reused in ((0, (1, 2)), (3, (4, 5))):
+        assert all(lengths[k] <= lengths[solved] * (1 + 1e-9) for k in reused)

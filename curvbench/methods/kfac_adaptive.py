@@ -25,7 +25,8 @@ pi), used from the next inverse update on. The paper adapts gamma separately by 
 gamma = sqrt(lam + eta) is its simpler alternative (their section 6.6), chosen here.
 
 `qmodel_every` k > 1 solves for alpha and mu every k steps only and reuses them in between (rho, and so lam,
-then move on those steps only, with omega1 = (19/20)^(steps since the last change)). `max_update_norm` > 0 scales
+then move on those steps only, with omega1 = (19/20)^(steps since the last change)); an update made with a
+reused alpha is never longer than the last solved one (without that cap it diverged on MNIST). `max_update_norm` > 0 scales
 down an update longer than it (a safety net the paper does not have). The recipe's learning-rate schedule does
 not apply: the step is the model's."""
 
@@ -130,6 +131,7 @@ class AdaptiveKFAC(KFAC):
         self.batch = None
         self.alpha, self.mu = 0.0, 0.0
         self.m = self.b = None  # the last solve's model: matrix and linear term
+        self.solved_norm: float | None = None  # length of the last solved update (qmodel_every > 1 caps by it)
         self.since_damping = 0  # steps since lam last had the chance to change
         self.history: list[dict] = []  # per qmodel step: alpha, mu, rho (None when not measured), lam, gamma^2
         self._epoch_start = 0
@@ -240,12 +242,16 @@ class AdaptiveKFAC(KFAC):
             delta = [self.alpha * d for d in direction]
             if previous is not None and self.mu:
                 torch._foreach_add_(delta, previous, alpha=self.mu)
-            scale = 1.0
-            if self.max_update_norm > 0:
+            scale, cap = 1.0, self.max_update_norm
+            if not solve_now and self.solved_norm is not None:  # a reused alpha: no longer than the model's step
+                cap = min(cap, self.solved_norm) if cap > 0 else self.solved_norm
+            if cap > 0:
                 norm = float(torch.sqrt(_dot(delta, delta)))
-                scale = min(1.0, self.max_update_norm / max(norm, 1e-30))
+                scale = min(1.0, cap / max(norm, 1e-30))
                 if scale < 1.0:
                     torch._foreach_mul_(delta, scale)
+            if solve_now and self.qmodel_every > 1:
+                self.solved_norm = float(torch.sqrt(_dot(delta, delta)))
             self.since_damping += 1
             if solve_now and self.since_damping >= self.damping_every:
                 predicted = _model_value([self.alpha * scale, self.mu * scale][: len(self.b)], self.m, self.b)
