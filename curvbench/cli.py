@@ -437,8 +437,7 @@ def report(
             console.print(f"logged as run {rid} in experiment curvbench-reports")
 
 
-RecipeForListing = typer.Argument(None, help="Also list the import-path methods and task loader this recipe names.",
-                                  metavar="[RECIPE]", show_default=False)
+RecipeForListing = typer.Argument(None, metavar="RECIPE", hidden=True, show_default=False)
 
 
 def _print_listing(lines: list[str], problems: list[str]) -> None:
@@ -448,19 +447,23 @@ def _print_listing(lines: list[str], problems: list[str]) -> None:
         typer.echo(f"warning: {line}", err=True)
 
 
-@app.command("methods", epilog="Examples: curvbench methods; curvbench methods recipes/peers.yaml")
+@app.command("methods", epilog="Example: curvbench methods peers")
 @friendly
 def list_methods(recipe: Optional[str] = RecipeForListing):
-    """List the methods, their hyperparameters and defaults, and where each comes from."""
+    """List the methods, their hyperparameters and defaults, and where each comes from.
+
+    RECIPE (optional): also the import-path methods that recipe names."""
     from curvbench import catalog
 
     _print_listing(*catalog.method_lines(recipe))
 
 
-@app.command("tasks", epilog="Examples: curvbench tasks; curvbench tasks my-recipe.yaml")
+@app.command("tasks", epilog="Example: curvbench tasks my-recipe.yaml")
 @friendly
 def list_tasks(recipe: Optional[str] = RecipeForListing):
-    """List the tasks a recipe can name, and where each comes from."""
+    """List the tasks a recipe can name, and where each comes from.
+
+    RECIPE (optional): also the task loader that recipe names."""
     from curvbench import catalog
 
     _print_listing(*catalog.task_lines(recipe))

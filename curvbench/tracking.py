@@ -329,7 +329,9 @@ class TrackedRun:
 
         folder = Path(UNLOGGED_DIR)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{(self.run_id or 'new')[:8]}.json"
+        import uuid
+
+        path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{(self.run_id or 'unstarted')[:8]}-{uuid.uuid4().hex[:6]}.json"
         path.write_text(json.dumps({"tracking_uri": self.uri, "run_id": self.run_id, "run_name": self.name,
                                     "writes": self.pending}, default=str, indent=1))
         self.logged, self.unlogged_file = False, str(path)

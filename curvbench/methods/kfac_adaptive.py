@@ -115,9 +115,14 @@ class _Functional:
 
 
 class AdaptiveKFAC(KFAC):
-    def __init__(self, model, task, weight_decay: float = 0.0, initial_damping: float = 150.0,
-                 damping_every: int = 5, min_damping: float = 1e-8, momentum: str = "none", qmodel_every: int = 1,
-                 factor_damping: str = "greedy", gamma_every: int = 20, max_update_norm: float = 0.0, **kfac):
+    def __init__(self, model, task, weight_decay: float = AdaptiveKFACConfig.weight_decay,
+                 initial_damping: float = AdaptiveKFACConfig.initial_damping,
+                 damping_every: int = AdaptiveKFACConfig.damping_every,
+                 min_damping: float = AdaptiveKFACConfig.min_damping, momentum: str = AdaptiveKFACConfig.momentum,
+                 qmodel_every: int = AdaptiveKFACConfig.qmodel_every,
+                 factor_damping: str = AdaptiveKFACConfig.factor_damping,
+                 gamma_every: int = AdaptiveKFACConfig.gamma_every,
+                 max_update_norm: float = AdaptiveKFACConfig.max_update_norm, **kfac):
         self.eta = 2.0 * weight_decay
         super().__init__(model, task.fisher_loss, lr=1.0, momentum=0.0, damping=initial_damping + self.eta,
                          kl_clip=None, **kfac)
