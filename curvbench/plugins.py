@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 METHODS = "curvbench.methods"
 TASKS = "curvbench.tasks"
@@ -67,3 +67,28 @@ def load(group: str, spec_type: type, builtin: set[str]) -> tuple[list[Loaded], 
         spec = dataclasses.replace(obj, name=ep.name, source=source, version=version)
         loaded.append(Loaded(ep.name, spec, source))
     return loaded, broken
+
+
+class Registry:
+    """The specs known by name: `builtins()` first, then the entry points of `group`, loaded on first use."""
+
+    def __init__(self, group: str, spec_type: type, builtins: Callable[[], dict]):
+        self.group, self.spec_type, self.builtins = group, spec_type, builtins
+        self._known: dict | None = None
+        self._broken: list[Broken] = []
+
+    def all(self) -> dict:
+        if self._known is None:
+            builtin = self.builtins()
+            loaded, self._broken = load(self.group, self.spec_type, set(builtin))
+            self._known = builtin | {p.name: p.spec for p in loaded}
+        return self._known
+
+    def broken(self) -> list[Broken]:
+        """The entry points that failed to load, each with its one-line reason."""
+        self.all()
+        return list(self._broken)
+
+    def reset(self) -> None:
+        """Forget what was found: the next use looks for entry points again (after installing a plugin)."""
+        self._known = None

@@ -59,3 +59,13 @@ def write_recipe(tmp_path: Path):
         return p
 
     return write
+
+
+@pytest.fixture
+def float64():
+    """Tiny problems in float64: maths compared to 1e-9, not to float32 rounding."""
+    import torch
+
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)

@@ -12,12 +12,7 @@ from helpers import TinyTask, batch
 
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """Tiny problems: compare to 1e-9, not to float32 rounding."""
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(torch.float32)
+pytestmark = pytest.mark.usefixtures("float64")  # conftest: compare to 1e-9, not to float32 rounding
 
 
 def mlp():

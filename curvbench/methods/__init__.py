@@ -4,6 +4,7 @@ through the `curvbench.methods` entry point group (plugins.py), and any optimize
 
 from __future__ import annotations
 
+from curvbench import plugins
 from curvbench.methods.base import MethodSpec
 
 
@@ -13,32 +14,14 @@ def _specs() -> list[MethodSpec]:
     return [sgd.SPEC, sam.SPEC, lion.SPEC, kfac.SPEC, kfac_adaptive.SPEC, shampoo.SPEC, adamw.SPEC, muon.SPEC]
 
 
-_REGISTRY: dict[str, MethodSpec] | None = None
-_BROKEN: list = []
+def _builtins() -> dict[str, MethodSpec]:
+    return {s.name: s for s in _specs()}
 
 
-def registry() -> dict[str, MethodSpec]:
-    """Every method known by name: built-ins first, then entry points."""
-    global _REGISTRY, _BROKEN
-    if _REGISTRY is None:
-        from curvbench import plugins
-
-        builtin = {s.name: s for s in _specs()}
-        loaded, _BROKEN = plugins.load(plugins.METHODS, MethodSpec, set(builtin))
-        _REGISTRY = builtin | {p.name: p.spec for p in loaded}
-    return _REGISTRY
-
-
-def broken_plugins() -> list:
-    """The entry points that failed to load (plugins.Broken), each with its one-line reason."""
-    registry()
-    return list(_BROKEN)
-
-
-def reset() -> None:
-    """Forget the registry: the next call looks for entry points again (after installing a plugin)."""
-    global _REGISTRY
-    _REGISTRY = None
+_REGISTRY = plugins.Registry(plugins.METHODS, MethodSpec, _builtins)
+registry = _REGISTRY.all  # every method known by name: built-ins first, then entry points
+broken_plugins = _REGISTRY.broken
+reset = _REGISTRY.reset
 
 
 def get(name: str) -> MethodSpec:
@@ -54,7 +37,7 @@ def get(name: str) -> MethodSpec:
         from curvbench.methods import external
 
         return external.spec_for(name)
-    broken = [b for b in _BROKEN if b.name == name]
+    broken = [b for b in broken_plugins() if b.name == name]
     if broken:
         raise CurvbenchError(broken[0].line())
     raise CurvbenchError(f"unknown method {name!r}; known methods: {', '.join(reg)}, or a class's import path "

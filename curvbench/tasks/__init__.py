@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from curvbench import plugins
 from curvbench.schema import Boolean, Number
 
 
@@ -85,29 +86,10 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
-_REGISTRY: dict[str, TaskSpec] | None = None
-_BROKEN: list = []
-
-
-def registry() -> dict[str, TaskSpec]:
-    """Every task known by name: built-ins first, then entry points."""
-    global _REGISTRY, _BROKEN
-    if _REGISTRY is None:
-        from curvbench import plugins
-
-        loaded, _BROKEN = plugins.load(plugins.TASKS, TaskSpec, set(TASKS))
-        _REGISTRY = TASKS | {p.name: p.spec for p in loaded}
-    return _REGISTRY
-
-
-def broken_plugins() -> list:
-    registry()
-    return list(_BROKEN)
-
-
-def reset() -> None:
-    global _REGISTRY
-    _REGISTRY = None
+_REGISTRY = plugins.Registry(plugins.TASKS, TaskSpec, lambda: dict(TASKS))
+registry = _REGISTRY.all  # every task known by name: built-ins first, then entry points
+broken_plugins = _REGISTRY.broken
+reset = _REGISTRY.reset
 
 
 def from_loader(path: str) -> TaskSpec:
