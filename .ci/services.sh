@@ -21,7 +21,7 @@ services_start() {
   chown postgres "$dir/pg"
   pg_port=$(services_free_port)
   su postgres -s /bin/sh -c "$bin/initdb -D $dir/pg -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 >/dev/null"
-  su postgres -s /bin/sh -c "$bin/pg_ctl -D $dir/pg -o '-h 127.0.0.1 -p $pg_port -k $dir/pg' -l $dir/pg/server.log -w start >/dev/null"
+  su postgres -s /bin/sh -c "$bin/pg_ctl -D $dir/pg -o '-h 127.0.0.1 -p $pg_port -k $dir/pg -c max_connections=300' -l $dir/pg/server.log -w start >/dev/null"
   psql_() { su postgres -s /bin/sh -c "psql -h $dir/pg -p $pg_port -U postgres -qAt -c \"$1\""; }
   psql_ "CREATE USER curvbench PASSWORD 'curvbench'"
   psql_ "CREATE DATABASE optuna OWNER curvbench"

@@ -47,6 +47,7 @@ KIND = "kind"  # what produced the run: one of the KINDS below (absent: a plain 
 OUTCOME = "outcome"  # finished, diverged, stopped early
 STATUS_REASON = "status_reason"  # why a run ended as FAILED or KILLED
 PARENT = "mlflow.parentRunId"
+RUN_KEY = "curvbench.run_key"  # made by the client: a create retried after a lost answer finds its run
 HOST, PID = "curvbench.host", "curvbench.pid"  # the process that runs a run or a trial (tags; trial user attrs)
 # ---- params of runs whose method or task comes from outside curvbench: which code, which version
 METHOD_CLASS, METHOD_SOURCE, METHOD_VERSION = "method_class", "method_source", "method_version"

@@ -76,7 +76,16 @@ def check_sqlite(path: Path, label: str, url: str, write: bool = True) -> None:
 
 
 def check_driver(url: str, label: str) -> None:
+    """The driver SQLAlchemy will use for this URL is installed. A bare `postgresql://` means whichever driver the
+    installed SQLAlchemy defaults to (psycopg 3 from SQLAlchemy 2.1 on, psycopg2 before)."""
     scheme = scheme_of(url)
+    if "+" not in scheme and scheme in DB_SCHEMES:
+        try:
+            import sqlalchemy
+
+            scheme = f"{scheme}+{sqlalchemy.engine.make_url(url).get_dialect().driver}"
+        except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot read: the connection check says why
+            return
     module, package = DRIVERS.get(scheme, (None, None))
     if module is None:
         return
@@ -85,8 +94,8 @@ def check_driver(url: str, label: str) -> None:
     try:
         importlib.import_module(module)
     except ImportError:
-        raise CurvbenchError(f"{label} {mask(url)}: the database driver {module} is not installed; "
-                             f"pip install {package}") from None
+        hint = "pip install 'curvbench[distributed]'" if scheme.startswith("postgresql") else f"pip install {package}"
+        raise CurvbenchError(f"{label} {mask(url)}: the database driver {module} is not installed; {hint}") from None
 
 
 def check_database(url: str, label: str) -> None:

@@ -20,7 +20,17 @@ from curvbench.tracking import TrackedRun, owner_tags, process_alive, sqlite_loc
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 
 
+_OPENED: dict = {}  # url -> RDBStorage: one connection pool per storage and process, however often it is opened
+
+
 def open_storage(url: str | None):
+    url = url or DEFAULT_STORAGE
+    if url not in _OPENED:
+        _OPENED[url] = _open_storage(url)
+    return _OPENED[url]
+
+
+def _open_storage(url: str):
     import warnings
 
     import optuna

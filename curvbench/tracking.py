@@ -148,9 +148,19 @@ class Tracker:
         if parent_run_id:
             all_tags[record.PARENT] = parent_run_id
         flat = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+        import uuid
+
+        key = all_tags[record.RUN_KEY] = uuid.uuid4().hex  # a retried create finds the run an earlier try made
+        tries = []
 
         def create() -> str:
-            run_id = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=all_tags).info.run_id
+            exp = self.experiment_id(experiment)
+            found = []
+            if tries:  # the server may have made the run and lost the answer: never make it twice
+                found = self.client.search_runs([exp], f"tags.`{record.RUN_KEY}` = '{key}'", max_results=1)
+            tries.append(1)
+            run_id = found[0].info.run_id if found else self.client.create_run(
+                exp, run_name=run_name, tags=all_tags).info.run_id
             for i in range(0, len(flat), 100):  # MLflow takes at most 100 params a call
                 self.client.log_batch(run_id, params=flat[i : i + 100])
             return run_id

@@ -44,7 +44,9 @@ def recipe(tmp_path, epochs=1, grid=GRID_12):
 def study(name):
     import optuna
 
-    return optuna.load_study(study_name=name, storage=POSTGRES)
+    from curvbench.studies import open_storage
+
+    return optuna.load_study(study_name=name, storage=open_storage(POSTGRES))  # one pool for the whole module
 
 
 def test_three_workers_run_a_12_point_grid_once_each_on_postgresql_and_the_tracking_server(tmp_path, names):
