@@ -177,3 +177,20 @@ def test_tuple_defaults_read_as_yaml_lists_and_reach_the_class_as_tuples():
     model = mlp()
     opt, _ = engine.build_optimizer(TinyTask(), model, r.methods[0], 10, 10, 0)
     assert opt.param_groups[0]["betas"] == (0.8, 0.9)
+
+
+def test_tune_searches_an_imported_classs_keyword_arguments(tmp_path):
+    from optuna.trial import TrialState
+
+    from curvbench.console import QuietReporter
+    from curvbench.tracking import Tracker
+    from curvbench.tune import tune
+
+    r = recipe.parse({"task": "mnist-mini", "training": {"epochs": 1, "validation": 0.1, "device": "cpu"},
+                      "methods": {"adam": {"method": "torch.optim.Adam"}},
+                      "search": {"adam": {"lr": [0.01, 0.001], "amsgrad": [True, False]}}}, "r.yaml")
+    [res] = tune(r, Tracker(f"sqlite:///{tmp_path}/m.db"), QuietReporter(), storage=f"sqlite:///{tmp_path}/o.db")
+    done = [t for t in res.trials if t.state == TrialState.COMPLETE]
+    assert sorted((t.params["lr"], t.params["amsgrad"]) for t in done) == [
+        (0.001, False), (0.001, True), (0.01, False), (0.01, True)]
+    assert res.best_params["lr"] in (0.01, 0.001) and res.best_value > 0.5
