@@ -9,7 +9,6 @@ from curvbench.errors import DatasetMissing
 from curvbench.models.lstm_tagger import LSTMTagger
 from curvbench.recipe import MethodEntry
 from curvbench.runner import load_task
-from curvbench.tasks.base import Batch
 from curvbench.tasks.conll import read_conll
 from curvbench.tasks.ner_metrics import entities, iob1_to_iob2, micro_f1
 

@@ -8,7 +8,6 @@ from torch import nn
 from curvbench import engine, recipe
 from curvbench.errors import CurvbenchError
 from curvbench.methods import get
-from curvbench.recipe import MethodEntry
 from helpers import TinyTask, batch
 
 

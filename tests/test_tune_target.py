@@ -6,7 +6,6 @@ import sys
 
 import optuna
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 

@@ -209,7 +209,6 @@ class TaggingTask:
     def evaluate(self, model, split: str, batch_size: int = 256) -> dict[str, float]:
         was_training = model.training
         model.eval()
-        data = self.splits[split]
         loss_sum, correct, tokens = 0.0, 0, 0
         gold, pred = [], []
         for b in self.eval_batches(split, batch_size):
