@@ -134,11 +134,6 @@ def same_point(a: dict, b: dict) -> bool:
     )
 
 
-def fixed_params(study, trial) -> dict:
-    """The point an enqueued trial was given (empty for a trial the sampler made up)."""
-    return study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params") or {}
-
-
 def heartbeat(study, trial):
     """Optuna's heartbeat thread, as Study.optimize runs it; a no-op where the storage has none."""
     import contextlib
@@ -183,3 +178,43 @@ def check_fingerprint(study, mark: str, storage: str | None, what: str) -> None:
         study.set_user_attr("fingerprint", mark)
     elif seen != mark:
         raise CurvbenchError(f"study {study.study_name!r} in {storage or DEFAULT_STORAGE} {what}")
+
+
+def take(study, points: list[dict] | None):
+    """The next trial for this worker, tagged with who runs it (a dead worker's trial is then failed at once); with
+    `points`, popped from the queue of those not finished, running or waiting, or None when none is left.
+
+    The pop is Optuna's own (a WAITING trial set RUNNING, which only one worker can do), without its fallback of
+    creating a new trial when another worker took the last one first: that would leave a stray failed trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if points is None:
+        trial = study.ask()
+    else:
+        enqueue_missing(study, points)
+        study._thread_local.cached_all_trials = None  # as ask() does: the sampler reads the trials afresh
+        trial = None
+        for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            try:
+                if study._storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+                    trial = optuna.Trial(study, waiting._trial_id)
+                    break
+            except optuna.exceptions.UpdateFinishedTrialError:  # finished meanwhile by another worker
+                continue
+        if trial is None:
+            return None  # every point is finished or being run by another worker
+    for attr, value in owner_tags().items():
+        trial.set_user_attr(attr, value)
+    return trial
+
+
+def drop_duplicate(study, trial, what: str) -> bool:
+    """Fail a trial whose point another trial already holds; True when it was one."""
+    from optuna.trial import TrialState
+
+    if not is_duplicate(study, trial):
+        return False
+    trial.set_user_attr("reason", f"duplicate {what}")
+    study.tell(trial, state=TrialState.FAIL)
+    return True

@@ -15,7 +15,7 @@ from curvbench.errors import CurvbenchError
 from curvbench.recipe import Recipe
 from curvbench.runner import Interrupted, display_name, experiment_name, load_task, run_one
 from curvbench.timing import resolve_device, set_threads
-from curvbench.tracking import Tracker, owner_tags
+from curvbench.tracking import Tracker
 from curvbench import record
 
 
@@ -212,20 +212,11 @@ def _shared(recipe: Recipe, job: _JobRunner, storage: str, tracker, target: floa
         while True:
             if stopping.requested:
                 raise Interrupted([], f"interrupted by {stopping.requested}")
-            studies.enqueue_missing(study, points)
-            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            trial = studies.take(study, points)
+            if trial is None:
                 break  # every job is finished or being run by another worker
-            trial = study.ask()
-            for attr, value in owner_tags().items():
-                trial.set_user_attr(attr, value)
-            if not studies.fixed_params(study, trial):
-                trial.set_user_attr("reason", "no job left")
-                study.tell(trial, state=TrialState.FAIL)
-                break
             index = trial.suggest_int("job", 0, len(jobs) - 1)
-            if studies.is_duplicate(study, trial):
-                trial.set_user_attr("reason", "duplicate job")
-                study.tell(trial, state=TrialState.FAIL)
+            if studies.drop_duplicate(study, trial, "job"):
                 continue
             entry, seed = jobs[index]
             with studies.heartbeat(study, trial):

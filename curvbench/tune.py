@@ -21,9 +21,8 @@ from curvbench.runner import Interrupted, display_name, experiment_name, load_ta
 from curvbench.timing import resolve_device, set_threads
 from curvbench import record
 from curvbench import space as spaces_mod
-from curvbench.studies import (enqueue_missing, same_point, fail_dead_trials, fixed_params, heartbeat,
-                               held_elsewhere, is_duplicate, open_storage, shared_parent)
-from curvbench.tracking import owner_tags
+from curvbench.studies import (drop_duplicate, fail_dead_trials, heartbeat, held_elsewhere, open_storage,
+                               same_point, shared_parent, take)
 
 SAMPLERS = ("grid", "random", "halton", "tpe")
 PRUNERS = ("none", "median", "halving")
@@ -166,7 +165,6 @@ def tune(
     """Search each method entry's space. `seeds`: train every trial with seeds 0..N-1 (a child run each) and
     score it by the median; default the recipe's first seed."""
     import optuna
-    from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spaces = spaces if spaces is not None else recipe.search
@@ -210,36 +208,19 @@ def tune(
                 record.RECIPE_HASH: recipe.digest(), record.SCORED_ON: split,
                 "seeds_per_trial": len(run_seeds)})
 
-        def done() -> int:
-            return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-
         def status() -> None:
-            finished, running = done(), len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            scored = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                      if t.value is not None]
-            reporter.search_status(f"tune {entry.name}", finished, running, max(0, budget - finished - running),
-                                   max(scored) if scored else None)
+            reporter.search_status(f"tune {entry.name}", *standing(study, budget))
 
         try:
             status()
-            while done() < budget:
+            while standing(study, budget)[0] < budget:
                 if stopping.requested:  # a worker asked to stop between trials: nothing of its own is running
                     raise Interrupted([], f"interrupted by {stopping.requested}")
-                if points is not None:
-                    enqueue_missing(study, points)
-                    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                        break  # every point is finished or being run by another process
-                trial = study.ask()
-                for attr, value in owner_tags().items():  # who runs it: a dead worker's trial is failed at once
-                    trial.set_user_attr(attr, value)
-                if points is not None and not fixed_params(study, trial):
-                    trial.set_user_attr("reason", "no grid point left")  # another process took the last one
-                    study.tell(trial, state=TrialState.FAIL)
+                trial = take(study, points)
+                if trial is None:
                     break
                 params = spaces_mod.suggest(trial, space, integer)
-                if points is not None and is_duplicate(study, trial):
-                    trial.set_user_attr("reason", "duplicate grid point")
-                    study.tell(trial, state=TrialState.FAIL)
+                if points is not None and drop_duplicate(study, trial, "grid point"):
                     continue
                 with heartbeat(study, trial):  # lets a later start see that this process died mid-trial
                     _run_trial(recipe, task, entry, params, trial, study, device, tracker, reporter, parent, key,
@@ -249,10 +230,8 @@ def tune(
             if parent is not None:
                 parent.end("KILLED", e.reason)
             raise
-        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        finished, complete, best = outcome_of(study)
         held = held_elsewhere(study)
-        complete = [t for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
-        best = max(complete, key=lambda t: t.value) if complete else None
         if parent is not None:
             if best is not None:
                 parent.log_metrics({record.BEST_SCORE: best.value, record.TRIALS_COMPLETE: len(complete),
@@ -273,7 +252,6 @@ def study_progress(recipe: Recipe, sampler: str, trials: int | None, storage: st
     """Per entry, read from the shared study: trials finished, running, left, best score (what several workers'
     combined progress shows). A study not created yet counts as nothing done."""
     import optuna
-    from optuna.trial import TrialState
 
     spaces = spaces if spaces is not None else recipe.search
     store = open_storage(storage)
@@ -286,19 +264,34 @@ def study_progress(recipe: Recipe, sampler: str, trials: int | None, storage: st
         except KeyError:
             out[entry.name] = (0, 0, budget, None)
             continue
-        ts = study.get_trials(deepcopy=False)
-        finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in ts)
-        running = sum(t.state == TrialState.RUNNING for t in ts)
-        scored = [t.value for t in ts if t.state == TrialState.COMPLETE and t.value is not None]
-        out[entry.name] = (finished, running, max(0, budget - finished - running), max(scored) if scored else None)
+        out[entry.name] = standing(study, budget)
     return out
+
+
+def standing(study, budget: int) -> tuple[int, int, int, float | None]:
+    """Trials finished (complete or pruned), running, left of `budget`, and the best score so far."""
+    from optuna.trial import TrialState
+
+    ts = study.get_trials(deepcopy=False)
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in ts)
+    running = sum(t.state == TrialState.RUNNING for t in ts)
+    scored = [t.value for t in ts if t.state == TrialState.COMPLETE and t.value is not None]
+    return finished, running, max(0, budget - finished - running), max(scored) if scored else None
+
+
+def outcome_of(study) -> tuple[list, list, object]:
+    """The finished trials (complete or pruned), the complete ones with a score, and the best of those."""
+    from optuna.trial import TrialState
+
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    complete = [t for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
+    return finished, complete, max(complete, key=lambda t: t.value) if complete else None
 
 
 def study_results(recipe: Recipe, sampler: str, storage: str | None, study_name: str | None, on: str | None,
                   seeds: int | None) -> list[TuneResult]:
     """What every worker's studies hold, read back after they are done: the best trial and the parent run."""
     import optuna
-    from optuna.trial import TrialState
 
     store = open_storage(storage)
     split = on or recipe.default_split()
@@ -310,9 +303,7 @@ def study_results(recipe: Recipe, sampler: str, storage: str | None, study_name:
             study = optuna.load_study(study_name=name, storage=store)
         except KeyError:
             continue
-        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        complete = [t for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
-        best = max(complete, key=lambda t: t.value) if complete else None
+        finished, _, best = outcome_of(study)
         out.append(TuneResult(entry.name, name, best and dict(best.params), best and best.value, finished,
                               study.user_attrs.get("mlflow_parent"), split, key, len(trial_seeds(recipe, seeds)),
                               held_elsewhere(study)))
