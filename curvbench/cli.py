@@ -259,14 +259,33 @@ def tune(
         console.print(f"best hyperparameters written to {out}")
 
 
-def _tune_with_workers(r, workers, devices, sampler, trials, storage, study, on, seeds, tracking_uri, quiet):
-    """`tune --workers N`: N copies of this command share the study; one combined progress line per method."""
-    from curvbench import tune as tuning
+def _worker_devices(workers: int, devices: str | None) -> list[str] | None:
     from curvbench import workers as pool
-    from curvbench.console import console, tune_table
 
     devs = [d.strip() for d in devices.split(",")] if devices else None
     pool.check(workers, devs)
+    return devs
+
+
+def _run_workers(argv, workers, devs, progress, reporter, unit: str) -> int:
+    """Start the workers (this command's own arguments), show `progress` until they are done; Ctrl-C: exit 130
+    once every worker has ended its running `unit`. Returns the combined exit code."""
+    from curvbench import workers as pool
+
+    code = pool.run(pool.plan(argv, workers, devs), progress)
+    reporter.close()
+    if code == EXIT_INTERRUPTED:
+        _fail(f"interrupted: every worker ended its running {unit}; finished {unit}s are kept; run the same command "
+              f"again to resume", EXIT_INTERRUPTED)
+    return code
+
+
+def _tune_with_workers(r, workers, devices, sampler, trials, storage, study, on, seeds, tracking_uri, quiet):
+    """`tune --workers N`: N copies of this command share the study; one combined progress line per method."""
+    from curvbench import tune as tuning
+    from curvbench.console import console, tune_table
+
+    devs = _worker_devices(workers, devices)
     tuning.open_storage(storage)  # an unusable storage: one line, before any worker starts
     tracker = _open_tracker(tracking_uri)
     reporter = _reporter(quiet)
@@ -278,11 +297,7 @@ def _tune_with_workers(r, workers, devices, sampler, trials, storage, study, on,
                 shown[entry] = state
                 reporter.search_status(f"tune {entry}", *state)
 
-    code = pool.run(pool.plan(sys.argv[1:], workers, devs), progress)
-    reporter.close()
-    if code == EXIT_INTERRUPTED:
-        _fail("interrupted: every worker ended its running trial; finished trials are kept; run the same command "
-              "again to resume", EXIT_INTERRUPTED)
+    code = _run_workers(sys.argv[1:], workers, devs, progress, reporter, "trial")
     for res in tuning.study_results(r, sampler, storage, study, on, seeds):
         console.print(tune_table(res))
         console.print(tuning.result_line(res, tracker.uri))
@@ -352,13 +367,11 @@ def _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri,
     from rich.markdown import Markdown
 
     from curvbench import record, studies
-    from curvbench import workers as pool
     from curvbench.console import console
     from curvbench.errors import CurvbenchError
     from curvbench.to_target import queue_name, queue_progress, shared_summaries, summary_markdown
 
-    devs = [d.strip() for d in devices.split(",")] if devices else None
-    pool.check(workers, devs)
+    devs = _worker_devices(workers, devices)
     target = acc if acc is not None else r.training.target
     if target is None:
         raise CurvbenchError(f"{r.source}: training.target is not set; pass --acc")
@@ -376,11 +389,7 @@ def _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri,
             reporter.search_status("to-target", *state, None)
 
     argv = sys.argv[1:] + ([] if any(a.split("=")[0] == "--storage" for a in sys.argv) else ["--storage", storage])
-    code = pool.run(pool.plan(argv, workers, devs), progress)
-    reporter.close()
-    if code == EXIT_INTERRUPTED:
-        _fail("interrupted: every worker ended its running run; finished runs are kept; run the same command "
-              "again to resume", EXIT_INTERRUPTED)
+    code = _run_workers(argv, workers, devs, progress, reporter, "run")
     study = optuna.load_study(study_name=queue_name(r, target, key), storage=store)
     summaries, left = shared_summaries(r, study)
     console.print(Markdown(summary_markdown(summaries, target, key)))
