@@ -398,10 +398,12 @@ def recurrent_blocks(layers) -> list[LayerBlock]:
     return blocks
 
 
+def model_blocks(model) -> list[LayerBlock]:
+    """Blocks for the layers K-FAC reaches only through the model's own loop (the LSTM's), none for others."""
+    return recurrent_blocks(model.recurrent_layers()) if hasattr(model, "recurrent_layers") else []
+
+
 def build(ctx: BuildContext, hp: dict):
-    extra = []
-    if hasattr(ctx.model, "recurrent_layers"):  # layers K-FAC reaches through the model's loop (the LSTM)
-        extra = recurrent_blocks(ctx.model.recurrent_layers())
     return KFAC(
         ctx.model,
         ctx.task.fisher_loss,
@@ -414,7 +416,7 @@ def build(ctx: BuildContext, hp: dict):
         inverse_every=hp["inverse_every"],
         fisher=hp["fisher"],
         seed=ctx.seed,
-        extra_blocks=extra,
+        extra_blocks=model_blocks(ctx.model),
     )
 
 

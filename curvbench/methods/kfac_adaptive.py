@@ -40,7 +40,7 @@ import torch
 
 from curvbench import record
 from curvbench.methods.base import COUPLED, BuildContext, MethodConfig, MethodSpec, NonFinite, hp, weight_decay_field
-from curvbench.methods.kfac import KFAC, _full, recurrent_blocks
+from curvbench.methods.kfac import KFAC, _full, model_blocks
 from curvbench.schema import Choice, Number
 
 
@@ -298,11 +298,7 @@ class AdaptiveKFAC(KFAC):
 
 
 def build(ctx: BuildContext, hp: dict):
-    extra = []
-    if hasattr(ctx.model, "recurrent_layers"):
-        extra = recurrent_blocks(ctx.model.recurrent_layers())
-    opt = AdaptiveKFAC(ctx.model, ctx.task, seed=ctx.seed, extra_blocks=extra, **hp)
-    return opt
+    return AdaptiveKFAC(ctx.model, ctx.task, seed=ctx.seed, extra_blocks=model_blocks(ctx.model), **hp)
 
 
 SPEC = MethodSpec(
