@@ -89,6 +89,10 @@ class Registry:
         self.all()
         return list(self._broken)
 
+    def why_missing(self, name: str) -> str | None:
+        """The one-line reason when `name` is an entry point that failed to load, else None."""
+        return next((b.line() for b in self.broken() if b.name == name), None)
+
     def reset(self) -> None:
         """Forget what was found: the next use looks for entry points again (after installing a plugin)."""
         self._known = None

@@ -312,9 +312,9 @@ def _task(value: Any) -> TaskConfig:
     else:
         known = tasks.registry()
         if cfg["dataset"] not in known:
-            broken = [b for b in tasks.broken_plugins() if b.name == cfg["dataset"]]
-            if broken:
-                raise Invalid(broken[0].line(), "dataset")
+            why = tasks.why_missing(cfg["dataset"])
+            if why:
+                raise Invalid(why, "dataset")
             raise Invalid(f"unknown task {describe(cfg['dataset'])}; known tasks: {', '.join(known)}, or a "
                           f"loader: MODULE:FUNCTION", "dataset")
         spec = known[cfg["dataset"]]
@@ -361,9 +361,9 @@ def _methods(value: Any) -> list[MethodEntry]:
         method = str(hp.pop("method", name))
         where = f"{name}.method" if "method" in (value[name] or {}) else name
         if method not in known and not looks_like_import_path(method):
-            broken = [b for b in registry.broken_plugins() if b.name == method]
-            if broken:
-                raise Invalid(broken[0].line(), where)
+            why = registry.why_missing(method)
+            if why:
+                raise Invalid(why, where)
             raise Invalid(f"unknown method {describe(method)}; known methods: {', '.join(known)}", where)
         try:
             spec = registry.get(method)

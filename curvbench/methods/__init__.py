@@ -21,6 +21,7 @@ def _builtins() -> dict[str, MethodSpec]:
 _REGISTRY = plugins.Registry(plugins.METHODS, MethodSpec, _builtins)
 registry = _REGISTRY.all  # every method known by name: built-ins first, then entry points
 broken_plugins = _REGISTRY.broken
+why_missing = _REGISTRY.why_missing
 reset = _REGISTRY.reset
 
 
@@ -37,8 +38,8 @@ def get(name: str) -> MethodSpec:
         from curvbench.methods import external
 
         return external.spec_for(name)
-    broken = [b for b in broken_plugins() if b.name == name]
-    if broken:
-        raise CurvbenchError(broken[0].line())
+    why = why_missing(name)
+    if why:
+        raise CurvbenchError(why)
     raise CurvbenchError(f"unknown method {name!r}; known methods: {', '.join(reg)}, or a class's import path "
                          f"(torch.optim.RAdam, my_pkg.opt:MyOptimizer)")

@@ -89,6 +89,7 @@ TASKS: dict[str, TaskSpec] = {
 _REGISTRY = plugins.Registry(plugins.TASKS, TaskSpec, lambda: dict(TASKS))
 registry = _REGISTRY.all  # every task known by name: built-ins first, then entry points
 broken_plugins = _REGISTRY.broken
+why_missing = _REGISTRY.why_missing
 reset = _REGISTRY.reset
 
 
