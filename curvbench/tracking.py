@@ -232,7 +232,7 @@ UNLOGGED_DIR = "mlruns/unlogged"  # where a run that could never be sent is writ
 class TrackedRun:
     """One MLflow run. Against a tracking server (remote) a write that fails does not stop training: the run keeps
     every write in order, says so once on stderr, sends them all when the server answers again, and if it never
-    does by the run's end, writes them to mlruns/unlogged/ and reports the run as not logged (`logged` False)."""
+    does before the command ends, writes them to mlruns/unlogged/ and says the run is not logged."""
 
     def __init__(self, client, run_id: str | None, remote: bool = False, create=None, name: str = "",
                  uri: str = ""):
@@ -242,8 +242,6 @@ class TrackedRun:
         self.pending: list[tuple[str, Any]] = []
         self._last_try = 0.0
         self.ended = False
-        self.logged = True
-        self.unlogged_file: str | None = None
 
     # ---- what the engine and the commands write
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -344,7 +342,6 @@ class TrackedRun:
         path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{(self.run_id or 'unstarted')[:8]}-{uuid.uuid4().hex[:6]}.json"
         path.write_text(json.dumps({"tracking_uri": self.uri, "run_id": self.run_id, "run_name": self.name,
                                     "writes": self.pending}, default=str, indent=1))
-        self.logged, self.unlogged_file = False, str(path)
         _warn(f"run {self.name or self.run_id} is not logged: tracking server {self.uri} did not answer by its end; "
               f"its {len(self.pending)} write(s) are kept in {path}")
 
