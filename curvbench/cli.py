@@ -79,9 +79,9 @@ def friendly(func):
 
 def _settle_tracking() -> None:
     """Runs that ended while their tracking server was away: one last try, else kept in mlruns/unlogged/."""
-    tracking = sys.modules.get("curvbench.tracking")  # only where the command tracked anything
-    if tracking is not None:
-        tracking.settle_held()
+    tracked_run = sys.modules.get("curvbench.tracked_run")  # only where the command tracked anything
+    if tracked_run is not None:
+        tracked_run.settle_held()
 
 
 # ---- options shared by the commands that train (gathered into one recipe.RunFlags)

@@ -15,7 +15,8 @@ import socket
 from curvbench import record
 from curvbench.errors import CurvbenchError
 from curvbench.stores import mask
-from curvbench.tracking import TrackedRun, owner_tags, process_alive, sqlite_lock
+from curvbench.tracked_run import TrackedRun
+from curvbench.tracking import owner_tags, process_alive, sqlite_lock
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 

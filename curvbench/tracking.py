@@ -12,6 +12,7 @@ from typing import Any
 from curvbench import record
 from curvbench.stores import mask as mask_uri
 from curvbench.stores import sqlite_path as _sqlite_path
+from curvbench.tracked_run import TrackedRun, short_error, warn
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # relative to the working directory
 
@@ -141,15 +142,12 @@ class Tracker:
         tags: dict[str, Any] | None = None,
         parent_run_id: str | None = None,
     ) -> "TrackedRun":
-        from mlflow.entities import Param
+        import uuid
 
         all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
         all_tags.update(owner_tags())
         if parent_run_id:
             all_tags[record.PARENT] = parent_run_id
-        flat = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
-        import uuid
-
         key = all_tags[record.RUN_KEY] = uuid.uuid4().hex  # a retried create finds the run an earlier try made
         tries = []
 
@@ -159,24 +157,20 @@ class Tracker:
             if tries:  # the server may have made the run and lost the answer: never make it twice
                 found = self.client.search_runs([exp], f"tags.`{record.RUN_KEY}` = '{key}'", max_results=1)
             tries.append(1)
-            run_id = found[0].info.run_id if found else self.client.create_run(
+            return found[0].info.run_id if found else self.client.create_run(
                 exp, run_name=run_name, tags=all_tags).info.run_id
-            for i in range(0, len(flat), 100):  # MLflow takes at most 100 params a call
-                self.client.log_batch(run_id, params=flat[i : i + 100])
-            return run_id
 
-        remote = self.remote
         try:
-            run_id = create()
+            run = TrackedRun(self.client, create(), remote=self.remote, name=run_name, uri=mask_uri(self.uri))
         except Exception as e:  # noqa: BLE001 - a server gone mid-sweep: the run is created when it is back
-            if not remote:
+            if not self.remote:
                 raise
-            _warn(f"tracking server {mask_uri(self.uri)} could not start run {run_name} ({_short(e)}); training "
+            warn(f"tracking server {mask_uri(self.uri)} could not start run {run_name} ({short_error(e)}); training "
                   f"goes on and the run is created when the server answers")
             run = TrackedRun(self.client, None, remote=True, create=create, name=run_name, uri=mask_uri(self.uri))
             run._last_try = time.time()
-            return run
-        return TrackedRun(self.client, run_id, remote=remote, name=run_name, uri=mask_uri(self.uri))
+        run.log_params(params or {})  # a write like the others: queued to a server, held with the rest while it is away
+        return run
 
 
 def owner_tags() -> dict[str, str]:
@@ -223,146 +217,3 @@ def end_orphaned_runs(client) -> list[str]:
         client.set_terminated(r.info.run_id, "FAILED")
         ended.append(f"{r.info.run_name} ({reason})")
     return ended
-
-
-RETRY_SECONDS = 30  # how often a run whose tracking server went away tries again to send what it holds
-UNLOGGED_DIR = "mlruns/unlogged"  # where a run that could never be sent is written (JSON), for the record
-
-
-class TrackedRun:
-    """One MLflow run. Against a tracking server (remote) a write that fails does not stop training: the run keeps
-    every write in order, says so once on stderr, sends them all when the server answers again, and if it never
-    does before the command ends, writes them to mlruns/unlogged/ and says the run is not logged."""
-
-    def __init__(self, client, run_id: str | None, remote: bool = False, create=None, name: str = "",
-                 uri: str = ""):
-        self.client, self.run_id = client, run_id
-        self.remote, self.name, self.uri = remote, name, uri
-        self._create = create  # run_id is None: the server was away when the run began; this creates it
-        self.pending: list[tuple[str, Any]] = []
-        self._last_try = 0.0
-        self.ended = False
-
-    # ---- what the engine and the commands write
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        ts = int(time.time() * 1000)
-        self._write("metrics", [(k, float(v), ts, step) for k, v in metrics.items() if v is not None])
-
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        if tags:
-            self._write("tags", {k: str(v) for k, v in tags.items()})
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        if params:
-            self._write("params", {k: str(v) for k, v in params.items()})
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        self._write("text", (text, artifact_file))
-
-    def log_file(self, path: str, artifact_path: str | None = None) -> None:
-        self._write("file", (path, artifact_path))
-
-    def end(self, status: str, reason: str = "") -> None:
-        """status: FINISHED, FAILED or KILLED; the reason goes into the tag status_reason."""
-        if self.ended:
-            return
-        if reason:
-            self.set_tags({record.STATUS_REASON: reason[:5000]})
-        self._write("end", status)
-        self.ended = True
-        if self.pending:  # the server is still away: held by this process, sent with the next write that goes
-            self._flush(force=True)  # through, or kept in a file by settle_held() when the command ends
-        if self.pending:
-            _HELD.append(self)
-
-    # ---- delivery
-    def _apply(self, kind: str, payload) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
-        if kind == "metrics":
-            self.client.log_batch(self.run_id, metrics=[Metric(*m) for m in payload])
-        elif kind == "tags":
-            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in payload.items()])
-        elif kind == "params":
-            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in payload.items()])
-        elif kind == "text":
-            self.client.log_text(self.run_id, *payload)
-        elif kind == "file":
-            self.client.log_artifact(self.run_id, *payload)
-        elif kind == "end":
-            self.client.set_terminated(self.run_id, payload)
-
-    def _write(self, kind: str, payload) -> None:
-        if self.pending or self.run_id is None:  # already holding writes back: keep the order
-            self.pending.append((kind, payload))
-            self._flush()
-            return
-        try:
-            self._apply(kind, payload)
-        except Exception as e:  # noqa: BLE001 - any failure of a remote write: the run goes on without the server
-            if not self.remote:
-                raise
-            self.pending.append((kind, payload))
-            self._last_try = time.time()
-            _warn(f"tracking server {self.uri} did not take a write of run {self.name or self.run_id} "
-                  f"({_short(e)}); training goes on, and what the run logs is sent when the server answers")
-
-    def _flush(self, force: bool = False) -> bool:
-        """Send what the run holds; True when nothing is held any more."""
-        if not self.pending and self.run_id is not None:
-            return True
-        if not force and time.time() - self._last_try < RETRY_SECONDS:
-            return False
-        self._last_try = time.time()
-        held = len(self.pending)
-        try:
-            if self.run_id is None:
-                self.run_id = self._create()
-            while self.pending:
-                self._apply(*self.pending[0])
-                self.pending.pop(0)
-        except Exception:  # noqa: BLE001 - still away: keep holding
-            return False
-        _warn(f"tracking server {self.uri} answers again: {held} held write(s) of run {self.name} sent")
-        if self in _HELD:
-            _HELD.remove(self)
-        for run in list(_HELD):  # runs that ended while it was away
-            if run in _HELD and not run._flush(force=True):
-                break  # away again
-        return True
-
-    def _keep_unlogged(self) -> None:
-        import json
-        from pathlib import Path
-
-        folder = Path(UNLOGGED_DIR)
-        folder.mkdir(parents=True, exist_ok=True)
-        import uuid
-
-        path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{(self.run_id or 'unstarted')[:8]}-{uuid.uuid4().hex[:6]}.json"
-        path.write_text(json.dumps({"tracking_uri": self.uri, "run_id": self.run_id, "run_name": self.name,
-                                    "writes": self.pending}, default=str, indent=1))
-        _warn(f"run {self.name or self.run_id} is not logged: tracking server {self.uri} did not answer by its end; "
-              f"its {len(self.pending)} write(s) are kept in {path}")
-
-
-_HELD: list[TrackedRun] = []  # runs that ended while their tracking server was away, still holding writes
-
-
-def settle_held() -> None:
-    """When a command ends: one last try for every held run; what still does not go through is kept in a file."""
-    for run in list(_HELD):
-        run._flush(force=True)
-        if run.pending:
-            run._keep_unlogged()
-    _HELD.clear()
-
-
-def _short(e: Exception) -> str:
-    return " ".join(f"{e.__class__.__name__}: {e}".split())[:160]
-
-
-def _warn(message: str) -> None:
-    import sys
-
-    print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,135 @@
+"""A run's writes to a tracking server: sent by a background thread in the order they were made, merged when they
+queue up behind a request in flight, delivered before `end` returns, and held (then sent, or kept) while the
+server does not answer. A fake client stands in for the server, so each case is exact and fast."""
+
+import json
+import threading
+
+import pytest
+
+from curvbench import tracked_run
+from curvbench.tracked_run import TrackedRun
+
+
+class FakeServer:
+    """Records each request as (call, what it carried); `gate` holds requests back; `down` makes them fail."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, object]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.down = False
+
+    def _request(self, call, what):
+        self.entered.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        if self.down:
+            raise ConnectionError("connection refused")
+        self.calls.append((call, what))
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=()):
+        self._request("log_batch", ([(m.key, m.value, m.step) for m in metrics], {p.key: p.value for p in params},
+                                    {t.key: t.value for t in tags}))
+
+    def log_text(self, run_id, text, artifact_file):
+        self._request("log_text", artifact_file)
+
+    def set_terminated(self, run_id, status):
+        self._request("set_terminated", status)
+
+
+@pytest.fixture(autouse=True)
+def no_held_runs():
+    yield
+    tracked_run._HELD.clear()
+
+
+def test_training_does_not_wait_and_writes_queued_behind_a_request_are_merged_in_order():
+    server = FakeServer()
+    run = TrackedRun(server, "run-1", remote=True, name="trial-1", uri="http://tracking")
+    server.gate.clear()
+    run.log_params({"lr": 0.1})
+    assert server.entered.wait(10)  # the params request is in flight and held at the gate
+    for epoch in (1, 2, 3):  # these return at once although the server has not answered
+        run.log_metrics({"val_accuracy": epoch / 10}, step=epoch)
+    run.set_tags({"outcome": "finished"})
+    assert server.calls == []
+    ended = threading.Thread(target=run.end, args=("FINISHED",))
+    ended.start()
+    ended.join(0.3)
+    assert ended.is_alive()  # end waits for the run's writes
+    server.gate.set()
+    ended.join(10)
+    assert not ended.is_alive()
+    assert [c for c, _ in server.calls] == ["log_batch", "log_batch", "set_terminated"]
+    assert server.calls[0][1] == ([], {"lr": "0.1"}, {})
+    metrics, params, tags = server.calls[1][1]  # the three epochs and the tags: one request, in order
+    assert metrics == [("val_accuracy", 0.1, 1), ("val_accuracy", 0.2, 2), ("val_accuracy", 0.3, 3)]
+    assert params == {} and tags == {"outcome": "finished"}
+    assert server.calls[2][1] == "FINISHED"
+    assert run.pending == []
+
+
+def test_a_merged_write_stays_within_mlflows_batch_limits():
+    server = FakeServer()
+    run = TrackedRun(server, "run-1", remote=True)
+    server.gate.clear()
+    run.log_text("recipe", "recipe.yaml")
+    assert server.entered.wait(10)
+    for i in range(3):
+        run.log_metrics({f"m{j}": j for j in range(400)}, step=i)  # 1200 metrics: more than one log_batch takes
+    run.log_params({f"p{j}": j for j in range(150)})  # 150 params: more than one log_batch takes
+    server.gate.set()
+    run.end("FINISHED")
+    batches = [what for call, what in server.calls if call == "log_batch"]
+    assert all(len(m) <= 1000 and len(p) <= 100 and len(m) + len(p) + len(t) <= 1000 for m, p, t in batches)
+    assert sum(len(m) for m, _, _ in batches) == 1200 and sum(len(p) for _, p, _ in batches) == 150
+    steps = [step for m, _, _ in batches for _, _, step in m]
+    assert steps == sorted(steps)  # epochs in order
+    assert server.calls[-1] == ("set_terminated", "FINISHED")
+
+
+def test_writes_the_server_does_not_take_are_held_then_sent_in_order_when_it_answers(capsys):
+    server = FakeServer()
+    run = TrackedRun(server, "run-1", remote=True, name="trial-1", uri="http://tracking")
+    run.log_metrics({"val_accuracy": 0.1}, step=1)
+    server.down = True
+    run.log_metrics({"val_accuracy": 0.2}, step=2)
+    run.log_metrics({"val_accuracy": 0.3}, step=3)
+    run.end("FINISHED", "done")
+    assert run.ended and run.pending and run in tracked_run._HELD  # training went on; the writes are held
+    assert "did not take a write of run trial-1" in capsys.readouterr().err
+    server.down = False
+    tracked_run.settle_held()
+    assert run.pending == [] and tracked_run._HELD == []
+    steps = [step for call, what in server.calls if call == "log_batch" for _, _, step in what[0]]
+    assert steps == [1, 2, 3]
+    assert server.calls[-1] == ("set_terminated", "FINISHED")
+    assert "answers again" in capsys.readouterr().err
+
+
+def test_writes_never_taken_are_kept_in_a_file_when_the_command_ends(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    server = FakeServer()
+    server.down = True
+    run = TrackedRun(server, "run-1", remote=True, name="trial-1", uri="http://tracking")
+    run.log_metrics({"val_accuracy": 0.5}, step=1)
+    run.end("FAILED", "diverged")
+    tracked_run.settle_held()
+    kept = list((tmp_path / "mlruns" / "unlogged").glob("*.json"))
+    assert len(kept) == 1
+    record = json.loads(kept[0].read_text())
+    assert record["run_id"] == "run-1" and record["tracking_uri"] == "http://tracking"
+    assert [kind for kind, _ in record["writes"]][-1] == "end" and record["writes"][-1][1] == "FAILED"
+    assert "is not logged" in capsys.readouterr().err
+
+
+def test_a_local_store_is_written_where_the_call_is_made():
+    server = FakeServer()
+    run = TrackedRun(server, "run-1", remote=False)
+    run.log_metrics({"val_accuracy": 0.5}, step=1)
+    assert [c for c, _ in server.calls] == ["log_batch"]  # no thread between the call and the store
+    server.down = True
+    with pytest.raises(ConnectionError):  # and a local store's failure is the caller's
+        run.log_metrics({"val_accuracy": 0.6}, step=2)
