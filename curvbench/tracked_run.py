@@ -6,7 +6,8 @@ costs several milliseconds); writes of one run that queue up behind a request in
 log_batch. Ending a run waits until its writes are delivered (or held), so a trial completes in its study only
 after its run is finished on the server. A write the server does not take does not stop training: the run
 keeps every write in order, says so once on stderr, sends them all when the server answers again, and if it
-never does before the command ends, writes them to mlruns/unlogged/ and says the run is not logged."""
+never does before the command ends (after a grace for a server being restarted), writes them to
+mlruns/unlogged/ and says the run is not logged."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from typing import Any
 from curvbench import record
 
 RETRY_SECONDS = 30  # how often a run whose tracking server went away tries again to send what it holds
+GRACE_SECONDS = 60  # how long a command that ends waits for its tracking server to take the writes it holds
+RETRY_PAUSE = 3  # seconds between those tries
 UNLOGGED_DIR = "mlruns/unlogged"  # where a run that could never be sent is written (JSON), for the record
 PARAM_CHARS = 6000  # MLflow's longest param value
 # MLflow's limits on one log_batch call
@@ -233,13 +236,33 @@ _SENDER = _Sender()
 _HELD: list[TrackedRun] = []  # runs that ended while their tracking server was away, still holding writes
 
 
-def settle_held() -> None:
-    """When a command ends: every queued write delivered, one last try for every held run; what still does not
-    go through is kept in a file."""
+def settle_held(grace: float | None = None) -> None:
+    """When a command ends: every queued write delivered; runs still holding writes because their tracking server
+    is away are tried again every few seconds for up to `grace` seconds (CURVBENCH_TRACKING_GRACE, default 60; a
+    server being restarted comes back in that time); what still does not go through, or everything at once on
+    Ctrl-C, is kept in a file."""
+    import os
+
+    from curvbench import stopping
+
     _SENDER.wait()
+    if grace is None:
+        grace = float(os.environ.get("CURVBENCH_TRACKING_GRACE", GRACE_SECONDS))
+    deadline = time.time() + grace
     with _DELIVERY:
-        for run in list(_HELD):
-            run._flush(force=True)
+        try:
+            for run in list(_HELD):
+                if run in _HELD:
+                    run._flush(force=True)  # one that goes through sends the other held runs after it
+            if _HELD and grace > 0:
+                warn(f"{len(_HELD)} run(s) still hold writes for tracking server {_HELD[0].uri}: trying again for up "
+                     f"to {grace:.0f} s (Ctrl-C keeps them in {UNLOGGED_DIR}/ now)")
+            while _HELD and time.time() < deadline and stopping.requested is None:
+                time.sleep(min(RETRY_PAUSE, max(deadline - time.time(), 0)))
+                _HELD[0]._flush(force=True)
+        except KeyboardInterrupt:
+            pass
+        for run in _HELD:
             if run.pending:
                 run._keep_unlogged()
         _HELD.clear()

@@ -116,7 +116,7 @@ def test_writes_never_taken_are_kept_in_a_file_when_the_command_ends(tmp_path, m
     run = TrackedRun(server, "run-1", remote=True, name="trial-1", uri="http://tracking")
     run.log_metrics({"val_accuracy": 0.5}, step=1)
     run.end("FAILED", "diverged")
-    tracked_run.settle_held()
+    tracked_run.settle_held(grace=0)
     kept = list((tmp_path / "mlruns" / "unlogged").glob("*.json"))
     assert len(kept) == 1
     record = json.loads(kept[0].read_text())
@@ -133,3 +133,21 @@ def test_a_local_store_is_written_where_the_call_is_made():
     server.down = True
     with pytest.raises(ConnectionError):  # and a local store's failure is the caller's
         run.log_metrics({"val_accuracy": 0.6}, step=2)
+
+
+def test_a_command_that_ends_waits_for_a_server_that_comes_back_within_the_grace(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tracked_run, "RETRY_PAUSE", 0.05)
+    server = FakeServer()
+    server.down = True
+    run = TrackedRun(server, "run-1", remote=True, name="trial-1", uri="http://tracking")
+    run.log_metrics({"val_accuracy": 0.5}, step=1)
+    run.end("FINISHED")
+    back = threading.Timer(0.5, lambda: setattr(server, "down", False))  # a restarted server
+    back.start()
+    tracked_run.settle_held(grace=30)
+    back.join()
+    assert [c for c, _ in server.calls] == ["log_batch", "set_terminated"]
+    assert not (tmp_path / "mlruns" / "unlogged").exists()
+    err = capsys.readouterr().err
+    assert "trying again for up to 30 s" in err and "answers again" in err
