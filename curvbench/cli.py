@@ -341,7 +341,7 @@ def to_target(
     r = _load_recipe(recipe, flags)
     from curvbench.console import console
     from curvbench.runner import Interrupted
-    from curvbench.to_target import run_to_target, summary_markdown
+    from curvbench.to_target import run_to_target, summary_markdown, target_of
 
     if workers > 1 or devices:
         _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri, quiet)
@@ -356,8 +356,7 @@ def to_target(
     reporter.close()
     from rich.markdown import Markdown
 
-    target = acc if acc is not None else r.training.target
-    console.print(Markdown(summary_markdown(summaries, target, key)))
+    console.print(Markdown(summary_markdown(summaries, target_of(r, acc), key)))
     console.print(f"parent run {parent} in {tracker.uri}")
 
 
@@ -368,13 +367,10 @@ def _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri,
 
     from curvbench import record, studies
     from curvbench.console import console
-    from curvbench.errors import CurvbenchError
-    from curvbench.to_target import queue_name, queue_progress, shared_summaries, summary_markdown
+    from curvbench.to_target import queue_name, queue_progress, shared_summaries, summary_markdown, target_of
 
     devs = _worker_devices(workers, devices)
-    target = acc if acc is not None else r.training.target
-    if target is None:
-        raise CurvbenchError(f"{r.source}: training.target is not set; pass --acc")
+    target = target_of(r, acc)
     storage = storage or studies.DEFAULT_STORAGE
     store = studies.open_storage(storage)  # an unusable storage: one line, before any worker starts
     tracker = _open_tracker(tracking_uri)

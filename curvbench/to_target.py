@@ -62,6 +62,14 @@ def first_reaching(points: list[engine.EvalPoint], key: str, target: float) -> e
     return next((p for p in points if p.metrics[key] >= target), None)
 
 
+def target_of(recipe: Recipe, acc: float | None) -> float:
+    """The target aimed at: --acc when given, else the recipe's training.target."""
+    target = acc if acc is not None else recipe.training.target
+    if target is None:
+        raise CurvbenchError(f"{recipe.source}: training.target is not set; pass --acc")
+    return target
+
+
 def run_to_target(
     recipe: Recipe,
     tracker: Tracker | None,
@@ -74,9 +82,7 @@ def run_to_target(
     """Runs every method entry and seed of `recipe` (its epochs are the budget). Returns the summaries, the
     parent run's id and the metric key aimed at (e.g. val_accuracy). With a study `storage` the runs are a queue
     that several workers share (`--workers`, or the same command on several machines)."""
-    target = target if target is not None else recipe.training.target
-    if target is None:
-        raise CurvbenchError(f"{recipe.source}: training.target is not set; pass --acc")
+    target = target_of(recipe, target)
     device = resolve_device(recipe.training.device)
     set_threads(recipe.training.threads)
     task = load_task(recipe, device)
