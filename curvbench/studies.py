@@ -39,9 +39,8 @@ def _open_storage(url: str):
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")  # we run it ourselves
 
-    from curvbench.stores import check_study_storage, explain, mask
+    from curvbench.stores import check_study_storage, explain
 
-    url = url or DEFAULT_STORAGE
     check_study_storage(url)  # scheme, file, folder, driver, server: one line naming the URL, before any training
     # a heartbeat lets a later start see the trials of a process that died, and run their points again
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
@@ -83,7 +82,7 @@ def held_elsewhere(study) -> list[str]:
         else:
             state = (f"if that worker is gone, the next tune started {HEARTBEAT_GRACE} s after its last heartbeat "
                      f"runs the point again")
-        point = ", ".join(f"{k}={v}" for k, v in (t.params or t.system_attrs.get("fixed_params", {})).items())
+        point = ", ".join(f"{k}={v}" for k, v in point_of(t).items())
         out.append(f"trial {t.number} ({point}) held by pid {pid} on {where}: {state}")
     return out
 
@@ -137,8 +136,6 @@ def same_point(a: dict, b: dict) -> bool:
 
 def heartbeat(study, trial):
     """Optuna's heartbeat thread, as Study.optimize runs it; a no-op where the storage has none."""
-    import contextlib
-
     try:
         from optuna.storages._heartbeat import get_heartbeat_thread
     except ImportError:  # pragma: no cover - an Optuna without it
@@ -146,12 +143,21 @@ def heartbeat(study, trial):
     return get_heartbeat_thread(trial._trial_id, study._storage)
 
 
-def enqueue_missing(study, points: list[dict]) -> None:
-    """Put each grid point that no trial has finished, is running or is waiting for into the queue."""
+def point_of(trial) -> dict:
+    """A trial's point: its suggested params, or the point it was enqueued with while it waits."""
+    return trial.params or trial.system_attrs.get("fixed_params", {})
+
+
+def holds_point(trial) -> bool:
+    """The trial has its point: finished with it, running it or waiting to."""
     from optuna.trial import TrialState
 
-    taken = [t.params or t.system_attrs.get("fixed_params", {}) for t in study.get_trials(deepcopy=False)
-             if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)]
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+
+def enqueue_missing(study, points: list[dict]) -> None:
+    """Put each grid point that no trial has finished, is running or is waiting for into the queue."""
+    taken = [point_of(t) for t in study.get_trials(deepcopy=False) if holds_point(t)]
     for p in points:
         if not any(same_point(p, q) for q in taken):
             study.enqueue_trial(p)
@@ -159,17 +165,8 @@ def enqueue_missing(study, points: list[dict]) -> None:
 
 def is_duplicate(study, trial) -> bool:
     """Two processes may enqueue the same point at once: the trial with the lower number keeps it."""
-    from optuna.trial import TrialState
-
-    mine = trial.params
-    for t in study.get_trials(deepcopy=False):
-        if t.number < trial.number and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
-                                                   TrialState.WAITING):
-            if same_point(t.params or t.system_attrs.get("fixed_params", {}), mine):
-                return True
-    return False
-
-
+    return any(t.number < trial.number and holds_point(t) and same_point(point_of(t), trial.params)
+               for t in study.get_trials(deepcopy=False))
 
 
 def check_fingerprint(study, mark: str, storage: str | None, what: str) -> None:
