@@ -97,7 +97,7 @@ class TrackedRun:
             self.pending.append((kind, payload))
             self._last_try = time.time()
             warn(f"tracking server {self.uri} did not take a write of run {self.name or self.run_id} "
-                  f"({short_error(e)}); training goes on, and what the run logs is sent when the server answers")
+                 f"({short_error(e)}); training goes on, and what the run logs is sent when the server answers")
 
     def _apply(self, kind: str, payload) -> None:
         from mlflow.entities import Metric, Param, RunTag
@@ -152,7 +152,7 @@ class TrackedRun:
         path.write_text(json.dumps({"tracking_uri": self.uri, "run_id": self.run_id, "run_name": self.name,
                                     "writes": self.pending}, default=str, indent=1))
         warn(f"run {self.name or self.run_id} is not logged: tracking server {self.uri} did not answer by its end; "
-              f"its {len(self.pending)} write(s) are kept in {path}")
+             f"its {len(self.pending)} write(s) are kept in {path}")
 
 
 class _Batch:

@@ -160,14 +160,15 @@ class Tracker:
             return found[0].info.run_id if found else self.client.create_run(
                 exp, run_name=run_name, tags=all_tags).info.run_id
 
+        where = mask_uri(self.uri)
         try:
-            run = TrackedRun(self.client, create(), remote=self.remote, name=run_name, uri=mask_uri(self.uri))
+            run = TrackedRun(self.client, create(), remote=self.remote, name=run_name, uri=where)
         except Exception as e:  # noqa: BLE001 - a server gone mid-sweep: the run is created when it is back
             if not self.remote:
                 raise
-            warn(f"tracking server {mask_uri(self.uri)} could not start run {run_name} ({short_error(e)}); training "
-                  f"goes on and the run is created when the server answers")
-            run = TrackedRun(self.client, None, remote=True, create=create, name=run_name, uri=mask_uri(self.uri))
+            warn(f"tracking server {where} could not start run {run_name} ({short_error(e)}); training goes on and "
+                 f"the run is created when the server answers")
+            run = TrackedRun(self.client, None, remote=True, create=create, name=run_name, uri=where)
             run._last_try = time.time()
         run.log_params(params or {})  # a write like the others: queued to a server, held with the rest while it is away
         return run
