@@ -11,7 +11,7 @@ A sequence layer with a mask counts real time steps only (time steps as independ
 
 Every `factor_every` steps the forward pass keeps the layer inputs and one extra backward pass of the sampled
 loss gives g; A and G are running averages with `factor_decay`. Every `inverse_every` steps the damped inverses
-are rebuilt (Cholesky factorisations in float64) (during the first interval, after every factor update), with Tikhonov damping split between the factors (the pi-correction):
+are rebuilt by Cholesky factorisations in float64 (during the first interval, after every factor update), with Tikhonov damping split between the factors (the pi-correction):
 
     (A + pi*sqrt(damping) I)^-1,  (G + sqrt(damping)/pi I)^-1,   pi = sqrt((tr A / dim A) / (tr G / dim G))
 

@@ -5,7 +5,8 @@ The proposal is K-FAC's: Delta = -F_hat^-1 grad h, with the factors, inverses an
 
     delta = alpha * Delta + mu * delta_0          (delta_0: the previous update; mu = 0 on the first step)
 
-with alpha and mu minimising the local quadratic model of h,
+with alpha and mu minimising the local quadratic model of h (mu only with `momentum: qmodel`; the default,
+`none`, keeps mu = 0: the paper's momentum diverged on MNIST at batch 100, see the README),
 
     M(delta) = 1/2 delta^T (C + (lam + eta) I) delta + grad_h^T delta,
 
@@ -18,16 +19,18 @@ eta = 2 * lambda_2 is the curvature of the L2 term, so the regulariser is part o
 The damping lam adapts by the Levenberg-Marquardt rule every T1 steps (`damping_every`) from the reduction
 ratio rho = (h(theta + delta) - h(theta)) / (M(delta) - M(0)), measured on the same batch:
 
-    rho > 3/4: lam <- omega1 * lam;   rho < 1/4: lam <- lam / omega1;   omega1 = (19/20)^T1,
+    rho > 3/4: lam <- omega1 * lam;   rho < 1/4: lam <- lam / omega1;   omega1 = (19/20)^T1.
 
-and the factors' Tikhonov damping follows it: gamma^2 = lam + eta (K-FAC's `damping`, split between A and G by
-pi), used from the next inverse update on. The paper adapts gamma separately by a greedy search; the coupling
-gamma = sqrt(lam + eta) is its simpler alternative (their section 6.6), chosen here.
+The factors' Tikhonov damping gamma^2 (K-FAC's `damping`, split between A and G by pi) is adapted by the
+paper's greedy search (`factor_damping: greedy`, the default; their section 6.6): every T2 steps
+(`gamma_every`) the candidate of gamma^2 and gamma^2 * omega2^(+-2) whose update the model rates best is kept.
+`factor_damping: coupled` gives the simpler gamma^2 = lam + eta instead, from the next inverse update on (on
+MNIST it let K-FAC's low-curvature directions blow up).
 
 `qmodel_every` k > 1 solves for alpha and mu every k steps only and reuses them in between (rho, and so lam,
 then move on those steps only, with omega1 = (19/20)^(steps since the last change)); an update made with a
-reused alpha is never longer than the last solved one (without that cap it diverged on MNIST). `max_update_norm` > 0 scales
-down an update longer than it (a safety net the paper does not have). The recipe's learning-rate schedule does
+reused alpha is never longer than the last solved one (without that cap it diverged on MNIST).
+`max_update_norm` > 0 scales down an update longer than it (a safety net the paper does not have). The recipe's learning-rate schedule does
 not apply: the step is the model's."""
 
 from __future__ import annotations
