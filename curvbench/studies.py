@@ -164,7 +164,8 @@ def enqueue_missing(study, points: list[dict]) -> None:
 
 
 def is_duplicate(study, trial) -> bool:
-    """Two processes may enqueue the same point at once: the trial with the lower number keeps it."""
+    """Another trial already holds this trial's point (a worker that queued it without the study's lock, or a
+    point queued again while its first trial was still running): the trial with the lower number keeps it."""
     return any(t.number < trial.number and holds_point(t) and same_point(point_of(t), trial.params)
                for t in study.get_trials(deepcopy=False))
 
@@ -178,33 +179,38 @@ def check_fingerprint(study, mark: str, storage: str | None, what: str) -> None:
         raise CurvbenchError(f"study {study.study_name!r} in {storage or DEFAULT_STORAGE} {what}")
 
 
-def take(study, points: list[dict] | None):
+def take(study, points: list[dict] | None, storage: str | None):
     """The next trial for this worker, tagged with who runs it (a dead worker's trial is then failed at once); with
     `points`, popped from the queue of those not finished, running or waiting, or None when none is left.
 
-    The pop is Optuna's own (a WAITING trial set RUNNING, which only one worker can do), without its fallback of
-    creating a new trial when another worker took the last one first: that would leave a stray failed trial."""
-    import optuna
-    from optuna.trial import TrialState
-
+    Queueing the missing points and popping one happen under the study's lock: two workers that both saw a point
+    missing would otherwise both queue it, and one of the two trials would end as a failed duplicate. The pop is
+    Optuna's own (a WAITING trial set RUNNING), without its fallback of creating a new trial when none waits."""
     if points is None:
         trial = study.ask()
     else:
-        enqueue_missing(study, points)
-        study._thread_local.cached_all_trials = None  # as ask() does: the sampler reads the trials afresh
-        trial = None
-        for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            try:
-                if study._storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
-                    trial = optuna.Trial(study, waiting._trial_id)
-                    break
-            except optuna.exceptions.UpdateFinishedTrialError:  # finished meanwhile by another worker
-                continue
+        with study_lock(open_storage(storage), storage or DEFAULT_STORAGE):
+            trial = _pop(study, points)
         if trial is None:
             return None  # every point is finished or being run by another worker
     for attr, value in owner_tags().items():
         trial.set_user_attr(attr, value)
     return trial
+
+
+def _pop(study, points: list[dict]):
+    import optuna
+    from optuna.trial import TrialState
+
+    enqueue_missing(study, points)
+    study._thread_local.cached_all_trials = None  # as ask() does: the sampler reads the trials afresh
+    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if study._storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, waiting._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:  # finished meanwhile by a worker of an older version
+            continue
+    return None
 
 
 def drop_duplicate(study, trial, what: str) -> bool:

@@ -218,7 +218,7 @@ def _shared(recipe: Recipe, job: _JobRunner, storage: str, tracker, target: floa
         while True:
             if stopping.requested:
                 raise Interrupted([], f"interrupted by {stopping.requested}")
-            trial = studies.take(study, points)
+            trial = studies.take(study, points, storage)
             if trial is None:
                 break  # every job is finished or being run by another worker
             index = trial.suggest_int("job", 0, len(jobs) - 1)

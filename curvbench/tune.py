@@ -216,7 +216,7 @@ def tune(
             while standing(study, budget)[0] < budget:
                 if stopping.requested:  # a worker asked to stop between trials: nothing of its own is running
                     raise Interrupted([], f"interrupted by {stopping.requested}")
-                trial = take(study, points)
+                trial = take(study, points, storage)
                 if trial is None:
                     break
                 params = spaces_mod.suggest(trial, space, integer)

@@ -136,6 +136,7 @@ def test_two_processes_share_one_study_and_run_the_grid_once(tune_recipe, tmp_pa
     assert all(p.returncode == 0 for p in procs), outs
     points, study = completed_points(storage, "shared")
     assert points == sorted((lr, wd) for lr in (0.2, 0.1, 0.05) for wd in (0.0, 1e-4))
+    assert len(study.get_trials()) == 6  # no point queued twice: no failed duplicate beside the six
     assert all("start" in o for o in outs)  # both took part
     assert all("[tune sgd] done" in o for o in outs)  # the search's progress, line by line in a log
 
@@ -257,3 +258,31 @@ def test_a_worker_that_finishes_while_another_holds_a_point_says_its_result_is_p
     assert "PARTIAL: 1 trial(s)" in tune_table(res).title
     parent = MlflowClient(tracking_uri).get_run(res.parent_run_id)
     assert parent.data.tags["search_state"].startswith("partial")
+
+
+def test_a_worker_queues_and_pops_grid_points_only_under_the_study_lock(tmp_path):
+    """Two workers that both find a point missing must not both queue it (one trial would end a failed duplicate):
+    while another worker holds the study's lock, take() waits; once it is free, take() queues the missing points
+    and pops the first, and a second take() pops the next without queueing anything twice."""
+    import threading
+
+    from curvbench.studies import open_storage, point_of, study_lock, take
+
+    storage = f"sqlite:///{tmp_path}/locked.db"
+    store = open_storage(storage)
+    study = optuna.create_study(study_name="locked", storage=store, direction="maximize")
+    points = [{"lr": 0.1}, {"lr": 0.01}]
+    got = []
+    with study_lock(store, storage):
+        worker = threading.Thread(target=lambda: got.append(take(study, points, storage)))
+        worker.start()
+        worker.join(timeout=2)
+        assert worker.is_alive() and got == [] and study.get_trials() == []  # waiting for the lock, nothing queued
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    second = take(study, points, storage)
+    assert take(study, points, storage) is None  # both points are held
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 2 and all(t.state == TrialState.RUNNING for t in trials)
+    assert sorted(point_of(t)["lr"] for t in trials) == [0.01, 0.1]  # each point queued once
+    assert {got[0].number, second.number} == {0, 1}
