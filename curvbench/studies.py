@@ -144,8 +144,9 @@ def heartbeat(study, trial):
 
 
 def point_of(trial) -> dict:
-    """A trial's point: its suggested params, or the point it was enqueued with while it waits."""
-    return trial.params or trial.system_attrs.get("fixed_params", {})
+    """A trial's point: the whole point it was queued with, else its suggested params. Not params first: a trial
+    that another worker is suggesting has only some of them, and its point would look free to queue again."""
+    return trial.system_attrs.get("fixed_params") or trial.params
 
 
 def holds_point(trial) -> bool:

@@ -286,3 +286,17 @@ def test_a_worker_queues_and_pops_grid_points_only_under_the_study_lock(tmp_path
     assert len(trials) == 2 and all(t.state == TrialState.RUNNING for t in trials)
     assert sorted(point_of(t)["lr"] for t in trials) == [0.01, 0.1]  # each point queued once
     assert {got[0].number, second.number} == {0, 1}
+
+
+def test_a_point_whose_params_are_half_suggested_is_still_held(tmp_path):
+    """A worker reads the study between another worker's two suggest calls: the trial has lr but not yet
+    weight_decay. Its point is still held, so it is not queued again."""
+    from curvbench.studies import open_storage, take
+
+    storage = f"sqlite:///{tmp_path}/half.db"
+    study = optuna.create_study(study_name="half", storage=open_storage(storage), direction="maximize")
+    points = [{"lr": 0.1, "weight_decay": 0.0}]
+    first = take(study, points, storage)
+    first.suggest_categorical("lr", [0.1])  # weight_decay not suggested yet
+    assert take(study, points, storage) is None
+    assert len(study.get_trials()) == 1
