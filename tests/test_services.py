@@ -79,6 +79,41 @@ def test_three_workers_run_a_12_point_grid_once_each_on_postgresql_and_the_track
     assert "| mnist-mini | sgd" in (tmp_path / "report" / "report.md").read_text()
 
 
+POPPER = """
+import sys
+import optuna
+from curvbench.studies import drop_duplicate, open_storage, take
+url, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+study = optuna.load_study(study_name=name, storage=open_storage(url))
+points = [{"a": i // 4, "b": i % 4} for i in range(n)]
+while (trial := take(study, points, url)) is not None:
+    trial.suggest_int("a", 0, n)  # two params: another worker may read the trial between the two
+    trial.suggest_int("b", 0, 3)
+    if not drop_duplicate(study, trial, "point"):
+        study.tell(trial, 1.0)
+"""
+
+
+def test_four_workers_popping_a_20_point_queue_at_full_speed_queue_each_point_once(names):
+    """Workers that race for the queue (no training between pops) still queue every point once: no trial beyond
+    the 20, none failed as a duplicate. Without the study lock around queueing, this study held 33 to 80 trials;
+    when a trial's point was read from its params before all were suggested, 21 to 24."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from curvbench.studies import open_storage
+
+    study_name, _ = names
+    optuna.create_study(study_name=study_name, storage=open_storage(POSTGRES))
+    procs = [subprocess.Popen([sys.executable, "-c", POPPER, POSTGRES, study_name, "20"], stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errs
+    trials = study(study_name).get_trials(deepcopy=False)
+    assert len(trials) == 20 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert sorted((t.params["a"], t.params["b"]) for t in trials) == [(i // 4, i % 4) for i in range(20)]
+
+
 def test_a_killed_workers_point_is_run_again_by_a_later_worker(tmp_path, names):
     from optuna.trial import TrialState
 
