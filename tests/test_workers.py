@@ -69,10 +69,11 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_next_tune_resumes(tmp_path):
     while time.time() < deadline:
         time.sleep(1)
         try:
-            trials, _ = state(tmp_path)
+            trials, runs = state(tmp_path)
         except Exception:  # the study or the experiment is not there yet
             continue
-        if sum(t.state.name == "RUNNING" for t in trials) == 2:
+        in_trial = [r for r in runs if r.info.status == "RUNNING" and r.data.tags.get("kind") == "trial"]
+        if sum(t.state.name == "RUNNING" for t in trials) == 2 and len(in_trial) == 2:  # each has its run too
             break
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
