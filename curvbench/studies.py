@@ -88,13 +88,14 @@ def held_elsewhere(study) -> list[str]:
 
 
 @contextlib.contextmanager
-def study_lock(store, url: str):
-    """One process at a time, across every worker of the storage: a file lock beside a SQLite database, a session
-    advisory lock on PostgreSQL (workers on several machines)."""
+def study_lock(url: str | None):
+    """One process at a time, across every worker of the storage `url`: a file lock beside a SQLite database, a
+    session advisory lock on PostgreSQL (workers on several machines)."""
+    url = url or DEFAULT_STORAGE
     if url.startswith("postgresql"):
         from sqlalchemy import text
 
-        with store.engine.connect() as conn:
+        with open_storage(url).engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": STUDY_LOCK_KEY})
             try:
                 yield
@@ -108,10 +109,10 @@ def study_lock(store, url: str):
 STUDY_LOCK_KEY = 0x63757276  # "curv": the advisory lock curvbench takes on a PostgreSQL study storage
 
 
-def shared_parent(tracker, study, store, storage, experiment: str, name: str, params: dict, tags: dict):
+def shared_parent(tracker, study, storage, experiment: str, name: str, params: dict, tags: dict):
     """One MLflow parent run per study: the first worker of a study creates it, every resumed or parallel
     worker of that study reuses it (reopened as RUNNING), so the UI shows one search with all its runs."""
-    with study_lock(store, storage or DEFAULT_STORAGE):  # workers starting together make one parent, not two
+    with study_lock(storage):  # workers starting together make one parent, not two
         known = study.user_attrs.get("mlflow_parent")
         if known and study.user_attrs.get("mlflow_uri") == tracker.uri:
             try:
@@ -165,8 +166,8 @@ def enqueue_missing(study, points: list[dict]) -> None:
 
 
 def is_duplicate(study, trial) -> bool:
-    """Another trial already holds this trial's point (a worker that queued it without the study's lock, or a
-    point queued again while its first trial was still running): the trial with the lower number keeps it."""
+    """Another trial already holds this trial's point: the trial with the lower number keeps it. A safety net:
+    with queueing under the study's lock it takes a worker that queued without it (an older curvbench)."""
     return any(t.number < trial.number and holds_point(t) and same_point(point_of(t), trial.params)
                for t in study.get_trials(deepcopy=False))
 
@@ -190,7 +191,7 @@ def take(study, points: list[dict] | None, storage: str | None):
     if points is None:
         trial = study.ask()
     else:
-        with study_lock(open_storage(storage), storage or DEFAULT_STORAGE):
+        with study_lock(storage):
             trial = _pop(study, points)
         if trial is None:
             return None  # every point is finished or being run by another worker

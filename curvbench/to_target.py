@@ -210,7 +210,7 @@ def _shared(recipe: Recipe, job: _JobRunner, storage: str, tracker, target: floa
     studies.fail_dead_trials(study)
     parent = None
     if tracker is not None:
-        parent = studies.shared_parent(tracker, study, store, storage, experiment_name(recipe),
+        parent = studies.shared_parent(tracker, study, storage, experiment_name(recipe),
                                        parent_name(recipe, target), parent_params(recipe, target, key, every),
                                        parent_tags(recipe))
     points = [{"job": i} for i in range(len(jobs))]

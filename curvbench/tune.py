@@ -198,7 +198,7 @@ def tune(
         fail_dead_trials(study)  # ... at once when the process was on this host
         parent = None
         if tracker is not None:
-            parent = shared_parent(tracker, study, store, storage, experiment_name(recipe),
+            parent = shared_parent(tracker, study, storage, experiment_name(recipe),
                                    f"tune-{recipe.task.dataset}-{entry.name}", {
                 "sampler": sampler, "trials": budget, "objective": f"{objective} {key}", "pruner": pruner,
                 "study": name, record.SCORED_ON: split, "seeds": ",".join(map(str, run_seeds)),

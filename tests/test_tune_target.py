@@ -273,7 +273,7 @@ def test_a_worker_queues_and_pops_grid_points_only_under_the_study_lock(tmp_path
     study = optuna.create_study(study_name="locked", storage=store, direction="maximize")
     points = [{"lr": 0.1}, {"lr": 0.01}]
     got = []
-    with study_lock(store, storage):
+    with study_lock(storage):
         worker = threading.Thread(target=lambda: got.append(take(study, points, storage)))
         worker.start()
         worker.join(timeout=2)
