@@ -328,39 +328,42 @@ def to_target(
     storage: Optional[str] = typer.Option(None, "--storage", help="Share the (method, seed) runs as a queue in this Optuna storage, for workers on several machines.", metavar="URL"),
     workers: int = typer.Option(1, "--workers", help="Worker processes sharing the runs (each its share of the CPU cores, or one of --devices).", metavar="N"),
     devices: Optional[str] = typer.Option(None, "--devices", help="One device per worker: cuda:0,cuda:1.", metavar="A,B"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Entry the others are tested against (default: sgd when run).", metavar="ENTRY"),
 ):
-    """Train each method until its metric first reaches the target: training seconds, steps and epochs to it.
+    """Train each method until its metric first reaches the target: training seconds, steps and epochs to it,
+    over every seed (a seed that misses counts as not reached), each tested against the baseline.
 
     RECIPE: a recipe name or path; its training.target is the default target."""
-    from curvbench.to_target import check_arguments
+    from curvbench.to_target import baseline_of, check_arguments
 
     check_arguments(acc, eval_every, seeds)
     seed_list = list(range(seeds)) if seeds is not None else seed
     flags = _flags(epochs=max_epochs, batch_size=batch_size, seeds=seed_list, device=device, threads=threads,
                    data_dir=data_dir, no_download=no_download, sets=set_, methods=methods, experiment=experiment)
     r = _load_recipe(recipe, flags)
+    baseline = baseline_of([m.name for m in r.methods], baseline, len(r.training.seeds))
     from curvbench.console import console
     from curvbench.runner import Interrupted
     from curvbench.to_target import run_to_target, summary_markdown, target_of
 
     if workers > 1 or devices:
-        _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri, quiet)
+        _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri, quiet, baseline)
         return
     tracker = _open_tracker(tracking_uri)
     reporter = _reporter(quiet)
     try:
-        summaries, parent, key = run_to_target(r, tracker, reporter, acc, eval_every, on, storage)
+        summaries, parent, key = run_to_target(r, tracker, reporter, acc, eval_every, on, storage, baseline)
     except Interrupted as e:
         reporter.close()
         _fail(f"{e.reason}: the current run was ended as KILLED; everything logged so far is kept", EXIT_INTERRUPTED)
     reporter.close()
     from rich.markdown import Markdown
 
-    console.print(Markdown(summary_markdown(summaries, target_of(r, acc), key)))
+    console.print(Markdown(summary_markdown(summaries, target_of(r, acc), key, baseline)))
     console.print(f"parent run {parent} in {tracker.uri}")
 
 
-def _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri, quiet):
+def _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri, quiet, baseline):
     """`to-target --workers N`: N copies of this command pop (method, seed) runs from one queue."""
     import optuna
     from rich.markdown import Markdown
@@ -388,7 +391,7 @@ def _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri,
     code = _run_workers(argv, workers, devs, progress, reporter, "run")
     study = optuna.load_study(study_name=queue_name(r, target, key), storage=store)
     summaries, left = shared_summaries(r, study)
-    console.print(Markdown(summary_markdown(summaries, target, key)))
+    console.print(Markdown(summary_markdown(summaries, target, key, baseline)))
     console.print(f"parent run {study.user_attrs.get('mlflow_parent')} in {tracker.uri}"
                   + (f"; {left} run(s) not finished" if left else ""))
     if code:

@@ -57,6 +57,10 @@ TRIAL, STUDY = "trial", "study"
 TARGET, TARGET_REACHED = "target", "target_reached"
 # tags of a tune parent
 SEARCH_STATE, BEST_TRIAL, BEST_RUN_ID, SCORED_ON = "search_state", "best_trial", "best_run_id", "scored_on"
+SEARCH_SECONDS = "search_train_seconds"  # a tune parent (metric): training seconds of all its trials' runs
+TRIALS_RUN = "trials_run"  # a tune parent (metric): trials finished, complete or pruned
+# tags of a to-target parent
+BASELINE = "baseline"  # the entry the others were compared with
 
 # ---- run kinds (the KIND tag)
 TUNE, TRIAL_RUN, TO_TARGET, TO_TARGET_RUN, REPORT = "tune", "trial", "to-target", "to-target-run", "report"

@@ -7,7 +7,6 @@ evaluation falls inside an epoch. A method that never gets there within the budg
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 
 from curvbench import engine
@@ -16,7 +15,7 @@ from curvbench.recipe import Recipe
 from curvbench.runner import Interrupted, display_name, experiment_name, load_task, run_one
 from curvbench.timing import resolve_device, set_threads
 from curvbench.tracking import Tracker
-from curvbench import record
+from curvbench import record, stats
 
 
 @dataclass
@@ -43,10 +42,23 @@ class TargetSummary:
     def reached(self) -> list[TargetRun]:
         return [r for r in self.runs if r.reached]
 
-    def stat(self, attr: str) -> tuple[float, float, float] | None:
-        """(median, min, max) over the seeds that reached the target; None if none did."""
-        vals = [getattr(r, attr) for r in self.reached]
-        return (statistics.median(vals), min(vals), max(vals)) if vals else None
+    def censored(self, attr: str) -> stats.Censored:
+        """`attr` (seconds, steps, epochs) over every seed, inf for a seed that did not reach the target."""
+        return stats.Censored(tuple(float(getattr(r, attr)) if r.reached and getattr(r, attr) is not None
+                                    else math.inf for r in self.runs))
+
+
+def baseline_of(entries: list[str], given: str | None, n_seeds: int) -> str | None:
+    """The entry the others are compared with: `--baseline`, else sgd when the run set has it. A baseline the user
+    names must be in the run set, and a test needs 2 seeds."""
+    if given is None:
+        return "sgd" if "sgd" in entries else None
+    if given not in entries:
+        raise CurvbenchError(f"--baseline {given}: not among the entries run ({', '.join(entries)})")
+    if n_seeds < 2:
+        raise CurvbenchError(f"--baseline {given}: a test against the baseline needs at least 2 seeds, got {n_seeds}; "
+                             f"pass --seeds 5 (the summary of a single seed needs no --baseline)")
+    return given
 
 
 def check_arguments(acc: float | None, eval_every: int | None, seeds: int | None) -> None:
@@ -78,11 +90,14 @@ def run_to_target(
     eval_every: int | None = None,
     on: str | None = None,
     storage: str | None = None,
+    baseline: str | None = None,
 ) -> tuple[list[TargetSummary], str | None, str]:
     """Runs every method entry and seed of `recipe` (its epochs are the budget). Returns the summaries, the
     parent run's id and the metric key aimed at (e.g. val_accuracy). With a study `storage` the runs are a queue
-    that several workers share (`--workers`, or the same command on several machines)."""
+    that several workers share (`--workers`, or the same command on several machines). `baseline`: the entry
+    the others are tested against (default sgd when the recipe has it)."""
     target = target_of(recipe, target)
+    baseline = baseline_of([m.name for m in recipe.methods], baseline, len(recipe.training.seeds))
     device = resolve_device(recipe.training.device)
     set_threads(recipe.training.threads)
     task = load_task(recipe, device)
@@ -99,7 +114,7 @@ def run_to_target(
     reporter.expect_runs(len(recipe.methods) * len(recipe.training.seeds))  # method x seed, k of N
     job = _JobRunner(recipe, task, device, tracker, reporter, key, target, every, on)
     if storage is not None:
-        return _shared(recipe, job, storage, tracker, target, key, every)
+        return _shared(recipe, job, storage, tracker, target, key, every, baseline)
     summaries: list[TargetSummary] = []
     try:
         for entry in recipe.methods:
@@ -110,7 +125,7 @@ def run_to_target(
             parent.end("KILLED", e.reason)
         raise
     if parent is not None:
-        finish_parent(parent, summaries, target, key)
+        finish_parent(parent, summaries, target, key, baseline)
     return summaries, parent and parent.run_id, key
 
 
@@ -128,17 +143,41 @@ def parent_tags(recipe: Recipe) -> dict:
             record.RECIPE_HASH: recipe.digest()}
 
 
-def finish_parent(parent, summaries: list[TargetSummary], target: float, key: str) -> None:
-    for s in summaries:
-        parent.log_metrics({f"{s.entry}.reached": len(s.reached), f"{s.entry}.runs": len(s.runs)}, step=0)
-        for attr in ("seconds", "epochs"):
-            st = s.stat(attr)
-            if st:
-                parent.log_metrics({f"{s.entry}.{attr}_to_target_median": st[0],
-                                    f"{s.entry}.{attr}_to_target_min": st[1],
-                                    f"{s.entry}.{attr}_to_target_max": st[2]}, step=0)
-    parent.log_text(summary_markdown(summaries, target, key), "to_target.md")
+def finish_parent(parent, summaries: list[TargetSummary], target: float, key: str, baseline: str | None) -> None:
+    """The parent's metrics: per entry, seeds reached and run, and for seconds, steps and epochs the censored
+    median and its interval (an end that is not reached is not logged); against the baseline the speed-up, its
+    interval and the one-sided p-values. Its artifact `to_target.md` is the printed summary."""
+    for s, cmp in zip(summaries, comparisons(summaries, baseline)):
+        values = {f"{s.entry}.reached": len(s.reached), f"{s.entry}.runs": len(s.runs)}
+        for attr in ("seconds", "steps", "epochs"):
+            c = s.censored(attr)
+            ci = c.interval()
+            values[f"{s.entry}.{attr}_to_target_median"] = c.median
+            if ci is not None:
+                values[f"{s.entry}.{attr}_to_target_ci_low"] = ci.low
+                values[f"{s.entry}.{attr}_to_target_ci_high"] = ci.high
+        if cmp is not None:
+            values[f"{s.entry}.speedup_vs_{cmp.baseline}"] = cmp.speedup
+            if cmp.interval is not None:
+                values[f"{s.entry}.speedup_ci_low"] = cmp.interval.low
+                values[f"{s.entry}.speedup_ci_high"] = cmp.interval.high
+            if cmp.p_faster is not None:
+                values[f"{s.entry}.p_faster"] = cmp.p_faster
+                values[f"{s.entry}.p_slower"] = cmp.p_slower
+        parent.log_metrics({k: v for k, v in values.items() if math.isfinite(v)}, step=0)
+    if baseline:
+        parent.set_tags({record.BASELINE: baseline})
+    parent.log_text(summary_markdown(summaries, target, key, baseline), "to_target.md")
     parent.end("FINISHED")
+
+
+def comparisons(summaries: list[TargetSummary], baseline: str | None) -> list[stats.Comparison | None]:
+    """Each entry's seconds to target against the baseline's (None for the baseline itself, or without one)."""
+    base = next((s for s in summaries if s.entry == baseline), None)
+    if base is None:
+        return [None] * len(summaries)
+    return [None if s is base else stats.compare(s.censored("seconds"), base.censored("seconds"), baseline)
+            for s in summaries]
 
 
 class _JobRunner:
@@ -187,10 +226,13 @@ def queue_name(recipe: Recipe, target: float, key: str) -> str:
 
 
 def jobs_of(recipe: Recipe) -> list[tuple]:
-    return [(entry, seed) for entry in recipe.methods for seed in recipe.training.seeds]
+    """Seed-major: every method's first seed before any method's second, so that a queue cut short (a session's
+    end, a budget) leaves every method with runs to compare."""
+    return [(entry, seed) for seed in recipe.training.seeds for entry in recipe.methods]
 
 
-def _shared(recipe: Recipe, job: _JobRunner, storage: str, tracker, target: float, key: str, every: int):
+def _shared(recipe: Recipe, job: _JobRunner, storage: str, tracker, target: float, key: str, every: int,
+            baseline: str | None):
     """The (method, seed) runs as a queue in an Optuna study that every worker, on any machine, pops from; the
     summary comes from every finished run, whichever worker ran it."""
     import optuna
@@ -203,7 +245,7 @@ def _shared(recipe: Recipe, job: _JobRunner, storage: str, tracker, target: floa
     jobs = jobs_of(recipe)
     study = optuna.create_study(study_name=queue_name(recipe, target, key), storage=store, direction="minimize",
                                 load_if_exists=True, sampler=optuna.samplers.RandomSampler())
-    studies.check_fingerprint(study, f"{recipe.digest()} {key} {target:g} every {every}", storage,
+    studies.check_fingerprint(study, f"{recipe.digest()} {key} {target:g} every {every} seed-major", storage,
                               "holds the runs of another recipe, target or evaluation interval; pass another --storage "
                               "or start from a new recipe name")
     optuna.storages.fail_stale_trials(study)
@@ -245,7 +287,7 @@ def _shared(recipe: Recipe, job: _JobRunner, storage: str, tracker, target: floa
             parent.end("FINISHED")
         else:
             parent.set_tags({record.SEARCH_STATE: "complete"})
-            finish_parent(parent, summaries, target, key)
+            finish_parent(parent, summaries, target, key, baseline)
     return summaries, parent and parent.run_id, key
 
 
@@ -284,14 +326,22 @@ def queue_progress(recipe: Recipe, storage: str | None, target: float, key: str)
     return done, running, max(0, len(jobs_of(recipe)) - done - running)
 
 
-def _fmt(st, unit="") -> str:
-    return "not reached" if st is None else f"{st[0]:.2f}{unit} [{st[1]:.2f}, {st[2]:.2f}]"
+EXPLANATION = (
+    "Median over all seeds, a seed that missed the target counting as not reached (so the median is not reached "
+    "when half or more missed), with its order-statistic interval: 95%, or with fewer than 6 seeds [min, max] and "
+    "its own coverage in brackets. Against the baseline: the ratio of the medians (baseline / method) with a 95% "
+    "percentile-bootstrap interval, and a one-sided Mann-Whitney U test on the per-seed seconds (exact by "
+    "permutation, ties counted; not reached ranks last).")
 
 
-def summary_markdown(summaries: list[TargetSummary], target: float, key: str) -> str:
-    lines = [f"Target: {key} >= {target:g}. Median over seeds that reached it [min, max].", "",
-             "| method | reached | seconds to target | epochs to target |", "|---|---:|---:|---:|"]
-    for s in summaries:
-        lines.append(f"| {s.entry} | {len(s.reached)}/{len(s.runs)} | {_fmt(s.stat('seconds'), ' s')} | "
-                     f"{_fmt(s.stat('epochs'))} |")
+def summary_markdown(summaries: list[TargetSummary], target: float, key: str, baseline: str | None = None) -> str:
+    lines = [f"Target: {key} >= {target:g}. {EXPLANATION}", "",
+             "| method | reached | seconds to target | epochs to target | steps to target |"
+             + (f" against {baseline} |" if baseline else ""), "|---|---:|---:|---:|---:|" + ("---|" if baseline else "")]
+    for s, cmp in zip(summaries, comparisons(summaries, baseline)):
+        row = (f"| {s.entry} | {len(s.reached)}/{len(s.runs)} | {s.censored('seconds').text()} | "
+               f"{s.censored('epochs').text()} | {s.censored('steps').text('{:.0f}')} |")
+        if baseline:
+            row += " baseline |" if cmp is None else f" {cmp.text()} |"
+        lines.append(row)
     return "\n".join(lines) + "\n"
