@@ -1,0 +1,5 @@
+"""python -m curvbench: the same as the curvbench command."""
+
+from curvbench.cli import main
+
+main()
