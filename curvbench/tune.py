@@ -25,6 +25,7 @@ from curvbench.studies import (drop_duplicate, fail_dead_trials, heartbeat, held
                                same_point, shared_parent, take)
 
 SAMPLERS = ("grid", "random", "halton", "tpe")
+TRAIN_SECONDS_ATTR = "train_seconds"  # a trial's user attribute: training seconds of its runs, every seed
 PRUNERS = ("none", "median", "halving")
 
 
@@ -105,6 +106,20 @@ def objective_value(outcome, key: str, objective: str) -> float | None:
     if not curve:
         return None
     return max(curve) if objective == "best" else curve[-1]
+
+
+def budget_mode(budget: int | None, sampler: str, trials: int | None) -> tuple[str, int | None]:
+    """`--budget K`: every method gets K trials from the same quasi-random sampler (scrambled Halton over each
+    method's ranges, as AlgoPerf), so that no method wins by a larger search. Returns the sampler and trials."""
+    if budget is None:
+        return sampler, trials
+    if budget < 1:
+        raise CurvbenchError(f"--budget: expected an integer >= 1, got {budget}")
+    if trials is not None and trials != budget:
+        raise CurvbenchError(f"--budget {budget} sets the trials per method; drop --trials {trials}")
+    if sampler not in ("grid", "halton"):  # grid: the flag's default, i.e. not given
+        raise CurvbenchError(f"--budget draws its trials with the halton sampler; drop --sampler {sampler}")
+    return "halton", budget
 
 
 def check_arguments(sampler: str, pruner: str, objective: str, trials: int | None, seeds: int | None,
@@ -233,6 +248,7 @@ def tune(
         finished, complete, best = outcome_of(study)
         held = held_elsewhere(study)
         if parent is not None:
+            parent.log_metrics({record.TRIALS_RUN: len(finished), record.SEARCH_SECONDS: search_seconds(study)}, step=0)
             if best is not None:
                 parent.log_metrics({record.BEST_SCORE: best.value, record.TRIALS_COMPLETE: len(complete),
                                     record.TRIALS_PRUNED: len(finished) - len(complete)}, step=0)
@@ -266,6 +282,11 @@ def study_progress(recipe: Recipe, sampler: str, trials: int | None, storage: st
             continue
         out[entry.name] = standing(study, budget)
     return out
+
+
+def search_seconds(study) -> float:
+    """Training seconds the search has cost so far: every finished or failed trial's runs, every seed."""
+    return float(sum(t.user_attrs.get(TRAIN_SECONDS_ATTR, 0.0) for t in study.get_trials(deepcopy=False)))
 
 
 def standing(study, budget: int) -> tuple[int, int, int, float | None]:
@@ -327,7 +348,7 @@ def _run_trial(recipe, task, entry, params, trial, study, device, tracker, repor
             if trial.should_prune():
                 raise engine.StopTraining(f"pruned after epoch {epoch_record.epoch}")
 
-    scores, run_ids = [], []
+    scores, run_ids, seconds = [], [], 0.0
     for i, seed in enumerate(seeds):
         try:
             outcome = run_one(recipe, task, trial_entry, seed, device, tracker, reporter,
@@ -342,6 +363,8 @@ def _run_trial(recipe, task, entry, params, trial, study, device, tracker, repor
         if outcome.run is not None and outcome.run.pending:  # its tracking server was away when it ended
             trial.set_user_attr("mlflow", "held: sent when the tracking server answers, else kept in "
                                           "mlruns/unlogged/ when the command ends")
+        seconds += outcome.train_seconds  # what the search cost, pruned and diverged trials included
+        trial.set_user_attr(TRAIN_SECONDS_ATTR, seconds)
         if outcome.run_id:
             run_ids.append(outcome.run_id)
             trial.set_user_attr("run_id", run_ids[0])
