@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curvbench.errors import CurvbenchError
-from curvbench import record
+from curvbench import record, stats
 
 CURVES = (record.split_metric("test", "accuracy"), record.split_metric("test", "loss"), record.TRAIN_LOSS)
 # what adaptive K-FAC chose per epoch: drawn in one figure per task when a run has them
@@ -40,6 +40,8 @@ class RunData:
     protocol: str = "train"  # train, or "to-target >= 0.985": runs stopped at a target are not compared with others
     outcome: str | None = None  # the outcome tag: finished, diverged, stopped early; none for a run that crashed
     label: str = ""  # the entry, and what sets its configuration apart from others of that entry (assign_labels)
+    recipe: str = "?"  # the recipe's name (tag): to-target runs of different recipes are different settings
+    target: float | None = None  # the target a to-target run aimed at
 
     def configuration(self) -> tuple:
         """Everything a run's numbers depend on besides its seed: the resolved hyperparameters of its entry,
@@ -71,9 +73,15 @@ class Search:
     best_runs: list[RunData] = field(default_factory=list)  # the best trial's runs, one per seed
     n_trials: int = 0
     best_score: float | None = None  # the median over the best trial's seeds
+    scores: list[float] = field(default_factory=list)  # every scored trial's score, in trial order
+    seconds: float = 0.0  # training seconds of every run of the search, pruned and diverged ones included
 
     def chosen(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.varied.items()) or "-"
+
+    def expected_best(self) -> list[float]:
+        """The expected best score after k = 1 .. n trials (Dodge et al. 2019; k-subsets of the trials)."""
+        return [stats.expected_best(self.scores, k) for k in range(1, len(self.scores) + 1)]
 
     def score_text(self) -> str:
         split = "val" if self.best.curve(record.split_metric("val", self.best.metric)) else "test"
@@ -118,14 +126,17 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
             continue
         trial = tags.get(record.KIND) == record.TRIAL_RUN
         to_target = tags.get(record.KIND) == record.TO_TARGET_RUN and record.TARGET in tags
-        protocol = f"to-target >= {tags[record.TARGET]}" if to_target else "train"
+        recipe = tags.get(record.RECIPE, "?")
+        protocol = (f"to-target >= {tags[record.TARGET]}" + (f", {recipe}" if record.RECIPE in tags else "")
+                    if to_target else "train")
         data = RunData(r.info.run_id, tags.get(record.TASK, "?"), entry, tags.get(record.SEED, "0"), r.info.status,
                        r.data.params.get("training.batch_size", "?"), metrics=dict(r.data.metrics),
                        target_reached=tags.get(record.TARGET_REACHED),
                        metric=r.data.params.get("task.metric", "accuracy"), method=tags.get(record.METHOD, entry),
                        study=tags.get(record.STUDY, "?") if trial else None,
                        trial=int(tags.get(record.TRIAL, -1)) if trial else None, params=dict(r.data.params),
-                       protocol=protocol, outcome=tags.get(record.OUTCOME))
+                       protocol=protocol, outcome=tags.get(record.OUTCOME), recipe=recipe,
+                       target=float(tags[record.TARGET]) if to_target else None)
         for key in CURVES + ADAPTATION + (record.EPOCH_SECONDS, record.TRAIN_SECONDS, record.STEPS,
                             record.split_metric("test", data.metric), record.split_metric("val", data.metric)):
             data.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
@@ -193,7 +204,9 @@ def searches(runs: list[RunData]) -> list[Search]:
         keys = {k for r in runs for k in r.params if k.startswith("methods.")}
         varied = {k.split(".")[-1]: best.params.get(k) for k in sorted(keys)
                   if len({r.params.get(k) for r in runs}) > 1}
-        out.append(Search(task, best.entry, study, runs, best, varied, best_runs, len(by_trial), scores[best_trial]))
+        seconds = sum(r.curve(record.TRAIN_SECONDS)[-1] for r in runs if r.curve(record.TRAIN_SECONDS))
+        out.append(Search(task, best.entry, study, runs, best, varied, best_runs, len(by_trial), scores[best_trial],
+                          [scores[t] for t in sorted(scores)], seconds))
     return out
 
 
@@ -245,8 +258,8 @@ class Row:
     final: float | None
     sec_per_epoch: float | None
     total: float | None
-    ttt: tuple | None  # (median, min, max) seconds to target over seeds that reached it
-    ett: tuple | None
+    ttt: stats.Censored | None  # seconds to target over every seed that aimed at it (inf: not reached)
+    ett: stats.Censored | None  # epochs to target, likewise
     reached: str  # "2/3", or "" when no run aimed at a target
     ratio_sgd: float | None
     metric: str = "accuracy"
@@ -255,6 +268,14 @@ class Row:
     sec_per_step: float | None = None  # training seconds / steps, mean over the runs
     failed: int = 0  # runs of the row that diverged
     errors: int = 0  # runs of the row that ended by an error (no outcome): their curves, if any, are cut short
+    stt: stats.Censored | None = None  # steps to target
+    name: str = ""  # the recipe entry (the label adds what sets the configuration apart)
+    protocol: str = "train"
+    recipe: str = "?"
+    target: float | None = None
+    vs: stats.Comparison | None = None  # seconds to target against the baseline of its setting
+    search: "Search | None" = None  # the search whose winner this row runs, when one is in the selection
+    params: dict = field(default_factory=dict)  # the first run's params (all runs of a row share them but the seed)
 
 
 def _mean(xs):
@@ -262,8 +283,15 @@ def _mean(xs):
     return statistics.fmean(xs) if xs else None
 
 
-def _stat(xs):
-    return (statistics.median(xs), min(xs), max(xs)) if xs else None
+def _censored(runs: list[RunData], metric: str) -> stats.Censored | None:
+    """`metric` (time_to_target, ...) over the runs that aimed at a target, inf where it was not reached."""
+    import math
+
+    aimed = [r for r in runs if r.target_reached is not None]
+    if not aimed:
+        return None
+    return stats.Censored(tuple(r.metrics[metric] if r.target_reached == "true" and metric in r.metrics else math.inf
+                                for r in aimed))
 
 
 def _sec_per_step(r: RunData) -> float | None:
@@ -271,9 +299,10 @@ def _sec_per_step(r: RunData) -> float | None:
     return secs[-1] / steps[-1] if secs and steps and steps[-1] else None
 
 
-def summarise(runs: list[RunData]) -> list[Row]:
+def summarise(runs: list[RunData], baseline: str = "sgd") -> list[Row]:
     """One row per task and configuration (label): every number in a row comes from runs that differ only in
-    their seed."""
+    their seed. Rows of to-target runs are tested against the `baseline` entry of the same setting (task, recipe,
+    target)."""
     if any(not r.label for r in runs):
         assign_labels([r for r in runs if not r.label])
     groups: dict[tuple[str, str], list[RunData]] = defaultdict(list)
@@ -287,15 +316,14 @@ def summarise(runs: list[RunData]) -> list[Row]:
         final = _mean([r.curve(key)[-1] if r.curve(key) else None for r in rs])
         spe = _mean([_mean(r.curve(record.EPOCH_SECONDS)) for r in rs])
         total = _mean([r.curve(record.TRAIN_SECONDS)[-1] if r.curve(record.TRAIN_SECONDS) else None for r in rs])
-        aimed = [r for r in rs if r.target_reached is not None]
-        hit = [r for r in aimed if r.target_reached == "true" and record.TIME_TO_TARGET in r.metrics]
-        rows.append(Row(task, entry, len(rs), best, final, spe, total,
-                        _stat([r.metrics[record.TIME_TO_TARGET] for r in hit]),
-                        _stat([r.metrics[record.EPOCHS_TO_TARGET] for r in hit]),
-                        f"{len(hit)}/{len(aimed)}" if aimed else "", None, metric, rs[0].method,
+        ttt = _censored(rs, record.TIME_TO_TARGET)
+        rows.append(Row(task, entry, len(rs), best, final, spe, total, ttt, _censored(rs, record.EPOCHS_TO_TARGET),
+                        f"{ttt.reached}/{ttt.n}" if ttt else "", None, metric, rs[0].method,
                         rs[0].study is not None, _mean([_sec_per_step(r) for r in rs]),
                         sum(r.status == "FAILED" and r.outcome == "diverged" for r in rs),
-                        sum(r.status == "FAILED" and r.outcome is None for r in rs)))
+                        sum(r.status == "FAILED" and r.outcome is None for r in rs),
+                        _censored(rs, record.STEPS_TO_TARGET), rs[0].entry, rs[0].protocol, rs[0].recipe,
+                        rs[0].target, params=rs[0].params))
     # step time relative to SGD, within runs measured alike: searches' best trials against SGD's best trial,
     # the other runs against the other SGD runs (a search and a later comparison ran under different loads).
     # Seconds per step = training seconds / steps, so runs stopped inside an epoch (at a target) count right.
@@ -310,15 +338,53 @@ def summarise(runs: list[RunData]) -> list[Row]:
                         row.ratio_sgd = row.sec_per_step / sgd.sec_per_step
                     elif row.sec_per_epoch and sgd.sec_per_epoch:  # runs logged without steps: whole epochs
                         row.ratio_sgd = row.sec_per_epoch / sgd.sec_per_epoch
+    for row in rows:
+        base = next((b for b in rows if b.ttt is not None and b.task == row.task and b.protocol == row.protocol
+                     and b.name == baseline), None)
+        if row.ttt is not None and base is not None and base is not row:
+            row.vs = stats.compare(row.ttt, base.ttt, baseline)
     return rows
+
+
+def link_searches(rows: list[Row], found: list[Search]) -> None:
+    """A to-target row whose hyperparameters are a search's winner (same task and entry) gets that search, so its
+    time to target can be shown with the search's cost added."""
+    for row in rows:
+        if row.ttt is None:
+            continue
+        for s in found:
+            if s.task != row.task or s.entry != row.name:
+                continue
+            keys = [k for k in s.best.params if k.startswith(f"methods.{s.entry}.")]
+            if keys and all(row.params.get(k) == s.best.params.get(k) for k in keys):
+                row.search = s
+
+
+def settings_of(rows: list[Row]) -> dict:
+    """The to-target rows as claims.evaluate reads them: {(task, recipe, target): {entry: {measure: Censored}}}."""
+    out: dict = defaultdict(dict)
+    for r in rows:
+        if r.ttt is not None and r.target is not None:
+            out[(r.task, r.recipe, r.target)][r.name] = {"seconds": r.ttt, "epochs": r.ett, "steps": r.stt}
+    return dict(out)
 
 
 def _f(x, fmt="{:.4f}"):
     return "-" if x is None else fmt.format(x)
 
 
-def _ft(st, fmt="{:.2f}"):
-    return "not reached" if st is None else f"{fmt.format(st[0])} [{fmt.format(st[1])}, {fmt.format(st[2])}]"
+def _ft(c: stats.Censored | None, fmt="{:.2f}"):
+    return "-" if c is None else c.text(fmt)
+
+
+def _with_search(r: Row) -> str:
+    """Seconds to target plus the search that found the setting (the median's ends moved by the same amount)."""
+    import math
+
+    if r.search is None or r.ttt is None:
+        return "-"
+    m = r.ttt.median
+    return "not reached" if math.isinf(m) else f"{m + r.search.seconds:.1f} ({r.search.seconds:.0f} s search)"
 
 
 def _runs(r: Row) -> str:
@@ -326,27 +392,40 @@ def _runs(r: Row) -> str:
     return f"{r.runs} ({', '.join(notes)})" if notes else str(r.runs)
 
 
+COLUMNS = ("task", "method", "runs", "best test metric", "final test metric", "s/epoch", "total train s",
+           "reached", "time to target s", "epochs to target", "with its search s", "step time / SGD",
+           "against the baseline")
+
+
+def row_cells(r: Row) -> list[str]:
+    """One table row's cells, for Markdown and HTML alike."""
+    aimed = r.ttt is not None
+    return [r.task, r.entry, _runs(r), _f(r.best), _f(r.final), _f(r.sec_per_epoch, "{:.2f}"), _f(r.total, "{:.1f}"),
+            r.reached or "-", _ft(r.ttt) if aimed else "-", _ft(r.ett) if aimed else "-", _with_search(r),
+            _f(r.ratio_sgd, "{:.2f}"), "-" if r.vs is None else r.vs.text()]
+
+
 def markdown_table(rows: list[Row]) -> str:
-    head = ("| task | method | runs | best test acc | final test acc | s/epoch | total train s | "
-            "time to target s | epochs to target | step time / SGD |")
-    lines = [head, "|" + "---|" * 10]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
-        ttt = _ft(r.ttt) if r.reached else "-"
-        ett = _ft(r.ett) if r.reached else "-"
-        if r.reached:
-            ttt += f" ({r.reached})"
-        lines.append(f"| {r.task} | {r.entry} | {_runs(r)} | {_f(r.best)} | {_f(r.final)} | {_f(r.sec_per_epoch, '{:.2f}')} | "
-                     f"{_f(r.total, '{:.1f}')} | {ttt} | {ett} | {_f(r.ratio_sgd, '{:.2f}')} |")
+        lines.append("| " + " | ".join(row_cells(r)) + " |")
     return "\n".join(lines) + "\n"
 
 
 def search_table(found: list[Search]) -> str:
-    lines = ["| task | method | study | trials | seeds per score | best score | best trial | its hyperparameters |",
-             "|" + "---|" * 8]
+    lines = ["| task | method | study | trials | seeds per score | best score | best trial | its hyperparameters | "
+             "search s | expected best after k trials |", "|" + "---|" * 10]
     for s in found:
         lines.append(f"| {s.task} | {s.entry} | {s.study} | {s.n_trials} | {len(s.best_runs)} | {s.score_text()} | "
-                     f"{s.best.trial} | {s.chosen()} |")
+                     f"{s.best.trial} | {s.chosen()} | {s.seconds:.0f} | {_expected_text(s)} |")
     return "\n".join(lines) + "\n"
+
+
+def _expected_text(s: Search) -> str:
+    """k=1: 0.9712, 2: 0.9790, 4: ..., n: ...: the expected best after 1, 2, 4, ... and all trials."""
+    e = s.expected_best()
+    ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k <= len(e)} | {len(e)}) if e else []
+    return ", ".join(f"k={k}: {e[k - 1]:.4f}" for k in ks) or "-"
 
 
 # ------------------------------------------------------------------------------------------------- figures
@@ -474,10 +553,12 @@ def _profile_figure(rows, path):
     """Dolan-More / AlgoPerf performance profile: fraction of tasks each method reaches within tau x the fastest."""
     import matplotlib.pyplot as plt
 
+    import math
+
     times: dict[str, dict[str, float | None]] = defaultdict(dict)
     for r in rows:
         if r.reached:
-            times[r.task][r.entry] = r.ttt[0] if r.ttt else None
+            times[r.task][r.entry] = None if math.isinf(r.ttt.median) else r.ttt.median
     tasks = [t for t, d in times.items() if any(v is not None for v in d.values())]
     entries = sorted({e for d in times.values() for e in d})
     taus = [1 + 0.05 * i for i in range(0, 81)]
@@ -507,14 +588,16 @@ def profile_values(times, tasks, entries, tau: float = 1.0) -> dict[str, float]:
             for e in entries}
 
 
-def write_report(runs: list[RunData], out: Path) -> tuple[list[Row], list[Path]]:
+def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "sgd") -> tuple[list[Row], list[Path]]:
+    """The report into `out`; with `claims` (curvbench.claims.Claim list) a section judging each claim."""
     import matplotlib
 
     matplotlib.use("Agg")
     n_read = len(runs)
     found = searches(runs)
     runs = compared(runs, found)
-    rows = summarise(runs)
+    rows = summarise(runs, baseline)
+    link_searches(rows, found)
     out.mkdir(parents=True, exist_ok=True)
     figures: list[Path] = []
     captions: dict[str, str] = {}
@@ -525,6 +608,11 @@ def write_report(runs: list[RunData], out: Path) -> tuple[list[Row], list[Path]]
                 p = out / f"{task}_{key}.png"
                 captions[p.name] = _curve_figure(runs, task, key, label, p)
                 figures.append(p)
+        key = record.split_metric("test", "accuracy")
+        if any(r.curves.get(key) and r.curves.get(record.TRAIN_SECONDS) for r in runs if r.task == task):
+            p = out / f"{task}_test_accuracy_seconds.png"
+            captions[p.name] = _time_curve_figure(runs, task, key, "test accuracy", p)
+            figures.append(p)
         if any(r.curves.get(record.KFAC_DAMPING) for r in runs if r.task == task):
             p = out / f"{task}_kfac_adaptation.png"
             captions[p.name] = _adaptation_figure(runs, task, p)
@@ -539,63 +627,183 @@ def write_report(runs: list[RunData], out: Path) -> tuple[list[Row], list[Path]]
         if aimed:
             for attr, label, name in (("ttt", "seconds to target", "time_to_target"),
                                       ("ett", "epochs to target", "epochs_to_target")):
-                st = [getattr(r, attr) for r in aimed]
-                errs = [(s[0] - s[1], s[2] - s[0]) if s else (0, 0) for s in st]
                 p = out / f"{task}_{name}.png"
-                _bar_figure([r.entry for r in aimed], [s[0] if s else None for s in st], errs,
-                            label, f"{task}: {label} (median, min-max over seeds)", p)
-                captions[p.name] = (f"{task}: {label}, median over the seeds that reached the target, whiskers min to "
-                                    f"max; hatched: not reached")
+                _interval_bars([r.entry for r in aimed], [getattr(r, attr) for r in aimed], label,
+                               f"{task}: {label} (median over all seeds, interval)", p)
+                captions[p.name] = (f"{task}: {label}, median over all seeds (a seed that missed counts as not "
+                                    f"reached), whiskers its order-statistic interval; hatched: median not reached; "
+                                    f"an arrow: the interval's upper end is not reached")
                 figures.append(p)
+        tfound = [f for f in found if f.task == task and f.scores]
+        if tfound:
+            p = out / f"{task}_expected_best.png"
+            _expected_best_figure(tfound, task, p)
+            captions[p.name] = (f"{task}: expected best validation score after k trials of each search (k-subsets "
+                                f"of its trials, Dodge et al. 2019)")
+            figures.append(p)
     if len({r.task for r in rows if r.reached}) >= 2:
         p = out / "performance_profile.png"
         _profile_figure(rows, p)
         captions[p.name] = ("performance profile: the fraction of tasks on which each method reaches the target "
                             "within tau times the fastest method's time")
         figures.append(p)
+    verdicts = None
+    if claims is not None:
+        from curvbench import claims as claims_mod
+
+        verdicts = claims_mod.evaluate(claims, settings_of(rows))
     generated = dt.datetime.now().isoformat(timespec="seconds")
     notes = [
         "A row holds runs that differ only in their seed: the same entry, hyperparameters, training settings and "
         "protocol; where runs of one entry differ, the label names what differs (lr=10) and runs stopped at a "
-        "target say so ([to-target >= 0.985]).",
-        "Accuracy columns: mean over seeds. Times: training seconds only (evaluation excluded); s/epoch over whole "
-        "epochs only. Time and epochs to target: median [min, max] over the seeds that reached it, (reached/runs).",
+        "target say so with the recipe they came from ([to-target >= 0.985, mnist]).",
+        "Metric columns: the task's metric (accuracy, or F1 where the recipe says so), mean over seeds. Times: "
+        "training seconds only (evaluation excluded); s/epoch over whole epochs only.",
+        "Time, epochs and steps to target: " + _explanation(baseline),
+        "With its search: the median seconds to target plus every training second of the search (all its trials) "
+        "that chose the row's hyperparameters, when that search is in the report.",
         "A search (`tune`) is shown by its best trial. Step time / SGD: training seconds per step (seconds / steps) "
         "against SGD's, runs of one kind (searches with searches).",
     ]
     search_note = ("Best score: the best validation value of the metric over the epochs of a trial, the median over "
-                   "its seeds when each trial ran several (`tune --seeds N`).")
+                   "its seeds when each trial ran several (`tune --seeds N`). Expected best after k trials: the mean "
+                   "of the best score over every k-subset of the search's trials (Dodge et al. 2019, exact), so that "
+                   "searches of different sizes compare at equal budgets. Search s: training seconds of all its "
+                   "trials.")
     md = ["# curvbench report", "", f"{n_read} runs; generated {generated}.", "", *notes, "", markdown_table(rows)]
     if found:
         md += ["## Searches", "", search_note, "", search_table(found)]
+    if verdicts is not None:
+        from curvbench import claims as claims_mod
+
+        md += ["## Claims", "", CLAIMS_NOTE, "", claims_mod.markdown(verdicts)]
     for p in figures:
         md += [f"![{captions[p.name]}]({p.name})", "", f"*{captions[p.name]}*", ""]
     (out / "report.md").write_text("\n".join(md) + "\n")
-    (out / "report.html").write_text(_html(rows, figures, n_read, found, captions, notes, search_note, generated))
+    (out / "report.html").write_text(_html(rows, figures, n_read, found, captions, notes, search_note, generated,
+                                           verdicts))
     return rows, figures
 
 
-def _html(rows, figures, n, found=(), captions=None, notes=(), search_note="", generated="") -> str:
+CLAIMS_NOTE = ("Each claim judged on each setting that ran it (a recipe's to-target runs on the task): confirmed or "
+               "refuted by one-sided Mann-Whitney tests at the 5% level (fastest and slowest: every pair must agree "
+               "to confirm; one pair against, at 5% over the number of pairs, refutes), about-equal claims by the "
+               "speed-up's 95% interval against the tolerance, at-most claims by the median's interval; inconclusive "
+               "otherwise. Missing runs and tasks not run are said, never guessed.")
+
+
+def _explanation(baseline: str) -> str:
+    return stats.EXPLANATION.replace("Against the baseline:", f"Against the baseline ({baseline}, within the same task, "
+                                                        f"recipe and target):")
+
+
+def _time_curve_figure(runs, task, key, ylabel, path) -> str:
+    """The metric against cumulative training seconds: per label the mean over seeds of both at each epoch, the
+    band the min-max of the metric over seeds."""
+    import matplotlib.pyplot as plt
+
+    by_label: dict[str, list[tuple[dict, dict]]] = defaultdict(list)
+    for r in runs:
+        if r.task == task and r.curves.get(key) and r.curves.get(record.TRAIN_SECONDS):
+            by_label[r.label or r.entry].append((dict(r.curves[key]), dict(r.curves[record.TRAIN_SECONDS])))
+    fig, ax = plt.subplots(figsize=(6.5 if len(by_label) <= 5 else 8.5, 4))
+    banded = False
+    for label, seeds in sorted(by_label.items()):
+        epochs = sorted(set().union(*[set(m) & set(t) for m, t in seeds]))
+        xs = [statistics.fmean([t[e] for _, t in seeds if e in t]) for e in epochs]
+        vals = [[m[e] for m, t in seeds if e in m and e in t] for e in epochs]
+        line, = ax.plot(xs, [statistics.fmean(v) for v in vals], marker="o", ms=3, label=label)
+        if len(seeds) > 1:
+            banded = True
+            ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], alpha=0.2, color=line.get_color())
+    ax.set_xlabel("training seconds (evaluation excluded)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{task}: {ylabel} against training time")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        _legend(ax, len(by_label))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return (f"{task}: {ylabel} against training seconds at each epoch's end, mean over seeds"
+            + (f"; {BAND}" if banded else ""))
+
+
+def _interval_bars(labels, values: list, ylabel, title, path) -> None:
+    """Bars at the censored medians, whiskers at their intervals; a median not reached is a hatched bar, an
+    interval whose upper end is not reached an arrow."""
+    import math
+
+    import matplotlib.pyplot as plt
+
+    finite = [x for c in values if c is not None for x in c.values if math.isfinite(x)]
+    top = max(finite or [1.0]) * 1.1
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(labels) + 2.5), 4.5))
+    for i, c in enumerate(values):
+        m = c.median if c is not None else math.inf
+        reached = math.isfinite(m)
+        bar = ax.bar(i, m if reached else top, color=f"C{i % 10}" if reached else "#bbbbbb",
+                     hatch=None if reached else "//")[0]
+        ci = c.interval() if c is not None else None
+        if ci is not None and reached:
+            hi = ci.high if math.isfinite(ci.high) else top
+            ax.errorbar(i, m, yerr=[[m - ci.low], [hi - m]], color="black", capsize=4)
+            if not math.isfinite(ci.high):
+                ax.annotate("", xy=(i, top * 1.04), xytext=(i, top * 0.96), arrowprops=dict(arrowstyle="->"))
+        if not reached:
+            ax.text(bar.get_x() + bar.get_width() / 2, top, "not reached", ha="center", va="bottom", fontsize=8)
+        if c is not None:
+            ax.text(i, 0, f"{c.reached}/{c.n}", ha="center", va="bottom", fontsize=8, color="white" if reached else "k")
+    wide = len(labels) > 2 or max(map(len, labels)) > 12
+    ax.set_xticks(range(len(labels)), labels, rotation=30 if wide else 0, ha="right" if wide else "center",
+                  fontsize="small")
+    ax.set_ylim(0, top * 1.12)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _expected_best_figure(found: list[Search], task, path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for s in found:
+        e = s.expected_best()
+        ax.plot(range(1, len(e) + 1), e, marker="o", ms=3, label=f"{s.entry} ({s.study})")
+    ax.set_xlabel("trials k")
+    ax.set_ylabel("expected best validation score")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(f"{task}: expected best score after k trials")
+    ax.grid(alpha=0.3)
+    _legend(ax, len(found))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _html(rows, figures, n, found=(), captions=None, notes=(), search_note="", generated="", verdicts=None) -> str:
     import html
 
+    def table_html(head, body) -> str:
+        return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>" for cells in body)
+                + "</table>")
+
     captions = captions or {}
-    table = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in (
-        "task", "method", "runs", "best test acc", "final test acc", "s/epoch", "total train s", "time to target s",
-        "epochs to target", "step time / SGD")) + "</tr>"]
-    for r in rows:
-        cells = [r.task, r.entry, _runs(r), _f(r.best), _f(r.final), _f(r.sec_per_epoch, "{:.2f}"), _f(r.total, "{:.1f}"),
-                 (_ft(r.ttt) + f" ({r.reached})") if r.reached else "-", _ft(r.ett) if r.reached else "-",
-                 _f(r.ratio_sgd, "{:.2f}")]
-        table.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    table.append("</table>")
+    parts = [table_html(COLUMNS, [row_cells(r) for r in rows])]
     if found:
-        table.append(f"<h2>Searches</h2><p>{html.escape(search_note)}</p><table><tr>" + "".join(f"<th>{h}</th>" for h in (
-            "task", "method", "study", "trials", "seeds per score", "best score", "best trial",
-            "its hyperparameters")) + "</tr>")
-        for s in found:
-            cells = [s.task, s.entry, s.study, s.n_trials, len(s.best_runs), s.score_text(), s.best.trial, s.chosen()]
-            table.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-        table.append("</table>")
+        parts.append(f"<h2>Searches</h2><p>{html.escape(search_note)}</p>")
+        parts.append(table_html(("task", "method", "study", "trials", "seeds per score", "best score", "best trial",
+                                 "its hyperparameters", "search s", "expected best after k trials"),
+                                [[s.task, s.entry, s.study, s.n_trials, len(s.best_runs), s.score_text(), s.best.trial,
+                                  s.chosen(), f"{s.seconds:.0f}", _expected_text(s)] for s in found]))
+    if verdicts is not None:
+        parts.append(f"<h2>Claims</h2><p>{html.escape(CLAIMS_NOTE)}</p>")
+        parts.append(table_html(("claim", "task", "setting", "verdict", "evidence"),
+                                [[v.claim.text, v.claim.task, v.setting, v.outcome, v.evidence] for v in verdicts]))
     imgs = [f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
             f'alt="{html.escape(captions.get(p.name, p.stem))}"><figcaption>{html.escape(captions.get(p.name, p.stem))}'
             f'</figcaption></figure>' for p in figures]
@@ -606,7 +814,7 @@ def _html(rows, figures, n, found=(), captions=None, notes=(), search_note="", g
              "figure img{max-width:100%}figcaption{font-size:0.85em;color:#444}p{max-width:60em}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>curvbench report</title><style>{style}</style>"
             f"</head><body><h1>curvbench report</h1><p>{n} runs; generated {html.escape(generated)}.</p>{intro}"
-            f"{''.join(table)}{''.join(imgs)}</body></html>\n")
+            f"{''.join(parts)}{''.join(imgs)}</body></html>\n")
 
 
 def log_report(tracker, out: Path, figures: list[Path], selection: dict) -> str:

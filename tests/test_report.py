@@ -52,7 +52,7 @@ def table_rows(md: str) -> dict:
     rows = {}
     for line in md.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 10 and cells[0] in CURVES:
+        if len(cells) == 13 and cells[0] in CURVES:
             rows[(cells[0], cells[1])] = cells
     return rows
 
@@ -85,16 +85,23 @@ def test_report_writes_every_figure_and_the_logged_numbers(store):
             assert float(cells[5]) == pytest.approx(sum(secs) / len(secs), abs=5e-3)
             totals = [sum(e[3] for e in c) for c in seeds.values()]
             assert float(cells[6]) == pytest.approx(sum(totals) / len(totals), abs=0.05)
-            reached = [TARGET[(task, entry, s)] for s in seeds if TARGET[(task, entry, s)]]
-            if reached:
-                times = sorted(t for t, _ in reached)
-                median = times[len(times) // 2] if len(times) % 2 else (times[0] + times[1]) / 2
-                assert cells[7].startswith(f"{median:.2f} [{times[0]:.2f}, {times[-1]:.2f}] ({len(reached)}/{len(seeds)})")
+            # every seed counts: a seed that missed is an infinite time, so the median of (4.2, missed) is not
+            # reached, where the old summary showed 4.20 from the one seed that got there
+            times = sorted(TARGET[(task, entry, s)][0] if TARGET[(task, entry, s)] else float("inf") for s in seeds)
+            n = len(times)
+            median = times[n // 2] if n % 2 else (times[n // 2 - 1] + times[n // 2]) / 2
+            reached = sum(t != float("inf") for t in times)
+            assert cells[7] == f"{reached}/{n}"
+            if median == float("inf"):
+                assert cells[8].startswith("not reached")
+            elif n == 1:
+                assert cells[8] == f"{median:.2f}"
             else:
-                assert cells[7].startswith("not reached")
+                assert cells[8] == f"{median:.2f} [{times[0]:.2f}, {times[-1]:.2f}] ({1 - 2 * 0.5 ** n:.1%})"
+    assert table[("mnist", "sgd")][8].startswith("not reached")
     sgd = table[("mnist", "sgd")]
     kfac = table[("mnist", "kfac")]
-    assert float(sgd[9]) == 1.0 and float(kfac[9]) == pytest.approx(float(kfac[5]) / float(sgd[5]), abs=0.01)
+    assert float(sgd[11]) == 1.0 and float(kfac[11]) == pytest.approx(float(kfac[5]) / float(sgd[5]), abs=0.01)
 
 
 def test_a_search_is_shown_by_its_best_trial_and_a_table_of_its_own(store):
@@ -116,7 +123,7 @@ def test_a_search_is_shown_by_its_best_trial_and_a_table_of_its_own(store):
     assert labels["sgd (best of 3 trials)"].best == 0.7 and labels["sgd (best of 3 trials)"].ratio_sgd == 1.0
     assert labels["sgd"].runs == 2  # the two seeds; neither the trials nor the orphaned run
     md = (out / "report.md").read_text()
-    assert "| mnist | sgd | m-sgd-grid | 3 | 1 | 0.8000 (val) | 1 | lr=0.1 |" in md
+    assert "| mnist | sgd | m-sgd-grid | 3 | 1 | 0.8000 (val) | 1 | lr=0.1 | 6 |" in md  # 1 + 2 + 3 search seconds
     assert md.startswith("# curvbench report\n\n7 runs")
 
 
