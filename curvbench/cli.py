@@ -209,6 +209,7 @@ def tune(
     quiet: bool = QuietOpt,
     workers: int = typer.Option(1, "--workers", help="Worker processes sharing the study (each its share of the CPU cores, or one of --devices).", metavar="N"),
     devices: Optional[str] = typer.Option(None, "--devices", help="One device per worker: cuda:0,cuda:1.", metavar="A,B"),
+    budget: Optional[int] = typer.Option(None, "--budget", help="Equal budgets: K trials per method, all drawn by the scrambled Halton sampler (as --sampler halton --trials K).", metavar="K"),
 ):
     """Search hyperparameters: one MLflow parent run per method, a child run per trial; resumable.
 
@@ -216,6 +217,7 @@ def tune(
     from curvbench import tune as tuning
     from curvbench.space import parse_space_flags
 
+    sampler, trials = tuning.budget_mode(budget, sampler, trials)
     tuning.check_arguments(sampler, pruner, objective, trials, seeds, on)
     if out:
         tuning.check_writable_file(out, "--out")
@@ -409,6 +411,8 @@ def report(
     since: Optional[str] = typer.Option(None, "--since", help="Only runs started since this date (ISO 8601).", metavar="DATE"),
     tracking_uri: Optional[str] = UriOpt,
     no_log: bool = typer.Option(False, "--no-log", help="Do not log the report as an MLflow run.", metavar=" "),
+    claims: Optional[str] = typer.Option(None, "--claims", help="Judge the claims of this file (a path, or a name such as thesis-claims).", metavar="FILE"),
+    baseline: str = typer.Option("sgd", "--baseline", help="Entry each setting's time to target is tested against.", metavar="ENTRY"),
 ):
     """Tables and figures from the tracked runs (Markdown, HTML, PNG), logged as a report run."""
     import pathlib
@@ -418,6 +422,11 @@ def report(
     from curvbench.errors import CurvbenchError
     from curvbench.tracking import Tracker
 
+    claim_list = None
+    if claims:
+        from curvbench import claims as claims_mod
+
+        claim_list = claims_mod.load(claims)
     tracker = Tracker(tracking_uri, write=False)  # reading needs no lock: a read-only store works
     wanted = [m.strip() for m in methods.split(",")] if methods else None
     runs = reporting.collect(tracker.client, experiment, parent, task, wanted, since)
@@ -427,13 +436,17 @@ def report(
         raise CurvbenchError(f"no training runs with metrics match ({sel}) in {tracker.uri}; nothing written")
     folder = pathlib.Path(out)
     reporting.check_out_folder(folder)
-    rows, figures = reporting.write_report(runs, folder)
+    rows, figures = reporting.write_report(runs, folder, claim_list, baseline)
     from rich.markdown import Markdown
 
     console.print(Markdown(reporting.markdown_table(rows)))
     found = reporting.searches(runs)
     if found:
         console.print(Markdown(reporting.search_table(found)))
+    if claim_list is not None:
+        from curvbench import claims as claims_mod
+
+        console.print(Markdown(claims_mod.markdown(claims_mod.evaluate(claim_list, reporting.settings_of(rows)))))
     console.print(f"{len(runs)} runs -> {folder / 'report.md'}, {folder / 'report.html'}, {len(figures)} figures")
     if not no_log:
         try:
@@ -443,6 +456,66 @@ def report(
             typer.echo(f"warning: the report was written but not logged ({e}); --no-log skips logging", err=True)
         else:
             console.print(f"logged as run {rid} in experiment curvbench-reports")
+
+
+@app.command(epilog="Example: curvbench verdict mnist-verdict --data-dir ~/data --budget 12 --out verdict/mnist")
+@friendly
+def verdict(
+    recipe: str = typer.Argument(..., metavar="RECIPE", hidden=True, show_default=False),
+    budget: int = typer.Option(12, "--budget", help="Trials per method in the equal-budget search (scrambled Halton).", metavar="K"),
+    tune_epochs: int = typer.Option(3, "--tune-epochs", help="Epochs of each search trial.", metavar="N"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Entry the others are tested against (default: sgd when run).", metavar="ENTRY"),
+    claims: str = typer.Option("thesis-claims", "--claims", help="Claims file judged in the report ('' for none).", metavar="FILE"),
+    out: str = typer.Option("verdict", "--out", help="Folder for the tuned recipe and the report.", metavar="PATH"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage of the resumable steps (default sqlite:///mlruns/optuna.db).", metavar="URL"),
+    methods: Optional[str] = MethodsOpt,
+    seed: Optional[List[int]] = SeedOpt,
+    device: Optional[str] = DeviceOpt,
+    threads: Optional[int] = ThreadsOpt,
+    data_dir: Optional[str] = DataDirOpt,
+    no_download: bool = NoDownloadOpt,
+    set_: Optional[List[str]] = SetOpt,
+    tracking_uri: Optional[str] = UriOpt,
+    experiment: Optional[str] = ExperimentOpt,
+    quiet: bool = QuietOpt,
+):
+    """The whole verdict protocol for a task, resumable: to-target under the recipe's settings, an equal-budget
+    search on validation, to-target with the winners, then the report with each claim judged.
+
+    RECIPE: a recipe with a target, seeds and search ranges (mnist-verdict, fashion-mnist-verdict, conll-verdict)."""
+    import pathlib
+
+    from curvbench import verdict as verdicts
+    from curvbench.console import console
+    from curvbench.runner import Interrupted
+
+    plan = verdicts.VerdictPlan(budget=budget, tune_epochs=tune_epochs, storage=storage, baseline=baseline,
+                                out=pathlib.Path(out), claims=claims or None)
+    verdicts.check_plan(plan)
+    flags = _flags(seeds=seed, device=device, threads=threads, data_dir=data_dir, no_download=no_download,
+                   sets=set_, methods=methods, experiment=experiment)
+    tracker = _open_tracker(tracking_uri)
+    reporter = _reporter(quiet)
+    try:
+        done = verdicts.run(recipe, flags.overrides(), plan, tracker, reporter)
+    except Interrupted as e:
+        reporter.close()
+        _fail(f"{e.reason}: the current run was ended as KILLED; the same command resumes where it stopped",
+              EXIT_INTERRUPTED)
+    reporter.close()
+    from rich.markdown import Markdown
+
+    from curvbench.to_target import summary_markdown
+
+    for step in ("thesis", "tuned"):
+        summaries, parent, key = done[step]
+        console.print(Markdown(f"**{step}** (parent run {parent})\n\n"
+                               + summary_markdown(summaries, done["target"], key, done["baseline"])))
+    if done.get("claims") is not None:
+        from curvbench import claims as claims_mod
+
+        console.print(Markdown(claims_mod.markdown(done["claims"])))
+    console.print(f"report: {plan.out / 'report.md'}, {plan.out / 'report.html'}; runs in {tracker.uri}")
 
 
 RecipeForListing = typer.Argument(None, metavar="RECIPE", hidden=True, show_default=False)

@@ -326,16 +326,8 @@ def queue_progress(recipe: Recipe, storage: str | None, target: float, key: str)
     return done, running, max(0, len(jobs_of(recipe)) - done - running)
 
 
-EXPLANATION = (
-    "Median over all seeds, a seed that missed the target counting as not reached (so the median is not reached "
-    "when half or more missed), with its order-statistic interval: 95%, or with fewer than 6 seeds [min, max] and "
-    "its own coverage in brackets. Against the baseline: the ratio of the medians (baseline / method) with a 95% "
-    "percentile-bootstrap interval, and a one-sided Mann-Whitney U test on the per-seed seconds (exact by "
-    "permutation, ties counted; not reached ranks last).")
-
-
 def summary_markdown(summaries: list[TargetSummary], target: float, key: str, baseline: str | None = None) -> str:
-    lines = [f"Target: {key} >= {target:g}. {EXPLANATION}", "",
+    lines = [f"Target: {key} >= {target:g}. {stats.EXPLANATION}", "",
              "| method | reached | seconds to target | epochs to target | steps to target |"
              + (f" against {baseline} |" if baseline else ""), "|---|---:|---:|---:|---:|" + ("---|" if baseline else "")]
     for s, cmp in zip(summaries, comparisons(summaries, baseline)):
