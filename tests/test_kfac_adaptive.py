@@ -241,3 +241,75 @@ def test_alpha_every_k_steps_is_reused_between_solves_and_never_makes_a_longer_s
     assert alphas[0] == alphas[1] == alphas[2] and alphas[3] == alphas[4] == alphas[5]
     for solved, reused in ((0, (1, 2)), (3, (4, 5))):
         assert all(lengths[k] <= lengths[solved] * (1 + 1e-9) for k in reused)
+
+
+def conv_bn():
+    torch.manual_seed(2)
+    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(3 * 4 * 4, 3))
+
+
+def dense_gauss_newton_of_the_batch(model, b: Batch) -> torch.Tensor:
+    """J^T H J for the training-mode network, whose batch norm couples the samples: J the Jacobian of all the
+    batch's logits at once, H block-diagonal with diag(p_i) - p_i p_i^T over n. Buffers are copies: this leaves
+    the model's running statistics alone."""
+    params = list(model.parameters())
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in params]
+    theta = flat([p.detach() for p in params])
+
+    def logits(vec):
+        tensors, i = [], 0
+        for s in shapes:
+            k = math.prod(s)
+            tensors.append(vec[i : i + k].reshape(s))
+            i += k
+        buffers = {n: t.clone() for n, t in model.named_buffers()}
+        return torch.func.functional_call(model, {**dict(zip(names, tensors)), **buffers}, (b.inputs,))
+
+    out = logits(theta).detach()
+    J = torch.autograd.functional.jacobian(lambda v: logits(v).reshape(-1), theta)  # (n * classes, params)
+    n, c = out.shape
+    H = torch.zeros(n * c, n * c)
+    for i, p in enumerate(torch.softmax(out, -1)):
+        H[i * c:(i + 1) * c, i * c:(i + 1) * c] = (torch.diag(p) - torch.outer(p, p)) / n
+    return J.T @ H @ J
+
+
+def test_batch_norm_networks_step_with_the_dense_model_and_running_statistics_updated_once_per_step():
+    """A conv + BatchNorm net in training mode over several steps: alpha minimises the dense quadratic model of
+    the batch-coupled network, and after each step the running statistics are exactly those one training-mode
+    forward pass of the batch would leave (the extra passes of the model and of the damping rule change none)."""
+    import copy
+
+    model = conv_bn()
+    l2 = 1e-3
+    opt = AdaptiveKFAC(model, TinyTask(), weight_decay=l2, initial_damping=0.5, damping_every=1, factor_every=1,
+                       inverse_every=2, gamma_every=3, seed=0)
+    seen = []
+    solve = opt.solve
+
+    def watched(grad, direction, previous):
+        alpha, mu, m, b = solve(grad, direction, previous)
+        seen.append(dict(grad=flat(grad), delta=flat(direction), lam=opt.lam, alpha=alpha,
+                         C=dense_gauss_newton_of_the_batch(model, opt.batch)))
+        return alpha, mu, m, b
+
+    opt.solve = watched
+    params = list(model.parameters())
+    for i in range(5):
+        b = batch(8, (2, 4, 4), 3, seed=10 + i)
+        reference = copy.deepcopy(model)  # the statistics one plain training pass leaves
+        reference.train()
+        with torch.no_grad():
+            reference(b.inputs)
+        opt.step(engine.make_closure(model, TinyTask(), opt, b, params, l2))
+        for (name, got), (_, want) in zip(model.named_buffers(), reference.named_buffers()):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-12, msg=name)
+    assert int(model[1].num_batches_tracked) == 5
+    assert sum(h["rho"] is not None for h in opt.history) == 5  # the damping rule's pass ran every step
+    assert len(seen) >= 5
+    for s in seen:
+        C = s["C"] + (s["lam"] + 2 * l2) * torch.eye(len(s["grad"]))
+        exact = -float(s["delta"] @ s["grad"]) / float(s["delta"] @ C @ s["delta"])
+        assert s["alpha"] == pytest.approx(exact, rel=1e-8)

@@ -71,19 +71,6 @@ class AdaptiveKFACConfig(MethodConfig):
 
 
 @contextmanager
-def _restored_buffers(model: torch.nn.Module):
-    """Extra forward passes (the model's curvature, h at the new point) leave BatchNorm's running statistics as
-    they were."""
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, v in saved:
-                b.copy_(v)
-
-
-@contextmanager
 def _unfused(model: torch.nn.Module):
     """Modules with a fused kernel that forward-mode differentiation lacks (the LSTM) run their plain loop."""
     switched = [m for m in model.modules() if getattr(m, "use_fused", False)]
@@ -108,13 +95,18 @@ def _model_value(coef, m: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class _Functional:
-    """Calls the model with given parameter tensors in place of its own (for torch.func.jvp)."""
+    """Calls the model with given parameter tensors in place of its own, and with copies of its buffers: the
+    extra passes (the model's curvature under torch.func.jvp, the loss at the new point) run in training mode, so
+    batch norm normalises by the batch as the training pass does, but the running statistics it updates are the
+    copies. The model's own statistics are updated by the training pass alone, once per step; and no pass
+    mutates a tensor captured from outside the transform, which torch.func refuses."""
 
     def __init__(self, model, names, tensors):
         self.model, self.params = model, dict(zip(names, tensors))
 
     def __call__(self, *args, **kwargs):
-        return torch.func.functional_call(self.model, self.params, args, kwargs)
+        buffers = {n: b.clone() for n, b in self.model.named_buffers()}
+        return torch.func.functional_call(self.model, {**self.params, **buffers}, args, kwargs)
 
 
 class AdaptiveKFAC(KFAC):
@@ -154,7 +146,7 @@ class AdaptiveKFAC(KFAC):
         """The network's outputs at theta and J v for each v (a list of tensors shaped like the parameters)."""
         primals = tuple(p.detach() for p in self.params)
         out, tangents = None, []
-        with _restored_buffers(self.model), _unfused(self.model):
+        with _unfused(self.model):
             for v in vectors:
                 def f(*ps):
                     return _full(self.task.forward(_Functional(self.model, self.names, ps), self.batch))
@@ -197,9 +189,8 @@ class AdaptiveKFAC(KFAC):
 
     @torch.no_grad()
     def _loss_at(self, params_now) -> float:
-        with _restored_buffers(self.model):
-            out = self.task.forward(_Functional(self.model, self.names, params_now), self.batch)
-            return float(self.task.loss(_full(out), self.batch))
+        out = self.task.forward(_Functional(self.model, self.names, params_now), self.batch)
+        return float(self.task.loss(_full(out), self.batch))
 
     def proposal(self, grad) -> list[torch.Tensor]:
         """Delta = -F_hat^-1 grad h with the current inverses (the plain gradient for layers K-FAC does not cover)."""
