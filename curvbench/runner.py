@@ -93,6 +93,14 @@ class _Relay:
     def on_progress(self, step, epoch, loss):
         self.reporter.progress(step, epoch, loss)
 
+    def log_unfinished_epoch(self, steps: int, train_seconds: float) -> None:
+        """Steps and training seconds of an epoch that did not end (Ctrl-C, divergence, a target reached inside
+        it): logged at that epoch's number, so that minutes of training inside a first epoch are not lost."""
+        done = self.records[-1].step if self.records else 0
+        if self.run is not None and steps > done:
+            self.run.log_metrics({record.STEPS: steps, record.TRAIN_SECONDS: train_seconds},
+                                 step=len(self.records) + 1)
+
     def on_epoch_end(self, epoch_record):
         self.records.append(epoch_record)
         if self.run is not None:
@@ -151,6 +159,8 @@ def run_one(
         if partial is not None:  # the real training time and steps, not 0
             outcome.train_seconds, outcome.steps = partial.train_seconds, partial.steps
         if run is not None:
+            relay.log_unfinished_epoch(outcome.steps, outcome.train_seconds)
+            run.set_tags({record.OUTCOME: "killed"})
             run.end("KILLED", outcome.reason)
         reporter.run_ended(outcome)
         raise Interrupted([outcome], outcome.reason) from None
@@ -162,6 +172,7 @@ def run_one(
     outcome.status, outcome.reason, outcome.result = result.status, result.reason, result
     outcome.epochs, outcome.train_seconds, outcome.steps = result.epochs, result.train_seconds, result.steps
     if run is not None:
+        relay.log_unfinished_epoch(result.steps, result.train_seconds)  # a run that diverged or stopped mid-epoch
         outcome_tag = "stopped early" if result.stopped_early else result.status.lower()
         run.set_tags({record.OUTCOME: outcome_tag, **result.tags})
         run.log_metrics(summary_metrics(result.epochs), step=0)

@@ -137,3 +137,24 @@ def test_missing_dataset_says_where_it_looked(tmp_path, write_recipe):
         load_task(recipe.load(str(path)), torch.device("cpu"))
     msg = str(info.value)
     assert "\n" not in msg and f"{tmp_path}/none/FashionMNIST/raw" in msg and "--data-dir" in msg
+
+
+def test_a_run_killed_inside_its_first_epoch_logs_the_steps_and_seconds_it_did(mnist_recipe, tracking_uri):
+    class Interrupting(QuietReporter):
+        def progress(self, step, epoch, loss):
+            super().progress(step, epoch, loss)
+            if step >= 3:
+                raise KeyboardInterrupt
+
+    r = recipe.load(str(mnist_recipe), recipe.Overrides({"training.log_every": 1}))
+    with pytest.raises(Interrupted) as info:
+        run_recipe(r, Tracker(tracking_uri), Interrupting())
+    [outcome] = info.value.outcomes
+    assert outcome.epochs == [] and outcome.steps >= 3
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(outcome.run_id)
+    assert run.info.status == "KILLED" and run.data.tags["outcome"] == "killed"
+    [steps] = client.get_metric_history(outcome.run_id, "steps")
+    [seconds] = client.get_metric_history(outcome.run_id, "train_seconds")
+    assert steps.step == seconds.step == 1  # the epoch it was in
+    assert steps.value == outcome.steps and seconds.value == pytest.approx(outcome.train_seconds) and seconds.value > 0
