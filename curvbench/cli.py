@@ -159,7 +159,7 @@ def train(
         _fail(f"{e.reason}: the current run was ended as KILLED; everything logged so far is kept", EXIT_INTERRUPTED)
     reporter.close()
     console.print(summary_table(outcomes))
-    console.print(f"runs stored in {tracker.uri}; open them with `curvbench ui`")
+    console.print(f"runs stored in {tracker.shown_uri}; open them with `curvbench ui`")
     bad = [o for o in outcomes if o.status != "FINISHED"]
     if bad:
         from curvbench.console import describe
@@ -219,6 +219,7 @@ def tune(
 
     sampler, trials = tuning.budget_mode(budget, sampler, trials)
     tuning.check_arguments(sampler, pruner, objective, trials, seeds, on)
+    _worker_devices(workers, devices)  # --workers 0, a device list of the wrong length: refused before anything
     if out:
         tuning.check_writable_file(out, "--out")
     flags = _flags(epochs=epochs, batch_size=batch_size, seeds=seed, device=device, threads=threads,
@@ -255,7 +256,7 @@ def tune(
     reporter.close()
     for res in results:
         console.print(tune_table(res))
-        console.print(tuning.result_line(res, tracker.uri))
+        console.print(tuning.result_line(res, tracker.shown_uri))
     if out:  # every entry of the recipe goes into the output, the tuned ones with their best values
         tuning.write_best_recipe(out, _load_recipe(recipe, flags, keep_methods=False), results)
         console.print(f"best hyperparameters written to {out}")
@@ -302,7 +303,7 @@ def _tune_with_workers(r, workers, devices, sampler, trials, storage, study, on,
     code = _run_workers(sys.argv[1:], workers, devs, progress, reporter, "trial")
     for res in tuning.study_results(r, sampler, storage, study, on, seeds):
         console.print(tune_table(res))
-        console.print(tuning.result_line(res, tracker.uri))
+        console.print(tuning.result_line(res, tracker.shown_uri))
     if code:
         _fail(f"a worker exited with code {code}; its error is above", code)
 
@@ -338,7 +339,8 @@ def to_target(
     RECIPE: a recipe name or path; its training.target is the default target."""
     from curvbench.to_target import baseline_of, check_arguments
 
-    check_arguments(acc, eval_every, seeds)
+    check_arguments(acc, eval_every, seeds, on)
+    _worker_devices(workers, devices)  # --workers 0, a device list of the wrong length: refused before anything
     seed_list = list(range(seeds)) if seeds is not None else seed
     flags = _flags(epochs=max_epochs, batch_size=batch_size, seeds=seed_list, device=device, threads=threads,
                    data_dir=data_dir, no_download=no_download, sets=set_, methods=methods, experiment=experiment)
@@ -362,7 +364,7 @@ def to_target(
     from rich.markdown import Markdown
 
     console.print(Markdown(summary_markdown(summaries, target_of(r, acc), key, baseline)))
-    console.print(f"parent run {parent} in {tracker.uri}")
+    console.print(f"parent run {parent} in {tracker.shown_uri}")
 
 
 def _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri, quiet, baseline):
@@ -394,7 +396,7 @@ def _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri,
     study = optuna.load_study(study_name=queue_name(r, target, key), storage=store)
     summaries, left = shared_summaries(r, study)
     console.print(Markdown(summary_markdown(summaries, target, key, baseline)))
-    console.print(f"parent run {study.user_attrs.get('mlflow_parent')} in {tracker.uri}"
+    console.print(f"parent run {study.user_attrs.get('mlflow_parent')} in {tracker.shown_uri}"
                   + (f"; {left} run(s) not finished" if left else ""))
     if code:
         _fail(f"a worker exited with code {code}; its error is above", code)
@@ -433,7 +435,7 @@ def report(
     if not runs:
         sel = ", ".join(f"{k}={v}" for k, v in (("experiment", experiment), ("parent", parent), ("task", task),
                                                 ("methods", methods), ("since", since)) if v) or "no filters"
-        raise CurvbenchError(f"no training runs with metrics match ({sel}) in {tracker.uri}; nothing written")
+        raise CurvbenchError(f"no training runs with metrics match ({sel}) in {tracker.shown_uri}; nothing written")
     folder = pathlib.Path(out)
     reporting.check_out_folder(folder)
     rows, figures = reporting.write_report(runs, folder, claim_list, baseline)
@@ -515,7 +517,7 @@ def verdict(
         from curvbench import claims as claims_mod
 
         console.print(Markdown(claims_mod.markdown(done["claims"])))
-    console.print(f"report: {plan.out / 'report.md'}, {plan.out / 'report.html'}; runs in {tracker.uri}")
+    console.print(f"report: {plan.out / 'report.md'}, {plan.out / 'report.html'}; runs in {tracker.shown_uri}")
 
 
 RecipeForListing = typer.Argument(None, metavar="RECIPE", hidden=True, show_default=False)
@@ -578,11 +580,17 @@ def ui(
         except OSError as e:
             _fail(f"--port {port}: 127.0.0.1:{port} cannot be used ({e.strerror}); choose another with --port")
     check_tracking_uri(uri)
+    env = None
+    if "://" not in uri:  # a folder: MLflow 3 serves a file store only when told to, and never an absent one
+        if not os.path.isdir(uri):
+            _fail(f"--tracking-uri {mask(uri)}: no such store; expected sqlite:///PATH, postgresql://..., "
+                  f"http(s)://HOST:PORT or an existing MLflow file-store folder")
+        env = {**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"}
     # MLflow 3's UI remembers a GenAI or model-training view per browser; this link opens the model-training one
     typer.echo(f"MLflow UI for {mask(uri)} at http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
     # the server and its workers in a process group of their own: Ctrl-C or SIGTERM stops all of them
-    server = subprocess.Popen(cmd, start_new_session=True)
+    server = subprocess.Popen(cmd, start_new_session=True, env=env)
 
     def stop(signum, frame):
         with contextlib.suppress(ProcessLookupError):

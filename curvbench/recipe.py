@@ -44,6 +44,18 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 
 def load_yaml(path: Path) -> Any:
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise CurvbenchError(f"{path}: recipe file not found") from None
+    except OSError as e:
+        raise CurvbenchError(f"{path}: cannot read recipe file ({e.__class__.__name__})") from None
+    if stat.S_ISDIR(mode):
+        raise CurvbenchError(f"{path}: is a folder; expected a recipe file (YAML)")
+    if not stat.S_ISREG(mode):  # a FIFO, a socket or a device would block or never end
+        raise CurvbenchError(f"{path}: not a regular file; expected a recipe file (YAML)")
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -221,20 +233,24 @@ _SCHEDULE = Section(
     }
 )
 
+MAX_EPOCHS = 1_000_000
+MAX_SEED = 2**32 - 1
 _TRAINING = Section(
     {
-        "epochs": (Number(integer=True, ge=1), 20),
-        "batch_size": (Number(integer=True, ge=1), 100),
-        "seeds": (ListOf(Number(integer=True, ge=0)), [0]),
+        # bounded by what the engine can do: an epoch count past a million never ends, a seed past 2^32 - 1 is
+        # refused by NumPy's generators, a batch past 2^31 by the tensor index
+        "epochs": (Number(integer=True, ge=1, le=MAX_EPOCHS), 20),
+        "batch_size": (Number(integer=True, ge=1, le=2**31 - 1), 100),
+        "seeds": (ListOf(Number(integer=True, ge=0, le=MAX_SEED)), [0]),
         "schedule": (None, None),  # a name or a mapping: checked below
         "validation": (Number(ge=0, lt=1), 0.0),
         "eval_splits": (ListOf(Choice(EVAL_SPLITS)), None),
         "device": (Choice(("auto", "cpu", "cuda")), "auto"),
-        "threads": (Number(integer=True, ge=1, nullable=True), None),
+        "threads": (Number(integer=True, ge=1, le=4096, nullable=True), None),
         "target": (Number(gt=0, le=1, nullable=True), None),
-        "log_every": (Number(integer=True, ge=1), 20),
+        "log_every": (Number(integer=True, ge=1, le=2**31 - 1), 20),
         "explode_factor": (Number(ge=0), 100.0),
-        "explode_checks": (Number(integer=True, ge=1), 3),
+        "explode_checks": (Number(integer=True, ge=1, le=2**31 - 1), 3),
     }
 )
 
@@ -271,9 +287,9 @@ class _Raw:
 
 _TOP = Section(
     {
-        "name": (Text(), None),
+        "name": (Text(max_length=200), None),  # part of study names and tags
         "description": (Text(nullable=True, allow_empty=True), ""),
-        "experiment": (Text(nullable=True), None),
+        "experiment": (Text(nullable=True, max_length=256), None),  # MLflow's experiment names: 256 characters
         "task": (_Raw("a task name or a mapping with a dataset"), Section.REQUIRED),
         "training": (_TRAINING, None),
         "methods": (_Raw("a mapping of method names to hyperparameters"), Section.REQUIRED),

@@ -37,7 +37,7 @@ class Number:
         bounds = []
         for op, b in ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le)):
             if b is not None:
-                bounds.append(f"{op} {b:g}")
+                bounds.append(f"{op} {b}" if self.integer and float(b).is_integer() else f"{op} {b:g}")
         text = words + (" " + " and ".join(bounds) if bounds else "")
         return text + (" or null" if self.nullable else "")
 
@@ -99,15 +99,19 @@ class Choice:
 class Text:
     nullable: bool = False
     allow_empty: bool = False
+    max_length: int | None = None
 
     def expected(self) -> str:
-        return "a string" + (" or null" if self.nullable else "")
+        most = f" of at most {self.max_length} characters" if self.max_length else ""
+        return "a string" + most + (" or null" if self.nullable else "")
 
     def check(self, value: Any) -> Any:
         if value is None and self.nullable:
             return None
         if not isinstance(value, str) or (not value.strip() and not self.allow_empty):
             raise Invalid(f"expected {self.expected()}, got {_got(value)}")
+        if self.max_length is not None and len(value) > self.max_length:
+            raise Invalid(f"expected {self.expected()}, got {len(value)} characters")
         return value
 
 

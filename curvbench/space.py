@@ -98,6 +98,9 @@ def parse_space_flags(items: list[str] | None) -> dict | None:
         try:
             if ":" in raw:
                 parts = raw.split(":")
+                if len(parts) > 3 or (len(parts) == 3 and parts[2] != "log"):
+                    raise CurvbenchError(f"--space {text}: expected LOW:HIGH or LOW:HIGH:log (the only suffix), got "
+                                         f"the suffix {':'.join(parts[2:])!r}")
                 dom = {"low": value(parts[0]), "high": value(parts[1]), "log": parts[2:] == ["log"]}
             else:
                 dom = [value(v) for v in raw.split(",")]

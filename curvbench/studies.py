@@ -114,7 +114,7 @@ def shared_parent(tracker, study, storage, experiment: str, name: str, params: d
     worker of that study reuses it (reopened as RUNNING), so the UI shows one search with all its runs."""
     with study_lock(storage):  # workers starting together make one parent, not two
         known = study.user_attrs.get("mlflow_parent")
-        if known and study.user_attrs.get("mlflow_uri") == tracker.uri:
+        if known and study.user_attrs.get("mlflow_uri") == tracker.shown_uri:  # stored masked: no password
             try:
                 tracker.client.update_run(known, status="RUNNING")
             except Exception:  # noqa: BLE001 - deleted, or another store: start a new parent
@@ -125,7 +125,7 @@ def shared_parent(tracker, study, storage, experiment: str, name: str, params: d
                 return run
         run = tracker.start(experiment, name, params, tags)
         study.set_user_attr("mlflow_parent", run.run_id)
-        study.set_user_attr("mlflow_uri", tracker.uri)
+        study.set_user_attr("mlflow_uri", tracker.shown_uri)
         return run
 
 

@@ -61,13 +61,18 @@ def baseline_of(entries: list[str], given: str | None, n_seeds: int) -> str | No
     return given
 
 
-def check_arguments(acc: float | None, eval_every: int | None, seeds: int | None) -> None:
+MAX_SEEDS = 10_000  # seeds 0..N-1 of one command
+
+
+def check_arguments(acc: float | None, eval_every: int | None, seeds: int | None, on: str | None = None) -> None:
     if acc is not None and not 0 < acc <= 1:
         raise CurvbenchError(f"--acc: expected a number > 0 and <= 1, got {acc:g}")
-    if eval_every is not None and eval_every < 1:
-        raise CurvbenchError(f"--eval-every: expected an integer >= 1, got {eval_every}")
-    if seeds is not None and seeds < 1:
-        raise CurvbenchError(f"--seeds: expected an integer >= 1, got {seeds}")
+    if eval_every is not None and not 1 <= eval_every <= 2**31 - 1:
+        raise CurvbenchError(f"--eval-every: expected an integer from 1 to 2^31 - 1, got {eval_every}")
+    if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
+        raise CurvbenchError(f"--seeds: expected an integer from 1 to {MAX_SEEDS}, got {seeds}")
+    if on is not None and on not in ("val", "test"):  # train accuracy says nothing of reaching a target
+        raise CurvbenchError(f"--on: expected val or test, got {on!r}")
 
 
 def first_reaching(points: list[engine.EvalPoint], key: str, target: float) -> engine.EvalPoint | None:

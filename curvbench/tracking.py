@@ -100,6 +100,7 @@ class Tracker:
         logging.getLogger("alembic").setLevel(logging.WARNING)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         self.uri = resolve_uri(uri)
+        self.shown_uri = mask_uri(self.uri)  # what is printed or stored anywhere: never a password
         check_tracking_uri(self.uri, write)
         db = _sqlite_path(self.uri)
         self.artifact_root = None

@@ -131,10 +131,10 @@ def check_arguments(sampler: str, pruner: str, objective: str, trials: int | Non
         raise CurvbenchError(f"--pruner: unknown pruner {pruner!r}; known: {', '.join(PRUNERS)}")
     if objective not in ("best", "final"):
         raise CurvbenchError(f"--objective: expected best or final, got {objective!r}")
-    if seeds is not None and seeds < 1:
-        raise CurvbenchError(f"--seeds: expected an integer >= 1, got {seeds}")
-    if trials is not None and trials < 1:
-        raise CurvbenchError(f"--trials: expected an integer >= 1, got {trials}")
+    if seeds is not None and not 1 <= seeds <= 10_000:
+        raise CurvbenchError(f"--seeds: expected an integer from 1 to 10000, got {seeds}")
+    if trials is not None and not 1 <= trials <= 1_000_000:
+        raise CurvbenchError(f"--trials: expected an integer from 1 to 1000000, got {trials}")
     if on is not None and on not in ("val", "test"):
         raise CurvbenchError(f"--on: expected val or test, got {on!r}")
 

@@ -25,6 +25,7 @@ from conftest import synthetic_digits, write_idx  # noqa: E402
 import numpy as np  # noqa: E402
 
 QUICK = ["--epochs", "1", "--methods", "sgd", "-q"]
+QUICK_TARGET = ["--max-epochs", "1", "--methods", "sgd", "-q"]  # to-target's budget flag
 
 
 @dataclass
@@ -159,6 +160,14 @@ def store(d: Path):
     shutil.copytree(_TEMPLATE[0], d / "mlruns")
 
 
+def fifo_recipe(d):
+    os.mkfifo(d / "r.yaml")  # a reader of it would wait for a writer for ever
+
+
+def empty_mnist(d):
+    mnist(d, x=np.zeros((0, 28, 28), np.uint8), y=np.zeros(0, np.uint8))
+
+
 def file_named(name):
     def setup(d):
         (d / name).write_text("x\n")
@@ -208,11 +217,32 @@ CASES = [
     Case("tune overflowing value", ["tune", "quickstart", "--space", "sgd.lr=1e39,0.1", *QUICK], 0,
          "pruned (diverged)"),
     Case("tune zero trials", ["tune", "quickstart", "--space", "sgd.lr=0.1", *QUICK, "--trials", "0"], 2,
-         "--trials: expected an integer >= 1"),
+         "--trials: expected an integer from 1 to 1000000"),
     Case("tune negative trials", ["tune", "quickstart", "--space", "sgd.lr=0.1", *QUICK, "--trials", "-1"], 2,
-         "--trials: expected an integer >= 1"),
+         "--trials: expected an integer from 1 to 1000000"),
     Case("tune out in a missing folder", ["tune", "quickstart", "--space", "sgd.lr=0.1", *QUICK, "--out",
                                           "nowhere/best.yaml"], 2, "the folder nowhere does not exist", within=30),
+    Case("tune workers 0", ["tune", "quickstart", "--space", "sgd.lr=0.1", *QUICK, "--workers", "0"], 2,
+         "--workers 0: expected 1 or more"),
+    Case("tune workers -1", ["tune", "quickstart", "--space", "sgd.lr=0.1", *QUICK, "--workers", "-1"], 2,
+         "--workers -1: expected 1 or more"),
+    Case("tune space suffix lin", ["tune", "quickstart", "--space", "sgd.lr=1e-3:1:lin", *QUICK], 2,
+         "--space sgd.lr=1e-3:1:lin: expected LOW:HIGH or LOW:HIGH:log"),
+    Case("tune budget 0", ["tune", "quickstart", "--space", "sgd.lr=1e-3:1:log", *QUICK, "--budget", "0"], 2,
+         "--budget: expected an integer >= 1"),
+    # to-target and verdicts
+    Case("to-target on train", ["to-target", "quickstart", *QUICK_TARGET, "--on", "train"], 2, "--on: expected val or test"),
+    Case("to-target workers 0", ["to-target", "quickstart", *QUICK_TARGET, "--workers", "0"], 2,
+         "--workers 0: expected 1 or more"),
+    Case("to-target seeds too many", ["to-target", "quickstart", *QUICK_TARGET, "--seeds", "100000000000"], 2,
+         "--seeds: expected an integer from 1 to 10000"),
+    Case("to-target unknown baseline", ["to-target", "quickstart", *QUICK_TARGET, "--seeds", "2", "--baseline", "lion"], 2,
+         "--baseline lion: not among the entries run (sgd)"),
+    Case("verdict budget 0", ["verdict", "quickstart", "--budget", "0", "-q"], 2, "--budget: expected an integer >= 1"),
+    Case("report claims unknown measure", ["report", "--claims", "c.yaml", "--out", "rep"], 2,
+         "claims[0].measure: expected one of seconds, epochs, steps",
+         lambda d: (store(d), (d / "c.yaml").write_text(
+             "claims:\n  - {task: mnist, claim: fastest, methods: [sgd], measure: joules}\n"))),
     # training that fails
     Case("lr 1e300", ["train", "quickstart", *QUICK, "--set", "methods.sgd.lr=1e300"], 1, "the update overflowed"),
     Case("lion explodes", ["train", "quickstart", "--epochs", "1", "--methods", "lion", "-q", "--set",
@@ -236,6 +266,15 @@ CASES = [
     Case("missing recipe", ["train", "nope", "-q"], 2, "recipe 'nope' not found"),
     Case("ui port out of range", ["ui", "--port", "99999"], 2, "--port 99999: expected a port from 1 to 65535"),
     Case("ui busy port", ["ui", "--port", "@port"], 2, "cannot be used", busy_port),
+    Case("epochs too large", ["train", "quickstart", "--methods", "sgd", "-q", "--set",
+                              "training.epochs=100000000000000000000"], 2, "training.epochs: expected an integer"),
+    Case("seed too large", ["train", "quickstart", *QUICK, "--seed", "99999999999999999999"], 2,
+         "training.seeds[0]: expected an integer"),
+    Case("experiment name too long", ["train", "quickstart", *QUICK, "--experiment", "x" * 1000], 2,
+         "experiment: expected a string of at most 256 characters"),
+    Case("recipe is a fifo", ["train", "r.yaml", "-q"], 2, "r.yaml: not a regular file", fifo_recipe, within=30),
+    Case("empty mnist split", ["train", "r.yaml", "-q"], 2, "train-images-idx3-ubyte.gz: holds no images", empty_mnist),
+    Case("ui garbage uri", ["ui", "--tracking-uri", "garbage"], 2, "--tracking-uri garbage: no such store"),
     Case("usage: bad integer", ["train", "quickstart", "--epochs", "abc", "-q"], 2, "'--epochs'"),
     Case("usage: unknown command", ["trian", "quickstart"], 2, "No such command 'trian'"),
     Case("usage: unknown option", ["train", "quickstart", "--epoch", "3"], 2, "No such option: --epoch"),

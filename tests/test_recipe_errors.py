@@ -19,11 +19,11 @@ CASES = [
     ("task: mnist-mini\nmethods:\n  sgd: {lrr: 0.1}\n", "methods.sgd.lrr: unknown hyperparameter 'lrr' for sgd; accepted: lr, weight_decay"),
     ("task: mnist-mini\nmethods:\n  adamx: {}\n", 'methods.adamx: unknown method "adamx"; known methods: sgd, sam, lion, kfac, kfac-adaptive, shampoo, adamw, muon'),
     ("task: imagenet\nmethods: {sgd: {}}\n", 'task.dataset: unknown task "imagenet"; known tasks: mnist, fashion-mnist, mnist-mini'),
-    ("task: mnist-mini\ntraining: {epochs: 0}\nmethods: {sgd: {}}\n", "training.epochs: expected an integer >= 1, got 0"),
-    ("task: mnist-mini\ntraining: {epochs: 2.5}\nmethods: {sgd: {}}\n", "training.epochs: expected an integer >= 1, got 2.5"),
+    ("task: mnist-mini\ntraining: {epochs: 0}\nmethods: {sgd: {}}\n", "training.epochs: expected an integer >= 1 and <= 1000000, got 0"),
+    ("task: mnist-mini\ntraining: {epochs: 2.5}\nmethods: {sgd: {}}\n", "training.epochs: expected an integer >= 1 and <= 1000000, got 2.5"),
     ("task: mnist-mini\ntraining: {epoch: 2}\nmethods: {sgd: {}}\n", 'training.epoch: unknown key "epoch"; expected one of: epochs'),
     ("task: mnist-mini\ntraining: {schedule: linear}\nmethods: {sgd: {}}\n", 'training.schedule: expected one of constant, cosine, cosine-step, got "linear"'),
-    ("task: mnist-mini\ntraining: {seeds: [0, x]}\nmethods: {sgd: {}}\n", 'training.seeds[1]: expected an integer >= 0, got "x"'),
+    ("task: mnist-mini\ntraining: {seeds: [0, x]}\nmethods: {sgd: {}}\n", 'training.seeds[1]: expected an integer >= 0 and <= 4294967295, got "x"'),
     ("task: mnist-mini\ntraining: {validation: 1.5}\nmethods: {sgd: {}}\n", "training.validation: expected a number >= 0 and < 1, got 1.5"),
     ("task: mnist-mini\nmethods: {sgd: {momentum: yes please}}\n", 'methods.sgd.momentum: expected a number >= 0 and < 1, got "yes please"'),
     ("task: mnist-mini\nmethods: {sgd: {nesterov: 1}}\n", "methods.sgd.nesterov: expected true or false, got 1"),
@@ -67,7 +67,7 @@ def test_unknown_recipe_name_lists_known(tmp_path, monkeypatch):
 
 def test_override_errors_blame_the_command_line(write_recipe):
     path = write_recipe(GOOD)
-    with pytest.raises(CurvbenchError, match="^command line: training.epochs: expected an integer >= 1, got -3$"):
+    with pytest.raises(CurvbenchError, match="^command line: training.epochs: expected an integer >= 1 and <= 1000000, got -3$"):
         recipe.load(str(path), recipe.Overrides({"training.epochs": -3}))
 
 

@@ -8,6 +8,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from curvbench.errors import CurvbenchError
+
 
 def sample_labels(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One label per row drawn from softmax(logits), by the Gumbel-max trick: argmax(logits + Gumbel noise).
@@ -55,6 +57,9 @@ class ClassificationTask:
         g = torch.Generator().manual_seed(seed)
         perm = torch.randperm(len(train), generator=g).to(train.y.device)
         n_val = max(1, int(round(fraction * len(train))))
+        if n_val >= len(train):
+            raise CurvbenchError(f"training.validation {fraction:g}: holds out {n_val} of the {len(train)} training "
+                                 f"examples, leaving none to train on")
         self.splits["val"] = train.subset(perm[:n_val])
         self.splits["train"] = train.subset(perm[n_val:])
 

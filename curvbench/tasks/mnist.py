@@ -64,6 +64,8 @@ def check_images(images: Path, labels: Path, x: torch.Tensor, y: torch.Tensor, c
     """What LeNet-5 and the loss need: N 28x28 unsigned-byte images and N integer labels 0..classes-1."""
     if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0]:
         raise DatasetMissing(f"{images}: expected N images of HxW and N labels, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.shape[0] == 0:
+        raise DatasetMissing(f"{images}: holds no images; expected the split's N > 0 images")
     if tuple(x.shape[1:]) != (28, 28) or x.dtype != torch.uint8:
         raise DatasetMissing(f"{images}: expected 28x28 images of unsigned bytes (the MNIST layout), got "
                              f"{x.shape[1]}x{x.shape[2]} of {str(x.dtype).replace('torch.', '')}")
