@@ -142,6 +142,7 @@ def run_one(
             "torch_version": torch.__version__,
             "device": str(device),
             "threads": torch.get_num_threads(),
+            **getattr(task, "run_tags", {}),  # a task's own (precision, memory format)
             **(extra_tags or {}),
         }
         params = flatten(resolved)

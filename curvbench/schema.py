@@ -79,6 +79,18 @@ class Boolean:
         return value
 
 
+class AutoBoolean:
+    """true, false, or auto (the task decides per device)."""
+
+    def expected(self) -> str:
+        return "true, false or auto"
+
+    def check(self, value: Any) -> bool | str:
+        if not (isinstance(value, bool) or value == "auto"):
+            raise Invalid(f"expected true, false or auto, got {_got(value)}")
+        return value
+
+
 @dataclass(frozen=True)
 class Choice:
     options: tuple[str, ...]

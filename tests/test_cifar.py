@@ -109,3 +109,61 @@ def test_missing_cifar_names_the_folder(tmp_path):
                       "methods": ["sgd"]}, "t")
     with pytest.raises(DatasetMissing, match=f"not found in {tmp_path}/cifar-10-batches-py"):
         load_task(r, torch.device("cpu"))
+
+
+def _with_options(tmp_path, **options):
+    write_cifar(tmp_path)
+    return recipe.parse({"task": {"dataset": "cifar10", "data_dir": str(tmp_path), "download": False,
+                                  "options": options},
+                         "training": {"epochs": 1, "batch_size": 20, "device": "cpu"}, "methods": ["sgd"]}, "t")
+
+
+def test_cpu_defaults_stay_float32_and_contiguous_and_say_so(tmp_path):
+    task = load_task(_with_options(tmp_path), torch.device("cpu"))
+    assert not task.bf16 and not task.channels_last
+    assert task.run_tags == {"precision": "float32", "memory_format": "contiguous"}
+    assert task.splits["train"].x.is_contiguous()
+
+
+def test_bf16_on_the_cpu_when_asked_autocasts_the_model_and_keeps_the_logits_and_kfac_statistics_float32(
+        tmp_path, monkeypatch):
+    from curvbench.tasks import cifar
+
+    # bf16 arithmetic is emulated on a CPU without the instructions: slow, but what is computed is the same
+    monkeypatch.setattr(cifar, "cpu_has_bf16", lambda: True)
+    task = load_task(_with_options(tmp_path, bf16=True, channels_last=True), torch.device("cpu"))
+    assert task.bf16 and task.channels_last and task.run_tags["precision"].startswith("bf16 autocast")
+    assert task.splits["train"].x.is_contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    batch = next(task.eval_batches("train", 2))
+    # a small conv net through the task's forward: autocast, as for ResNet-18, at a fraction of the cost
+    model = task.prepare_model(torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10)))
+    reference = torch.nn.Sequential(*[m for m in __import__("copy").deepcopy(model)])
+    model.train()
+    reference.train()
+    out = task.forward(model, batch)
+    exact = reference(batch.inputs)
+    assert out.dtype == torch.float32
+    assert not torch.equal(out, exact)  # computed in bf16: close, not equal
+    torch.testing.assert_close(out, exact, rtol=0.05, atol=0.05)
+    from curvbench import engine
+    from curvbench.methods.kfac import KFAC
+
+    opt = KFAC(model, task.fisher_loss, factor_every=1, inverse_every=1)
+    for _ in range(3):
+        opt.step(engine.make_closure(model, task, opt, batch, list(model.parameters()), 0.0))
+    assert len(opt.blocks) == 2
+    assert all(b.A.dtype == torch.float32 and b.G.dtype == torch.float32 for b in opt.blocks)
+    assert all(torch.isfinite(b.A).all() and torch.isfinite(b.G).all() for b in opt.blocks)
+
+
+def test_bf16_asked_for_on_a_cpu_without_it_is_refused_before_the_data_is_read(tmp_path, monkeypatch):
+    from curvbench.errors import CurvbenchError
+    from curvbench.tasks import cifar
+
+    monkeypatch.setattr(cifar, "cpu_has_bf16", lambda: False)
+    with pytest.raises(CurvbenchError, match="task.options.bf16: true, but this CPU has no bf16 instructions"):
+        load_task(_with_options(tmp_path, bf16=True), torch.device("cpu"))
+    assert load_task(_with_options(tmp_path / "b", bf16="auto"), torch.device("cpu")).bf16 is False

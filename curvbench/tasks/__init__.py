@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from curvbench import plugins
-from curvbench.schema import Boolean, Number
+from curvbench.schema import AutoBoolean, Boolean, Number
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,10 @@ TASKS: dict[str, TaskSpec] = {
             "curvbench.tasks.cifar:load_cifar10",
             options={
                 "augment": (Boolean(), True),
-                "channels_last": (Boolean(), True),  # CUDA only
-                "bf16": (Boolean(), True),  # bf16 autocast, CUDA only
+                # auto: on with CUDA, off on the CPU (where bf16's effect on accuracy is not yet measured); true on a
+                # CPU asks for it there too (bf16 needs a CPU with bf16 instructions)
+                "channels_last": (AutoBoolean(), "auto"),
+                "bf16": (AutoBoolean(), "auto"),  # bf16 autocast of the model; losses and K-FAC statistics float32
             },
         ),
         TaskSpec(

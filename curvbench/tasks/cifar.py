@@ -1,5 +1,6 @@
 """CIFAR-10 with ResNet-18: the `cifar-10-batches-py` pickles read into device tensors; random crop (4-pixel
-padding) and horizontal flip as batched tensor ops on the device; channels_last and bf16 autocast on CUDA."""
+padding) and horizontal flip as batched tensor ops on the device; channels_last and bf16 autocast on CUDA by
+default, on the CPU when the options ask for them (`true`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from curvbench.errors import DatasetMissing
+from curvbench.errors import CurvbenchError, DatasetMissing
 from curvbench.tasks import data_dir as data_dirs
 from curvbench.tasks.base import Batch, ClassificationTask, Split
 
@@ -58,12 +59,37 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4,
     return out.permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic (AVX-512 BF16 or AMX), which makes bf16 autocast fast rather than
+    emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def effective(options: dict, device: torch.device) -> tuple[bool, bool]:
+    """(channels_last, bf16) as they apply on `device`: auto is on with CUDA, off on the CPU. bf16 asked for on a
+    CPU without bf16 instructions is refused, never silently dropped."""
+    cuda = device.type == "cuda"
+    channels_last = cuda if options["channels_last"] == "auto" else bool(options["channels_last"])
+    bf16 = cuda if options["bf16"] == "auto" else bool(options["bf16"])
+    if bf16 and not cuda and not cpu_has_bf16():
+        raise CurvbenchError("task.options.bf16: true, but this CPU has no bf16 instructions (avx512_bf16 or "
+                             "amx_bf16); set it to auto or false")
+    return channels_last, bf16
+
+
 class CifarTask(ClassificationTask):
     def __init__(self, *args, options: dict, device: torch.device, **kw):
         super().__init__(*args, **kw)
         self.options, self.device = options, device
-        self.cuda = device.type == "cuda"
-        self.memory_format = torch.channels_last if self.cuda and options["channels_last"] else torch.contiguous_format
+        self.channels_last, self.bf16 = effective(options, device)
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        # what the run's numbers depend on beyond its recipe: logged as tags of every run
+        self.run_tags = {"precision": "bf16 autocast (float32 loss and statistics)" if self.bf16 else "float32",
+                         "memory_format": "channels_last" if self.channels_last else "contiguous"}
 
     def build_model(self, method: str | None = None) -> torch.nn.Module:
         from curvbench.models.resnet import ResNet18
@@ -71,7 +97,7 @@ class CifarTask(ClassificationTask):
         return ResNet18(self.num_classes)
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        if self.cuda and self.options["channels_last"]:
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model
 
@@ -79,8 +105,7 @@ class CifarTask(ClassificationTask):
         return random_crop_flip(x, generator, memory_format=self.memory_format) if self.options["augment"] else x
 
     def forward(self, model, batch: Batch) -> torch.Tensor:
-        ctx = (torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda and self.options["bf16"]
-               else contextlib.nullcontext())
+        ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with ctx:
             out = model(batch.inputs)
         return out.float()
@@ -118,9 +143,10 @@ def load_cifar10(config, device) -> CifarTask:
             f"{root / 'cifar-10-batches-py'} and could not be downloaded ({failure}); put the python-version "
             f"batches there, or point --data-dir / CURVBENCH_DATA at the folder holding cifar-10-batches-py/"
         )
+    channels_last, _ = effective(config.options, device)  # a bf16 the CPU cannot do fails before the data is read
     xtr, ytr = read_batches(folder, TRAIN_FILES)
     xte, yte = read_batches(folder, TEST_FILES)
-    memory = torch.channels_last if device.type == "cuda" and config.options["channels_last"] else torch.contiguous_format
+    memory = torch.channels_last if channels_last else torch.contiguous_format
     train = Split(_to_tensor(xtr, device).contiguous(memory_format=memory), torch.from_numpy(ytr).to(device))
     test = Split(_to_tensor(xte, device).contiguous(memory_format=memory), torch.from_numpy(yte).to(device))
     return CifarTask("cifar10", config.model, config.metric, train, test, 10, options=config.options, device=device)
