@@ -241,15 +241,11 @@ def tune(
     if workers > 1 or devices:
         _tune_with_workers(r, workers, devices, sampler, trials, storage, study, on, seeds, tracking_uri, quiet)
         return
-    split = on or r.default_split()
-    if split == "test":
-        typer.echo(f"warning: trials are scored on the test split ({r.source} holds out no validation data; "
-                   f"set training.validation to tune on val)", err=True)
     tracker = _open_tracker(tracking_uri)
     reporter = _reporter(quiet)
     try:
         results = tuning.tune(r, tracker, reporter, sampler, trials, storage, study, objective, on, pruner,
-                              sampler_seed, seeds=seeds)
+                              sampler_seed, seeds=seeds, warn=lambda m: typer.echo(f"warning: {m}", err=True))
     except Interrupted as e:
         reporter.close()
         _fail(f"{e.reason}: finished trials are kept; run the same command again to resume", EXIT_INTERRUPTED)

@@ -176,9 +176,11 @@ def tune(
     seed: int = 0,
     spaces: dict | None = None,
     seeds: int | None = None,
+    warn=None,
 ) -> list[TuneResult]:
     """Search each method entry's space. `seeds`: train every trial with seeds 0..N-1 (a child run each) and
-    score it by the median; default the recipe's first seed."""
+    score it by the median; default the recipe's first seed. `warn(message)`: told, once everything is checked,
+    when trials are scored on the test split."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -197,6 +199,9 @@ def tune(
                              f"train out) or test; this task has {', '.join(s for s in task.splits if s != 'train')}")
     key = record.split_metric(split, recipe.task.metric)
     run_seeds = trial_seeds(recipe, seeds)
+    if split == "test" and warn is not None:  # after every check: an error line is never preceded by a warning
+        warn(f"trials are scored on the test split ({recipe.source} holds out no validation data; set "
+             f"training.validation to tune on val)")
     results = []
     for entry in recipe.methods:
         space = spaces[entry.name]

@@ -305,6 +305,9 @@ class Outcome:
             out.append(f"exit {self.code}, expected {c.code}")
         if c.code != 0 and len(self.error_lines) != 1:
             out.append(f"{len(self.error_lines)} error lines")
+        lines = [line for line in self.output.splitlines() if line.strip()]
+        if c.code == 2 and lines and not lines[0].startswith("error:"):  # checked first, warned after: no warning
+            out.append(f"a line before the error: {lines[0][:80]!r}")
         if c.says not in " ".join(self.output.split()):
             out.append(f"does not say {c.says!r}")
         if self.running:
