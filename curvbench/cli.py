@@ -48,9 +48,14 @@ def friendly(func):
 
             for s in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(s, lambda signum, frame: stopping.request(signal.Signals(signum).name))
-        if os.environ.get("CURVBENCH_DEBUG"):  # tracebacks as they are
+        if os.environ.get("CURVBENCH_DEBUG"):  # tracebacks as they are, the exit codes as without it
+            import traceback
+
             try:
                 return func(*args, **kwargs)
+            except CurvbenchError as e:
+                traceback.print_exc()
+                _fail(str(e), e.exit_code)
             finally:
                 _settle_tracking()
         try:

@@ -429,7 +429,10 @@ class Overrides:
         methods = data.get("methods")
         if isinstance(methods, list) and all(isinstance(m, str) for m in methods):
             data["methods"] = {m: None for m in methods}  # [sgd, lion] -> mapping, so methods.sgd.lr can be set
-        for path, value in self.values.items():
+        values = dict(self.values)
+        if isinstance(values.get("task"), str) and any(p.startswith("task.") for p in values):
+            data["task"] = {"dataset": values.pop("task")}  # --set task=mnist beside --data-dir: both apply
+        for path, value in values.items():
             set_path(data, path, value)
         return data
 

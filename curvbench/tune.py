@@ -219,7 +219,7 @@ def tune(
         parent = None
         if tracker is not None:
             parent = shared_parent(tracker, study, storage, experiment_name(recipe),
-                                   f"tune-{recipe.task.dataset}-{entry.name}", {
+                                   f"tune-{recipe.task.dataset}-{entry.name} ({name})", {
                 "sampler": sampler, "trials": budget, "objective": f"{objective} {key}", "pruner": pruner,
                 "study": name, record.SCORED_ON: split, "seeds": ",".join(map(str, run_seeds)),
                 **{f"space.{k}": v for k, v in space.items()}}, {

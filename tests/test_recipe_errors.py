@@ -118,3 +118,9 @@ def test_the_search_grammar_is_the_same_from_a_recipe_and_from_the_command_line(
     with pytest.raises(Invalid, match="expected a number > 0, got -1") as e:
         check_search(parse_space_flags(["lion.lr=-1:1"]), {"lion": "lion"})
     assert e.value.path == "lion.lr"
+
+
+def test_a_task_named_on_the_command_line_takes_the_other_task_flags_too(write_recipe):
+    path = write_recipe(GOOD)
+    r = recipe.load(str(path), recipe.Overrides({"task": "mnist", "task.data_dir": "/data"}))
+    assert r.task.dataset == "mnist" and r.task.data_dir == "/data"
