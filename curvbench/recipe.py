@@ -16,7 +16,7 @@ import yaml
 from curvbench.errors import CurvbenchError, RecipeError, describe
 from curvbench.imports import looks_like_import_path
 from curvbench import space
-from curvbench.schema import Boolean, Choice, Invalid, ListOf, Number, Section, Text
+from curvbench.schema import Boolean, Choice, DeviceName, Invalid, ListOf, Number, Section, Text
 
 SCHEDULES = ("constant", "cosine", "cosine-step")
 ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -245,7 +245,7 @@ _TRAINING = Section(
         "schedule": (None, None),  # a name or a mapping: checked below
         "validation": (Number(ge=0, lt=1), 0.0),
         "eval_splits": (ListOf(Choice(EVAL_SPLITS)), None),
-        "device": (Choice(("auto", "cpu", "cuda")), "auto"),
+        "device": (DeviceName(), "auto"),
         "threads": (Number(integer=True, ge=1, le=4096, nullable=True), None),
         "target": (Number(gt=0, le=1, nullable=True), None),
         "log_every": (Number(integer=True, ge=1, le=2**31 - 1), 20),

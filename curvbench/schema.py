@@ -79,6 +79,20 @@ class Boolean:
         return value
 
 
+class DeviceName:
+    """auto, cpu, cuda or cuda:N (one GPU of several, as `--devices` gives each worker)."""
+
+    def expected(self) -> str:
+        return "one of auto, cpu, cuda or cuda:N"
+
+    def check(self, value: Any) -> str:
+        import re
+
+        if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|cuda(:\d{1,4})?", value):
+            raise Invalid(f"expected {self.expected()}, got {_got(value)}")
+        return value
+
+
 class AutoBoolean:
     """true, false, or auto (the task decides per device)."""
 

@@ -12,8 +12,13 @@ from curvbench.errors import CurvbenchError
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CurvbenchError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CurvbenchError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
+        index = int(name.split(":", 1)[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise CurvbenchError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                                 f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return torch.device(name)
 
 

@@ -10,6 +10,7 @@ worker did, 130 when interrupted, else the first failing worker's code."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +40,12 @@ def check(workers: int, devices: list[str] | None) -> None:
         if len(devices) != workers:
             raise CurvbenchError(f"--devices names {len(devices)} device(s) for --workers {workers}; give one per "
                                  f"worker")
+        from curvbench.timing import resolve_device
+
+        for d in devices:  # every device exists, before any worker starts
+            if d != "cpu" and not re.fullmatch(r"cuda(:\d{1,4})?", d):
+                raise CurvbenchError(f"--devices: {d!r} is not a device; expected cpu, cuda or cuda:N")
+            resolve_device(d)
 
 
 def strip_own_flags(argv: list[str]) -> list[str]:

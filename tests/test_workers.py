@@ -113,3 +113,28 @@ def test_to_target_with_two_workers_gives_the_summary_one_worker_gives(tmp_path)
         summaries[n] = {k: v for k, v in parent.data.metrics.items() if "seconds" not in k}
         assert "2/2" in proc.stdout  # the printed summary
     assert summaries[1] == summaries[2] and summaries[1]["sgd.reached"] == 2
+
+
+def test_a_worker_on_cuda_n_gets_a_device_its_recipe_accepts_and_a_missing_index_is_refused_first(monkeypatch):
+    import torch
+
+    from curvbench import recipe as recipes
+    from curvbench.cli import _flags
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the device probe, stubbed: a 2-GPU machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    workers.check(2, ["cuda:0", "cuda:1"])
+    for w in workers.plan(["tune", "quickstart", "--quiet"], 2, ["cuda:0", "cuda:1"]):
+        device = w.argv[w.argv.index("--device") + 1]
+        r = recipes.load("quickstart", _flags(device=device).overrides())  # what the worker's command parses
+        assert r.training.device == device
+        from curvbench.timing import resolve_device
+
+        assert resolve_device(r.training.device) == torch.device(device)
+    with pytest.raises(CurvbenchError, match=r"--device cuda:2: this machine has 2 CUDA device\(s\), cuda:0 to cuda:1"):
+        workers.check(2, ["cuda:0", "cuda:2"])
+    with pytest.raises(CurvbenchError, match="--devices: 'gpu1' is not a device"):
+        workers.check(2, ["cuda:0", "gpu1"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(CurvbenchError, match="--device cuda:0: no CUDA device is available here"):
+        workers.check(1, ["cuda:0"])
