@@ -242,6 +242,7 @@ def tune(
                 params = spaces_mod.suggest(trial, space, integer)
                 if points is not None and drop_duplicate(study, trial, "grid point"):
                     continue
+                status()  # this trial now counts as running
                 with heartbeat(study, trial):  # lets a later start see that this process died mid-trial
                     _run_trial(recipe, task, entry, params, trial, study, device, tracker, reporter, parent, key,
                                objective, run_seeds)

@@ -301,3 +301,19 @@ def test_a_point_whose_params_are_half_suggested_is_still_held(tmp_path):
     first.suggest_categorical("lr", [0.1])  # weight_decay not suggested yet
     assert take(study, points, storage) is None
     assert len(study.get_trials()) == 1
+
+
+def test_tune_progress_counts_the_trial_that_is_running(tune_recipe, tmp_path):
+    shown = []
+
+    class Watch(QuietReporter):
+        def search_status(self, label, done, running, left, best):
+            shown.append((done, running, left))
+
+        def run_started(self, *args):
+            shown.append("run")
+
+    r = recipe.load(str(tune_recipe))
+    tune(r, None, Watch(), "grid", trials=2, storage=f"sqlite:///{tmp_path}/o.db")
+    before_runs = [shown[i - 1] for i, s in enumerate(shown) if s == "run"]
+    assert before_runs == [(0, 1, 1), (1, 1, 0)]  # the running trial is counted while it trains
