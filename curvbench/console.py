@@ -73,18 +73,63 @@ class LineReporter(QuietReporter):
         self._say(f"[{label}] done {done}, running {running}, left {left}{best_text}")
 
 
-class _Speed:
-    """steps per second of a rich task, or '-' before the first update."""
+class TimeLeft:
+    """Time left from the run's own pace: wall seconds per step since the run started (evaluations included, as
+    the wait includes them), so an estimate exists from the first progress report on, however slow a step is,
+    where a throughput window of the last seconds has nothing to go on for hours. `clock` is injectable."""
 
-    def __new__(cls):
-        from rich.progress import ProgressColumn
-        from rich.text import Text
+    def __init__(self, clock=None):
+        import time
 
-        class SpeedColumn(ProgressColumn):
-            def render(self, task):
-                return Text("-" if not task.speed else f"{task.speed:,.1f} steps/s", style="progress.data.speed")
+        self.clock = clock or time.monotonic
+        self.start = self.clock()
+        self.total, self.per_epoch, self.step = 0, 0, 0
+        self.runs_done_seconds: list[float] = []  # wall seconds of the runs finished so far
 
-        return SpeedColumn()
+    def run_started(self, total_steps: int, steps_per_epoch: int) -> None:
+        self.start, self.total, self.per_epoch, self.step = self.clock(), total_steps, steps_per_epoch, 0
+
+    def at(self, step: int) -> None:
+        self.step = step
+
+    def run_ended(self) -> None:
+        self.runs_done_seconds.append(self.clock() - self.start)
+
+    def seconds_per_step(self) -> float | None:
+        return (self.clock() - self.start) / self.step if self.step > 0 else None
+
+    def run_left(self) -> float | None:
+        rate = self.seconds_per_step()
+        return None if rate is None else rate * max(0, self.total - self.step)
+
+    def epoch_left(self) -> float | None:
+        rate = self.seconds_per_step()
+        if rate is None or not self.per_epoch:
+            return None
+        return rate * ((-self.step) % self.per_epoch)
+
+    def overall_left(self, runs_not_started: int) -> float | None:
+        """The running run's time left plus, for each run not started, the mean length of the finished runs (or,
+        before any finished, this run's own estimated length)."""
+        left = self.run_left()
+        if left is None:
+            return None
+        rate = self.seconds_per_step()
+        each = (sum(self.runs_done_seconds) / len(self.runs_done_seconds) if self.runs_done_seconds
+                else rate * self.total)
+        return left + runs_not_started * each
+
+
+def clock_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def short_label(name: str, width: int = 22) -> str:
+    """A run's name cut to `width` characters, so that on an 80-column terminal the numbers stay on the line."""
+    return name if len(name) <= width else name[: width - 1] + "…"
 
 
 class RichReporter(QuietReporter):
@@ -93,18 +138,19 @@ class RichReporter(QuietReporter):
 
     def __init__(self):
         super().__init__()
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.table import Column
 
+        # on a narrow terminal the label and the info give way; the bar, the step count and the times keep their
+        # width
         self.progress_ui = Progress(
-            TextColumn("[bold]{task.fields[name]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            _Speed(),
-            TimeElapsedColumn(),
-            TextColumn("left"),
-            TimeRemainingColumn(),
+            TextColumn("[bold]{task.fields[name]}", table_column=Column(ratio=2, no_wrap=True, overflow="ellipsis")),
+            BarColumn(bar_width=8, table_column=Column(min_width=8)),
+            MofNCompleteColumn(table_column=Column(min_width=9, no_wrap=True)),
+            TextColumn("{task.fields[info]}", table_column=Column(ratio=3, no_wrap=True, overflow="ellipsis")),
+            TimeElapsedColumn(table_column=Column(min_width=7, no_wrap=True)),
+            TextColumn("left {task.fields[left]}", table_column=Column(min_width=24, no_wrap=True)),
+            expand=True,
             console=err_console,
             transient=False,
         )
@@ -112,10 +158,11 @@ class RichReporter(QuietReporter):
         self.task_id = None
         self.overall = None
         self.epochs = 0
+        self.time_left = TimeLeft()
 
     def _overall(self, total: int, name: str, done: int = 0, info: str = ""):
         if self.overall is None:
-            self.overall = self.progress_ui.add_task("", total=total, name=name, info=info)
+            self.overall = self.progress_ui.add_task("", total=total, name=name, info=info, left="-:--:--")
         self.progress_ui.update(self.overall, total=total, completed=done, name=name, info=info)
 
     def expect_runs(self, n):
@@ -130,19 +177,33 @@ class RichReporter(QuietReporter):
         self.name, self.epochs = self._counted(name), epochs
         if self.task_id is not None:
             self.progress_ui.remove_task(self.task_id)
-        self.task_id = self.progress_ui.add_task("", total=total_steps, name=self.name, info=f"epoch 0/{epochs}")
+        self.time_left.run_started(total_steps, steps_per_epoch)
+        self.task_id = self.progress_ui.add_task("", total=total_steps, name=short_label(self.name),
+                                                 info=f"ep 0/{epochs}", left="-:--:--")
+
+    def _times(self, step: int) -> None:
+        """The run's time left (and its epoch's), and the overall bar's, from the run's own pace."""
+        t = self.time_left
+        t.at(step)
+        self.progress_ui.update(self.task_id, left=f"{clock_text(t.run_left())} (ep {clock_text(t.epoch_left())})")
+        if self.overall is not None and self.runs_total:
+            not_started = max(0, self.runs_total - self.runs_started)
+            self.progress_ui.update(self.overall, left=clock_text(t.overall_left(not_started)))
 
     def progress(self, step, epoch, loss):
-        self.progress_ui.update(self.task_id, completed=step, info=f"epoch {epoch}/{self.epochs}  loss {loss:.4f}")
+        self.progress_ui.update(self.task_id, completed=step, info=f"ep {epoch}/{self.epochs} loss {loss:.3f}")
+        self._times(step)
 
     def epoch_end(self, epoch_record):
         m = epoch_record.metrics
         acc = next((v for k, v in m.items() if k.startswith("test_") and k.endswith("accuracy")), None)
         self.progress_ui.update(self.task_id, completed=epoch_record.step,
-                                info=f"epoch {epoch_record.epoch}/{self.epochs}  loss {m[record.TRAIN_LOSS]:.4f}  "
-                                     f"acc {'-' if acc is None else f'{acc:.4f}'}")
+                                info=f"ep {epoch_record.epoch}/{self.epochs} loss {m[record.TRAIN_LOSS]:.3f} "
+                                     f"acc {'-' if acc is None else f'{acc:.3f}'}")
+        self._times(epoch_record.step)
 
     def run_ended(self, outcome):
+        self.time_left.run_ended()
         if self.overall is not None and self.runs_total:
             self.progress_ui.update(self.overall, completed=self.runs_started)
         if outcome.status != "FINISHED":

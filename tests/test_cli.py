@@ -118,3 +118,30 @@ def test_help_names_flags_by_what_they_take_and_gives_an_example():
         assert f"Example: curvbench {command}" in out, command
     out = runner.invoke(app, ["tune", "--help"], terminal_width=100).output
     assert "--seeds N" in out and "--storage URL" in out and "--space ENTRY.HP=V1,V2" in out
+
+
+def test_time_left_comes_from_the_runs_own_pace_from_the_first_reports_on_even_for_slow_steps():
+    from curvbench.console import TimeLeft, clock_text, short_label
+
+    now = [0.0]
+    t = TimeLeft(clock=lambda: now[0])
+    t.run_started(total_steps=1500, steps_per_epoch=500)  # ResNet-18 on a CPU: 1.5 to 2.5 s a step
+    assert t.run_left() is None and clock_text(t.run_left()) == "-:--:--"
+    rng = __import__("random").Random(0)
+    for step in range(1, 51):
+        now[0] += rng.uniform(1.5, 2.5)
+        t.at(step)
+    true_rate = 2.0
+    assert t.run_left() == pytest.approx(true_rate * 1450, rel=0.2)  # within 20% after 50 steps
+    assert t.epoch_left() == pytest.approx(true_rate * 450, rel=0.2)
+    # the overall estimate: this run's remainder plus two more runs of this run's estimated length
+    assert t.overall_left(runs_not_started=2) == pytest.approx(t.run_left() + 2 * t.seconds_per_step() * 1500)
+    now[0] += 100.0
+    t.run_ended()
+    t.run_started(total_steps=1500, steps_per_epoch=500)
+    now[0] += 20.0
+    t.at(10)
+    assert t.overall_left(runs_not_started=1) == pytest.approx(2.0 * 1490 + (now[0] - 20.0 - 0.0))
+    assert clock_text(3725.4) == "1:02:05"
+    assert short_label("kfac lr=0.01 momentum=0 s2 to test_accuracy 0.985 (run 3 of 25)").endswith("…")
+    assert len(short_label("x" * 100)) == 22
