@@ -1,6 +1,6 @@
 """Per-step cost of every method as a ratio to SGD: same model, batch and device, measured in one run.
 
-    python benchmarks/step_cost.py [--task mnist|conll|cifar10] [--data-dir DIR] [--recipe REF]
+    python benchmarks/step_cost.py [--task mnist|conll|cifar10] [--data-dir DIR] [--recipe REF] [--batch-size B]
                                    [--methods sgd,kfac,...] [--rounds 7] [--block 100] [--device cpu|cuda]
                                    [--threads 2]
 
@@ -9,7 +9,8 @@ the same shapes (MNIST: the shipped mnist-mini digits; CIFAR-10: random 3x32x32 
 CoNLL's length distribution and vocabulary size). Methods are recipe entries: `--recipe recipes/peers.yaml` takes
 that recipe's entries (built-in methods, plugins, any optimizer class by its import path), `--methods` picks
 entries or names methods (defaults, or an import path such as torch.optim.Adam). Without either: every built-in
-method with its defaults.
+method with its defaults. With --recipe the task and batch size are the recipe's own (CoNLL's thesis recipe trains
+at batch 2), unless --task or --batch-size say otherwise; s/epoch is ms/step times the steps of one epoch.
 
 A step is the engine's step: forward, backward, the method's update. Amortised work (K-FAC's factor and
 inverse updates, Shampoo's root recomputations) is counted honestly: each measurement is a block of `--block`
@@ -158,11 +159,11 @@ def entries(recipe_ref: str | None, wanted: str | None) -> list[MethodEntry]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--task", default="mnist", choices=tuple(TASKS))
+    ap.add_argument("--task", default=None, choices=tuple(TASKS), help="default: --recipe's task, else mnist")
     ap.add_argument("--data-dir", default=None, help="the real dataset's folder (else generated data)")
     ap.add_argument("--recipe", default=None, help="time this recipe's entries (e.g. recipes/peers.yaml)")
     ap.add_argument("--methods", default=None, help="entries of --recipe, or method names / import paths")
-    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: --recipe's training.batch_size, else 100")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--block", type=int, default=100)
     ap.add_argument("--device", default="cpu")
@@ -173,7 +174,14 @@ def main() -> None:
     configure_cpu()  # as the engine does
     device = torch.device(args.device)
     chosen = entries(args.recipe, args.methods)
+    if args.recipe:  # the recipe's own training settings, unless the flags say otherwise
+        own = recipe.load(args.recipe)
+        by_dataset = {v: k for k, v in TASKS.items()}
+        args.task = args.task or by_dataset.get(own.task.dataset, "mnist")
+        args.batch_size = args.batch_size or own.training.batch_size
+    args.task, args.batch_size = args.task or "mnist", args.batch_size or 100
     task = make_task(args.task, args.data_dir, device, [e.method for e in chosen])
+    per_epoch = task.steps_per_epoch(args.batch_size)
     steppers = [Stepper(e, task, args.batch_size, device) for e in chosen]
     failed: dict[str, str] = {}  # a method whose training broke down (diverged) is timed no further
 
@@ -206,15 +214,17 @@ def main() -> None:
     print(f"task {args.task} ({data}) device {device} threads {torch.get_num_threads()} batch {args.batch_size}: "
           f"median of {args.rounds} interleaved blocks of {args.block} steps")
     peak_col = " peak allocated during steps (MiB) |" if peaks else ""
-    print("| method | ms/step | ratio to SGD | ratio [min, max] | optimizer state (KiB) |" + peak_col)
-    print("|---|---:|---:|---:|---:|" + ("---:|" if peaks else ""))
+    print(f"{per_epoch} steps an epoch at batch {args.batch_size}")
+    print("| method | ms/step | s/epoch | ratio to SGD | ratio [min, max] | optimizer state (KiB) |" + peak_col)
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|" if peaks else ""))
     for s in steppers:
         if s.name in failed:
             print(f"| {s.name} | broke down after {len(times[s.name])} timed blocks: {failed[s.name]} | | | |")
             continue
         ratios = [t / b for t, b in zip(times[s.name], times["sgd"])]
         peak = f" {peaks[s.name]:.0f} |" if peaks else ""
-        print(f"| {s.name} | {statistics.median(times[s.name]) * 1e3:.2f} | {statistics.median(ratios):.2f} | "
+        ms = statistics.median(times[s.name]) * 1e3
+        print(f"| {s.name} | {ms:.2f} | {ms * per_epoch / 1e3:.1f} | {statistics.median(ratios):.2f} | "
               f"[{min(ratios):.2f}, {max(ratios):.2f}] | {state_bytes(s.opt, params) / 1024:.1f} |{peak}")
 
 
