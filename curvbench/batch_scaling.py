@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 THRESHOLD = 0.2  # steps may exceed ideal linear scaling by this fraction and still count as scaling
+NAME_SEP = "@b"  # scale-batch's recipes: <recipe>@b<B> at batch size B, <recipe>@b<B>-budget<K> with its winners
 RULES = ("linear", "sqrt")
 
 
@@ -68,3 +69,17 @@ def critical_batch(steps: dict[int, float | None], threshold: float = THRESHOLD)
         else:
             break
     return Critical(best, steps[best], best == measured[-1] and len(measured) > 1, missing, ideal)
+
+
+def scaling_rows(rows) -> dict:
+    """From report rows: {(task, recipe, entry): {batch: (steps, seconds)}}, each a Censored over seeds, for the
+    to-target rows of scale-batch's recipes (`<recipe>@b<B>-budget<K>`)."""
+    import re
+
+    out: dict = {}
+    for r in rows:
+        m = re.fullmatch(rf"(.+){re.escape(NAME_SEP)}(\d+)-budget\d+", r.recipe or "")
+        if r.stt is None or not m:
+            continue
+        out.setdefault((r.task, m.group(1), r.name), {})[int(m.group(2))] = (r.stt, r.ttt)
+    return out

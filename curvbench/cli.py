@@ -521,6 +521,60 @@ def verdict(
     console.print(f"report: {plan.out / 'report.md'}, {plan.out / 'report.html'}; runs in {tracker.shown_uri}")
 
 
+@app.command("scale-batch", epilog="Example: curvbench scale-batch mnist-verdict --batch-sizes 32,64,128,256 --methods sgd,kfac --data-dir ~/data")
+@friendly
+def scale_batch(
+    recipe: str = typer.Argument(..., metavar="RECIPE", hidden=True, show_default=False),
+    batch_sizes: str = typer.Option(..., "--batch-sizes", help="Increasing batch sizes: 32,64,128.", metavar="B1,B2"),
+    budget: int = typer.Option(6, "--budget", help="Halton trials per method and batch size.", metavar="K"),
+    tune_epochs: int = typer.Option(2, "--tune-epochs", help="Epochs of each search trial.", metavar="N"),
+    rule: str = typer.Option("linear", "--rule", help="How the lr range moves with the batch: linear or sqrt.", metavar="RULE"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage of the resumable steps (default sqlite:///mlruns/optuna.db).", metavar="URL"),
+    methods: Optional[str] = MethodsOpt,
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds 0..N-1 to target at each batch size (default: the recipe's seeds).", metavar="N"),
+    device: Optional[str] = DeviceOpt,
+    threads: Optional[int] = ThreadsOpt,
+    data_dir: Optional[str] = DataDirOpt,
+    no_download: bool = NoDownloadOpt,
+    set_: Optional[List[str]] = SetOpt,
+    tracking_uri: Optional[str] = UriOpt,
+    experiment: Optional[str] = ExperimentOpt,
+    quiet: bool = QuietOpt,
+):
+    """Steps to target across batch sizes, the learning rate tuned at each (equal budgets, on validation), and
+    each method's critical batch size in `curvbench report`; resumable.
+
+    RECIPE: a recipe with a target, seeds and a search range for lr at its own batch size."""
+    from curvbench import scale_batch as scaling
+    from curvbench.runner import Interrupted
+    from curvbench.to_target import check_arguments
+
+    plan = scaling.ScalePlan(scaling.parse_batch_sizes(batch_sizes), budget, tune_epochs, rule, storage)
+    scaling.check_plan(plan)
+    check_arguments(None, None, seeds)
+    flags = _flags(seeds=list(range(seeds)) if seeds else None, device=device, threads=threads, data_dir=data_dir,
+                   no_download=no_download, sets=set_, methods=methods, experiment=experiment)
+    tracker = _open_tracker(tracking_uri)
+    reporter = _reporter(quiet)
+    try:
+        done = scaling.run(recipe, flags.overrides(), plan, tracker, reporter)
+    except Interrupted as e:
+        reporter.close()
+        _fail(f"{e.reason}: the current run was ended as KILLED; the same command resumes where it stopped",
+              EXIT_INTERRUPTED)
+    reporter.close()
+    from curvbench.console import console
+
+    for batch, parts in done.items():
+        summaries, _, key = parts["target"]
+        for s in summaries:
+            st = s.censored("steps")
+            console.print(f"batch {batch}: {s.entry} steps to target {st.text('{:.0f}')} ({st.reached}/{st.n})")
+    for batch, why in plan.skipped.items():
+        console.print(f"batch {batch}: not run: {why}")
+    console.print(f"runs in {tracker.shown_uri}; `curvbench report --task TASK` draws steps against batch size")
+
+
 RecipeForListing = typer.Argument(None, metavar="RECIPE", hidden=True, show_default=False)
 
 

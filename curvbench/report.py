@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curvbench.errors import CurvbenchError
-from curvbench import record, stats
+from curvbench import batch_scaling, record, stats
 
 CURVES = (record.split_metric("test", "accuracy"), record.split_metric("test", "loss"), record.TRAIN_LOSS)
 # what adaptive K-FAC chose per epoch: drawn in one figure per task when a run has them
@@ -641,6 +641,14 @@ def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "s
             captions[p.name] = (f"{task}: expected best validation score after k trials of each search (k-subsets "
                                 f"of its trials, Dodge et al. 2019)")
             figures.append(p)
+    scaling = batch_scaling.scaling_rows(rows)
+    for task in sorted({k[0] for k in scaling}):
+        p = out / f"{task}_steps_vs_batch.png"
+        _scaling_figure({k: v for k, v in scaling.items() if k[0] == task}, task, p)
+        captions[p.name] = (f"{task}: median steps to target against batch size (log-log), each batch size tuned; "
+                            f"dotted: ideal linear scaling from the smallest batch; a ring: the critical batch size "
+                            f"(the largest within {batch_scaling.THRESHOLD:.0%} of ideal scaling)")
+        figures.append(p)
     if len({r.task for r in rows if r.reached}) >= 2:
         p = out / "performance_profile.png"
         _profile_figure(rows, p)
@@ -677,12 +685,68 @@ def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "s
         from curvbench import claims as claims_mod
 
         md += ["## Claims", "", CLAIMS_NOTE, "", claims_mod.markdown(verdicts)]
+    if scaling:
+        md += ["## Steps to target against batch size", "", SCALING_NOTE, "", scaling_table(scaling)]
     for p in figures:
         md += [f"![{captions[p.name]}]({p.name})", "", f"*{captions[p.name]}*", ""]
     (out / "report.md").write_text("\n".join(md) + "\n")
     (out / "report.html").write_text(_html(rows, figures, n_read, found, captions, notes, search_note, generated,
                                            verdicts))
     return rows, figures
+
+
+SCALING_NOTE = ("scale-batch's runs: per method and batch size, the median steps (and training seconds) to target "
+                "over seeds with that batch size's tuned setting; the critical batch size is the largest measured "
+                "batch whose steps stay within 20% of ideal linear scaling from the smallest batch, at it and every "
+                "smaller one (>= when every measured batch still scaled).")
+
+
+def scaling_table(scaling: dict) -> str:
+    import math
+
+    lines = ["| task | recipe | method | steps to target by batch size | critical batch | steps at it | "
+             "fastest in seconds |", "|---|---|---|---|---|---|---|"]
+    for (task, recipe, entry), by_batch in sorted(scaling.items()):
+        crit = batch_scaling.critical_batch({b: st.median for b, (st, _) in by_batch.items()})
+        steps = ", ".join(f"{b}: {'not reached' if math.isinf(st.median) else f'{st.median:.0f}'}"
+                          for b, (st, _) in sorted(by_batch.items()))
+        timed = [(tt.median, b) for b, (_, tt) in by_batch.items() if tt is not None and math.isfinite(tt.median)]
+        fastest = f"{min(timed)[0]:.1f} s at {min(timed)[1]}" if timed else "not reached"
+        at = "-" if crit.steps is None else f"{crit.steps:.0f}"
+        lines.append(f"| {task} | {recipe} | {entry} | {steps} | {crit.text()} | {at} | {fastest} |")
+    return "\n".join(lines) + "\n"
+
+
+def _scaling_figure(scaling: dict, task, path) -> None:
+    import math
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for i, ((_, recipe, entry), by_batch) in enumerate(sorted(scaling.items())):
+        medians = {b: st.median for b, (st, _) in by_batch.items()}
+        shown = sorted(b for b, m in medians.items() if math.isfinite(m))
+        if not shown:
+            continue
+        color = f"C{i % 10}"
+        ax.plot(shown, [medians[b] for b in shown], marker="o", color=color, label=entry)
+        crit = batch_scaling.critical_batch(medians)
+        if crit.ideal:
+            ideal = sorted(crit.ideal)
+            ax.plot(ideal, [crit.ideal[b] for b in ideal], ls=":", color=color)
+        if crit.batch is not None:
+            ax.plot([crit.batch], [crit.steps], marker="o", ms=14, mfc="none", color=color)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("steps to target (median over seeds)")
+    ax.set_title(f"{task}: steps to target against batch size")
+    ax.grid(alpha=0.3, which="both")
+    if ax.lines:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 CLAIMS_NOTE = ("Each claim judged on each setting that ran it (a recipe's to-target runs on the task): confirmed or "

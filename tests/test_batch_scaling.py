@@ -55,3 +55,91 @@ def test_a_best_value_at_an_edge_is_reported():
     assert at_edge(0.99, 0.01, 1.0) == "high"
     assert at_edge(0.1, 0.01, 1.0) is None
     assert at_edge(0.52, 0.0, 1.0, log=False) is None and at_edge(0.02, 0.0, 1.0, log=False) == "low"
+
+
+SCALE_RECIPE = """
+task: {{dataset: mnist, data_dir: {data}}}
+training: {{epochs: 2, batch_size: 50, seeds: [0, 1], target: 0.3, schedule: constant, validation: 0.2}}
+methods: {{sgd: {{lr: 0.05}}, lion: {{lr: 0.001}}}}
+search: {{sgd: {{lr: {{low: 0.01, high: 0.3, log: true}}}}, lion: {{lr: {{low: 0.0001, high: 0.01, log: true}}}}}}
+"""
+
+
+@pytest.mark.parametrize("sizes, fragment", [
+    ("64,32", "expected increasing batch sizes, e.g. 32,64"),
+    ("32,32", "a batch size is repeated"),
+    ("0,32", "expected positive integers"),
+    ("32,x", "expected comma-separated positive integers"),
+    ("32,100000", "100000 is larger than the training set (480 examples)"),
+])
+def test_bad_batch_sizes_are_one_line_exit_2_and_nothing_runs(sizes, fragment, mnist_dir, write_recipe, tracking_uri):
+    from typer.testing import CliRunner
+
+    from curvbench.cli import app
+
+    path = write_recipe(SCALE_RECIPE.format(data=mnist_dir))
+    result = CliRunner().invoke(app, ["scale-batch", str(path), "--batch-sizes", sizes, "--tracking-uri", tracking_uri,
+                                      "-q"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], result.output
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_a_batch_budget_of_zero_is_refused(mnist_dir, write_recipe, tracking_uri):
+    from typer.testing import CliRunner
+
+    from curvbench.cli import app
+
+    path = write_recipe(SCALE_RECIPE.format(data=mnist_dir))
+    result = CliRunner().invoke(app, ["scale-batch", str(path), "--batch-sizes", "25,50", "--budget", "0", "-q"])
+    assert result.exit_code == 2 and "--budget: expected an integer >= 1, got 0" in result.output
+
+
+def test_the_lr_range_moves_with_the_batch_size_in_the_recipe_at_each_batch():
+    from curvbench.scale_batch import at_batch
+
+    data = {"task": "mnist", "training": {"batch_size": 100},
+            "search": {"sgd": {"lr": {"low": 0.01, "high": 0.1, "log": True}, "weight_decay": [0, 1e-4]},
+                       "kfac": {"lr": [0.01, 0.03]}}}
+    d = at_batch(data, "m", 400, 100, "linear")
+    assert d["name"] == "m@b400" and d["training"]["batch_size"] == 400
+    assert d["search"]["sgd"]["lr"] == {"low": pytest.approx(0.04), "high": pytest.approx(0.4), "log": True}
+    assert d["search"]["sgd"]["weight_decay"] == [0, 1e-4]  # only the learning rate moves
+    assert d["search"]["kfac"]["lr"] == [pytest.approx(0.04), pytest.approx(0.12)]
+    assert data["search"]["sgd"]["lr"]["low"] == 0.01  # the recipe itself is untouched
+    assert at_batch(data, "m", 400, 100, "sqrt")["search"]["sgd"]["lr"]["low"] == pytest.approx(0.02)
+
+
+@pytest.mark.slow
+def test_scale_batch_end_to_end_two_batch_sizes_two_methods_then_the_report(mnist_dir, write_recipe, tmp_path,
+                                                                              monkeypatch):
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from curvbench.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    path = write_recipe(SCALE_RECIPE.format(data=mnist_dir), "scale.yaml")
+    args = ["scale-batch", str(path), "--batch-sizes", "25,50", "--budget", "2", "--tune-epochs", "1", "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    client = MlflowClient("sqlite:///mlruns/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
+    targets = [r for r in runs if r.data.tags.get("kind") == "to-target-run"]
+    assert sorted({r.data.tags["recipe"] for r in targets}) == ["scale@b25-budget2", "scale@b50-budget2"]
+    assert len(targets) == 2 * 2 * 2  # batch sizes x methods x seeds
+    assert {r.data.params["training.batch_size"] for r in targets} == {"25", "50"}
+    trials = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    assert len(trials) == 2 * 2 * 2  # batch sizes x methods x budget
+    assert CliRunner().invoke(app, args).exit_code == 0  # resumes: nothing runs again
+    assert len(client.search_runs([client.get_experiment_by_name("mnist").experiment_id])) == len(runs)
+    rep = CliRunner().invoke(app, ["report", "--out", "rep", "--no-log", "--task", "mnist"])
+    assert rep.exit_code == 0, rep.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Steps to target against batch size" in md
+    row = next(line for line in md.splitlines() if line.startswith("| mnist | scale | sgd |"))
+    assert "25: " in row and "50: " in row
+    assert (tmp_path / "rep" / "mnist_steps_vs_batch.png").stat().st_size > 5000

@@ -1,0 +1,122 @@
+"""`curvbench scale-batch RECIPE --batch-sizes 32,64,...`: steps to target across batch sizes, each tuned.
+
+For each batch size B, in increasing order: the recipe at batch B (named `<recipe>@b<B>`), an equal-budget
+search of each method's learning rate (and of whatever else its `search` section ranges over) on the validation
+split, the learning-rate range moved from the recipe's batch size to B by the linear or square-root rule
+(curvbench.batch_scaling.scaled_range); then to-target with each method's winner over the recipe's seeds (recipe
+`<recipe>@b<B>-budget<K>`). `report` reads those runs back: steps to target against B per method, ideal linear
+scaling and each method's critical batch size. Every step keeps its state in the study storage, so the same
+command resumes; a batch size that does not fit in memory ends with one line and the sweep goes on."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from curvbench.batch_scaling import NAME_SEP, RULES, scaled_range
+from curvbench.errors import CurvbenchError
+from curvbench.recipe import Overrides
+
+
+@dataclass
+class ScalePlan:
+    batch_sizes: list[int]
+    budget: int = 6
+    tune_epochs: int = 2
+    rule: str = "linear"
+    storage: str | None = None
+    skipped: dict = field(default_factory=dict)  # batch size -> why it was not run (out of memory)
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """`32,64,128` -> [32, 64, 128]: positive integers, increasing, none repeated."""
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CurvbenchError(f"--batch-sizes {text}: expected comma-separated positive integers such as 32,64,128") from None
+    if not sizes or any(b < 1 for b in sizes):
+        raise CurvbenchError(f"--batch-sizes {text}: expected positive integers such as 32,64,128")
+    if len(set(sizes)) != len(sizes):
+        raise CurvbenchError(f"--batch-sizes {text}: a batch size is repeated")
+    if sizes != sorted(sizes):
+        raise CurvbenchError(f"--batch-sizes {text}: expected increasing batch sizes, e.g. "
+                             f"{','.join(map(str, sorted(sizes)))}")
+    return sizes
+
+
+def check_plan(plan: ScalePlan) -> None:
+    if plan.budget < 1:
+        raise CurvbenchError(f"--budget: expected an integer >= 1, got {plan.budget}")
+    if plan.tune_epochs < 1:
+        raise CurvbenchError(f"--tune-epochs: expected an integer >= 1, got {plan.tune_epochs}")
+    if plan.rule not in RULES:
+        raise CurvbenchError(f"--rule: expected one of {', '.join(RULES)}, got {plan.rule!r}")
+
+
+def at_batch(data: dict, name: str, batch: int, base_batch: int, rule: str) -> dict:
+    """The raw recipe at batch size `batch`: its name, batch size, and every `lr` range of its search moved by
+    the rule (grids are moved value by value)."""
+    d = copy.deepcopy(data)
+    d["name"] = f"{name}{NAME_SEP}{batch}"
+    d.setdefault("training", {})
+    d["training"] = dict(d["training"] or {}, batch_size=batch)
+    for entry, space in (d.get("search") or {}).items():
+        lr = (space or {}).get("lr")
+        if isinstance(lr, dict):
+            lo, hi = scaled_range(float(lr["low"]), float(lr["high"]), base_batch, batch, rule)
+            space["lr"] = {**lr, "low": lo, "high": hi}
+        elif isinstance(lr, list):
+            factor = scaled_range(1.0, 2.0, base_batch, batch, rule)[0]
+            space["lr"] = [float(v) * factor for v in lr]
+    return d
+
+
+def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter) -> dict[int, dict]:
+    """Every batch size of the plan; returns {batch: {"tune": results, "target": to-target result}} for the batch
+    sizes that ran (plan.skipped names the others)."""
+    import torch
+
+    from curvbench import recipe as recipes
+    from curvbench import studies
+    from curvbench.recipe import find_recipe, load_yaml
+    from curvbench.runner import load_task
+    from curvbench.timing import resolve_device
+    from curvbench.to_target import run_to_target
+    from curvbench.tune import tune
+    from curvbench.verdict import tuned_recipe, tuning_overrides
+
+    check_plan(plan)
+    storage = plan.storage or studies.DEFAULT_STORAGE
+    base_recipe = recipes.load(ref, base)
+    if base_recipe.training.target is None:
+        raise CurvbenchError(f"{base_recipe.source}: training.target is not set; scale-batch measures steps to it")
+    missing = [m.name for m in base_recipe.methods if "lr" not in (base_recipe.search.get(m.name) or {})]
+    if missing:
+        raise CurvbenchError(f"{base_recipe.source}: no learning-rate search for {', '.join(missing)}; scale-batch "
+                             f"needs search.{missing[0]}.lr (a range, moved to each batch size)")
+    task = load_task(base_recipe, resolve_device(base_recipe.training.device))
+    train_size = len(task.splits["train"])
+    too_big = [b for b in plan.batch_sizes if b > train_size]
+    if too_big:
+        raise CurvbenchError(f"--batch-sizes: {too_big[0]} is larger than the training set ({train_size} examples)")
+    raw = base.apply(load_yaml(find_recipe(ref)))
+    out: dict[int, dict] = {}
+    for batch in plan.batch_sizes:
+        data = at_batch(raw, base_recipe.name, batch, base_recipe.training.batch_size, plan.rule)
+        source = f"{base_recipe.source} at batch {batch}"
+        chosen = Overrides({}, base.methods)  # the --methods selection; the other flags are in `data` already
+        recipe_b = recipes.parse(data, source, chosen)
+        tune_b = recipes.parse(data, source, tuning_overrides(recipe_b, chosen, plan.tune_epochs))
+        try:
+            results = tune(tune_b, tracker, reporter, sampler="halton", trials=plan.budget, storage=storage,
+                           on="val")
+            tuned = tuned_recipe(recipe_b, results, plan.budget)
+            out[batch] = {"tune": results, "target": run_to_target(tuned, tracker, reporter, storage=storage)}
+        except (torch.OutOfMemoryError, MemoryError) as e:  # this point ends; the larger ones may still be tried
+            plan.skipped[batch] = f"out of memory ({' '.join(str(e).split())[:120] or e.__class__.__name__})"
+        except RuntimeError as e:
+            if "can't allocate memory" not in str(e):  # the CPU allocator's words for out of memory
+                raise
+            plan.skipped[batch] = f"out of memory ({' '.join(str(e).split())[:120]})"
+    return out
+
