@@ -46,6 +46,7 @@ RECIPE, RECIPE_HASH = "recipe", "recipe_hash"
 KIND = "kind"  # what produced the run: one of the KINDS below (absent: a plain `train` run)
 OUTCOME = "outcome"  # finished, diverged, stopped early
 STATUS_REASON = "status_reason"  # why a run ended as FAILED or KILLED
+TIMING = "timing"  # quiet, or busy: other processes used more of the machine than the run's threads left free
 PARENT = "mlflow.parentRunId"
 RUN_KEY = "curvbench.run_key"  # made by the client: a create retried after a lost answer finds its run
 HOST, PID = "curvbench.host", "curvbench.pid"  # the process that runs a run or a trial (tags; trial user attrs)

@@ -42,6 +42,7 @@ class RunData:
     label: str = ""  # the entry, and what sets its configuration apart from others of that entry (assign_labels)
     recipe: str = "?"  # the recipe's name (tag): to-target runs of different recipes are different settings
     target: float | None = None  # the target a to-target run aimed at
+    timing: str | None = None  # the timing tag: quiet, busy, or None (a run from before it was recorded)
 
     def configuration(self) -> tuple:
         """Everything a run's numbers depend on besides its seed: the resolved hyperparameters of its entry,
@@ -135,7 +136,7 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
                        metric=r.data.params.get("task.metric", "accuracy"), method=tags.get(record.METHOD, entry),
                        study=tags.get(record.STUDY, "?") if trial else None,
                        trial=int(tags.get(record.TRIAL, -1)) if trial else None, params=dict(r.data.params),
-                       protocol=protocol, outcome=tags.get(record.OUTCOME), recipe=recipe,
+                       protocol=protocol, outcome=tags.get(record.OUTCOME), recipe=recipe, timing=tags.get(record.TIMING),
                        target=float(tags[record.TARGET]) if to_target else None)
         for key in CURVES + ADAPTATION + (record.EPOCH_SECONDS, record.TRAIN_SECONDS, record.STEPS,
                             record.split_metric("test", data.metric), record.split_metric("val", data.metric)):
@@ -276,6 +277,7 @@ class Row:
     vs: stats.Comparison | None = None  # seconds to target against the baseline of its setting
     search: "Search | None" = None  # the search whose winner this row runs, when one is in the selection
     params: dict = field(default_factory=dict)  # the first run's params (all runs of a row share them but the seed)
+    busy: int = 0  # runs of the row timed while other processes used the cores they needed
 
 
 def _mean(xs):
@@ -323,7 +325,7 @@ def summarise(runs: list[RunData], baseline: str = "sgd") -> list[Row]:
                         sum(r.status == "FAILED" and r.outcome == "diverged" for r in rs),
                         sum(r.status == "FAILED" and r.outcome is None for r in rs),
                         _censored(rs, record.STEPS_TO_TARGET), rs[0].entry, rs[0].protocol, rs[0].recipe,
-                        rs[0].target, params=rs[0].params))
+                        rs[0].target, params=rs[0].params, busy=sum(r.timing == "busy" for r in rs)))
     # step time relative to SGD, within runs measured alike: searches' best trials against SGD's best trial,
     # the other runs against the other SGD runs (a search and a later comparison ran under different loads).
     # Seconds per step = training seconds / steps, so runs stopped inside an epoch (at a target) count right.
@@ -398,11 +400,13 @@ COLUMNS = ("task", "method", "runs", "best test metric", "final test metric", "s
 
 
 def row_cells(r: Row) -> list[str]:
-    """One table row's cells, for Markdown and HTML alike."""
+    """One table row's cells, for Markdown and HTML alike; times measured on a busy machine carry a mark."""
     aimed = r.ttt is not None
-    return [r.task, r.entry, _runs(r), _f(r.best), _f(r.final), _f(r.sec_per_epoch, "{:.2f}"), _f(r.total, "{:.1f}"),
-            r.reached or "-", _ft(r.ttt) if aimed else "-", _ft(r.ett) if aimed else "-", _with_search(r),
-            _f(r.ratio_sgd, "{:.2f}"), "-" if r.vs is None else r.vs.text()]
+    mark = f" (busy: {r.busy}/{r.runs})" if r.busy else ""
+    return [r.task, r.entry, _runs(r), _f(r.best), _f(r.final), _f(r.sec_per_epoch, "{:.2f}") + mark,
+            _f(r.total, "{:.1f}") + mark, r.reached or "-", (_ft(r.ttt) + mark) if aimed else "-",
+            _ft(r.ett) if aimed else "-", _with_search(r), _f(r.ratio_sgd, "{:.2f}"),
+            "-" if r.vs is None else r.vs.text()]
 
 
 def markdown_table(rows: list[Row]) -> str:
@@ -668,6 +672,8 @@ def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "s
         "Metric columns: the task's metric (accuracy, or F1 where the recipe says so), mean over seeds. Times: "
         "training seconds only (evaluation excluded); s/epoch over whole epochs only.",
         "Time, epochs and steps to target: " + _explanation(baseline),
+        "(busy: k/n) after a time: k of the row's n runs were timed while other processes used the cores their "
+        "threads needed (the `timing` tag); such times are not comparable with quiet ones.",
         "With its search: the median seconds to target plus every training second of the search (all its trials) "
         "that chose the row's hyperparameters, when that search is in the report.",
         "A search (`tune`) is shown by its best trial. Step time / SGD: training seconds per step (seconds / steps) "

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from curvbench import __version__, engine, methods
+from curvbench import __version__, engine, machine, methods
 from curvbench.errors import interruption
 from curvbench.recipe import Recipe
 from curvbench.timing import resolve_device, set_threads
@@ -128,6 +128,9 @@ def run_one(
 
     name = run_name or display_name(recipe, entry, seed)
     resolved = single_run_recipe(recipe, entry, seed)
+    timing_tags, busy = machine.before_run(torch.get_num_threads(), device)
+    if busy:
+        machine.warn_once(busy)
     run = None
     if tracker is not None:
         tags = {
@@ -143,6 +146,7 @@ def run_one(
             "device": str(device),
             "threads": torch.get_num_threads(),
             **getattr(task, "run_tags", {}),  # a task's own (precision, memory format)
+            **timing_tags,  # the CPU, the load, other processes' share, the GPU's clocks
             **(extra_tags or {}),
         }
         params = flatten(resolved)
@@ -161,7 +165,7 @@ def run_one(
             outcome.train_seconds, outcome.steps = partial.train_seconds, partial.steps
         if run is not None:
             relay.log_unfinished_epoch(outcome.steps, outcome.train_seconds)
-            run.set_tags({record.OUTCOME: "killed"})
+            run.set_tags({record.OUTCOME: "killed", **machine.after_run(torch.get_num_threads(), timing_tags)})
             run.end("KILLED", outcome.reason)
         reporter.run_ended(outcome)
         raise Interrupted([outcome], outcome.reason) from None
@@ -175,7 +179,8 @@ def run_one(
     if run is not None:
         relay.log_unfinished_epoch(result.steps, result.train_seconds)  # a run that diverged or stopped mid-epoch
         outcome_tag = "stopped early" if result.stopped_early else result.status.lower()
-        run.set_tags({record.OUTCOME: outcome_tag, **result.tags})
+        run.set_tags({record.OUTCOME: outcome_tag, **result.tags,
+                      **machine.after_run(torch.get_num_threads(), timing_tags)})
         run.log_metrics(summary_metrics(result.epochs), step=0)
         run.end("FINISHED" if result.status == engine.FINISHED else "FAILED", result.reason)
     outcome.run = run

@@ -158,3 +158,51 @@ def test_a_run_killed_inside_its_first_epoch_logs_the_steps_and_seconds_it_did(m
     [seconds] = client.get_metric_history(outcome.run_id, "train_seconds")
     assert steps.step == seconds.step == 1  # the epoch it was in
     assert steps.value == outcome.steps and seconds.value == pytest.approx(outcome.train_seconds) and seconds.value > 0
+
+
+def test_a_run_records_what_its_timing_depended_on_and_a_busy_machine_is_said_once_and_marked(
+        mnist_recipe, tracking_uri, monkeypatch, capsys, tmp_path):
+    from curvbench import machine
+    from curvbench.report import collect, markdown_table, summarise
+
+    r = recipe.load(str(mnist_recipe))
+    [quiet] = run_recipe(r, Tracker(tracking_uri), QuietReporter())
+    client = MlflowClient(tracking_uri)
+    tags = client.get_run(quiet.run_id).data.tags
+    assert tags["cpu_model"] == machine.cpu_model() and int(tags["cpus"]) >= 1
+    assert {"load_before", "load_after", "others_cpu_before", "others_cpu_after"} <= set(tags)
+    assert tags["timing"] in ("quiet", "busy")
+    capsys.readouterr()  # this machine may really be busy: only the runs below are counted
+    monkeypatch.setattr(machine, "others_cpu_share", lambda window=0.1: 7.5)  # seven cores' worth of other work
+    monkeypatch.setattr(machine, "_warned", False)
+    two = recipe.load(str(mnist_recipe), recipe.Overrides({"training.seeds": [1, 2], "experiment": "busy"}))
+    busy = run_recipe(two, Tracker(tracking_uri), QuietReporter())
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: the machine is busy")]
+    assert len(warnings) == 1 and "7.50" in warnings[0]  # once per command, not per run
+    assert all(client.get_run(o.run_id).data.tags["timing"] == "busy" for o in busy)
+    rows = summarise(collect(client, experiment="busy"))
+    assert "(busy: 2/2)" in markdown_table(rows)
+
+
+def test_busy_means_other_processes_want_the_cores_the_threads_need():
+    from curvbench.machine import busy
+
+    assert not busy(0.2, threads=2, cpus=2) and busy(0.8, threads=2, cpus=2)
+    assert not busy(1.2, threads=1, cpus=2) and busy(1.8, threads=1, cpus=2)
+    assert not busy(None, threads=2, cpus=2)
+
+
+def test_other_processes_cpu_share_sees_a_spinning_process():
+    import subprocess
+    import sys
+
+    from curvbench.machine import others_cpu_share
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        assert others_cpu_share(window=0.5) >= 0.6
+    finally:
+        spinner.kill()
