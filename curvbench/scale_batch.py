@@ -108,6 +108,7 @@ def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter) -> dict[i
         recipe_b = recipes.parse(data, source, chosen)
         tune_b = recipes.parse(data, source, tuning_overrides(recipe_b, chosen, plan.tune_epochs))
         try:
+            reporter.expect_runs(plan.budget * len(tune_b.methods))  # run k of N counts the search's trials
             results = tune(tune_b, tracker, reporter, sampler="halton", trials=plan.budget, storage=storage,
                            on="val")
             tuned = tuned_recipe(recipe_b, results, plan.budget)

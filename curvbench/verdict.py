@@ -93,6 +93,7 @@ def run(ref: str, base: Overrides, plan: VerdictPlan, tracker, reporter) -> dict
 
     out = {"target": target_of(recipe, None), "baseline": baseline}
     out["thesis"] = run_to_target(recipe, tracker, reporter, storage=storage, baseline=baseline)
+    reporter.expect_runs(plan.budget * len(tune_recipe.methods))  # run k of N counts the search's trials now
     out["tune"] = tune(tune_recipe, tracker, reporter, sampler="halton", trials=plan.budget, storage=storage,
                        on="val")
     tuned = tuned_recipe(recipe, out["tune"], plan.budget)
