@@ -78,7 +78,7 @@ class Search:
     seconds: float = 0.0  # training seconds of every run of the search, pruned and diverged ones included
 
     def chosen(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.varied.items()) or "-"
+        return ", ".join(f"{k}={_short_value(v)}" for k, v in self.varied.items()) or "-"
 
     def expected_best(self) -> list[float]:
         """The expected best score after k = 1 .. n trials (Dodge et al. 2019; k-subsets of the trials)."""
@@ -87,6 +87,15 @@ class Search:
     def score_text(self) -> str:
         split = "val" if self.best.curve(record.split_metric("val", self.best.metric)) else "test"
         return f"{self.best_score:.4f} ({split})"
+
+
+def _short_value(v) -> str:
+    """A logged value as text, floats to 4 significant digits (0.04735 for 0.04735488807610151)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return f"{f:.4g}" if "." in str(v) or "e" in str(v).lower() else str(v)
 
 
 def collect(client, experiment=None, parent=None, task=None, methods=None, since=None) -> list[RunData]:
