@@ -12,7 +12,7 @@ import math
 import os
 import socket
 
-from curvbench import record
+from curvbench import optuna_private, record
 from curvbench.errors import CurvbenchError
 from curvbench.stores import mask
 from curvbench.tracked_run import TrackedRun
@@ -63,8 +63,7 @@ def fail_dead_trials(study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get(record.PID)
         if t.user_attrs.get(record.HOST) == host and pid and int(pid) != os.getpid() and not process_alive(int(pid)):
-            study._storage.set_trial_user_attr(t._trial_id, "reason", f"its process (pid {pid} on {host}) died")
-            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            optuna_private.fail_trial(study, t, f"its process (pid {pid} on {host}) died")
             dead.append(t.number)
     return dead
 
@@ -137,11 +136,7 @@ def same_point(a: dict, b: dict) -> bool:
 
 def heartbeat(study, trial):
     """Optuna's heartbeat thread, as Study.optimize runs it; a no-op where the storage has none."""
-    try:
-        from optuna.storages._heartbeat import get_heartbeat_thread
-    except ImportError:  # pragma: no cover - an Optuna without it
-        return contextlib.nullcontext()
-    return get_heartbeat_thread(trial._trial_id, study._storage)
+    return optuna_private.heartbeat(study, trial)
 
 
 def point_of(trial) -> dict:
@@ -205,11 +200,12 @@ def _pop(study, points: list[dict]):
     from optuna.trial import TrialState
 
     enqueue_missing(study, points)
-    study._thread_local.cached_all_trials = None  # as ask() does: the sampler reads the trials afresh
+    optuna_private.forget_cached_trials(study)  # the sampler reads the trials afresh
     for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
-            if study._storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(study, waiting._trial_id)
+            trial = optuna_private.claim_waiting(study, waiting)
+            if trial is not None:
+                return trial
         except optuna.exceptions.UpdateFinishedTrialError:  # finished meanwhile by a worker of an older version
             continue
     return None
