@@ -251,7 +251,7 @@ def assign_labels(runs: list[RunData]) -> None:
         keys = sorted({k for d in dicts.values() for k in d})
         varied = [k for k in keys if len({d.get(k) for d in dicts.values()}) > 1]
         for c, rs in configs.items():
-            parts = [f"{_short(k)}={dicts[c].get(k, '-')}" for k in varied]
+            parts = [f"{_short(k)}={_short_value(dicts[c].get(k, '-'))}" for k in varied]
             label = entry + (f" ({', '.join(parts)})" if parts else "")
             if c[0] != "train":  # plain training is unmarked; any other protocol says so
                 label += f" [{c[0]}]"
