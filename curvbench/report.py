@@ -90,7 +90,10 @@ class Search:
 
 
 def _short_value(v) -> str:
-    """A logged value as text, floats to 4 significant digits (0.04735 for 0.04735488807610151)."""
+    """A logged value as text, long floats to 4 significant digits (0.04735 for 0.04735488807610151); short ones
+    (10.0, 0.001) as logged."""
+    if len(str(v)) <= 8:
+        return str(v)
     try:
         f = float(v)
     except (TypeError, ValueError):
