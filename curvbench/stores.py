@@ -41,6 +41,16 @@ def sqlite_path(url: str) -> Path | None:
     return None
 
 
+def absolute_sqlite(url: str) -> str:
+    """A relative SQLite URL made absolute: it names a file of the working directory at the time of the call,
+    not of whichever directory the pool opens its next connection in."""
+    path = sqlite_path(url)
+    if path is None or path.is_absolute() or str(path) in ("", ".", ":memory:"):
+        return url
+    query = url.partition("?")[2]
+    return f"sqlite:///{path.resolve()}" + (f"?{query}" if query else "")
+
+
 def check_sqlite(path: Path, label: str, url: str, write: bool = True) -> None:
     """The database file of a SQLite store: its folder can exist, it is a file, and it is a SQLite database."""
     shown = mask(url)

@@ -14,7 +14,7 @@ import socket
 
 from curvbench import optuna_private, record
 from curvbench.errors import CurvbenchError
-from curvbench.stores import mask
+from curvbench.stores import absolute_sqlite, mask
 from curvbench.tracked_run import TrackedRun
 from curvbench.tracking import owner_tags, process_alive, sqlite_lock
 
@@ -25,7 +25,7 @@ _OPENED: dict = {}  # url -> RDBStorage: one connection pool per storage and pro
 
 
 def open_storage(url: str | None):
-    url = url or DEFAULT_STORAGE
+    url = absolute_sqlite(url or DEFAULT_STORAGE)  # one storage per file, wherever the process is
     if url not in _OPENED:
         _OPENED[url] = _open_storage(url)
     return _OPENED[url]

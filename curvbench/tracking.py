@@ -69,11 +69,11 @@ def _opened_client(uri: str, write: bool = True):
     from mlflow.tracking import MlflowClient
 
     from curvbench.errors import CurvbenchError
-    from curvbench.stores import explain, mask
+    from curvbench.stores import absolute_sqlite, explain, mask
 
-    client_uri = uri
+    client_uri = absolute_sqlite(uri)  # MLflow keeps one store per URI string for the process's life
     if _sqlite_path(uri) is not None and "?" not in uri:
-        client_uri = f"{uri}?timeout={SQLITE_LOCK_SECONDS}"  # wait for another writer rather than fail at 5 s
+        client_uri = f"{client_uri}?timeout={SQLITE_LOCK_SECONDS}"  # wait for another writer rather than fail at 5 s
     try:
         with sqlite_lock(uri) if write else contextlib.nullcontext():
             client = MlflowClient(tracking_uri=client_uri)

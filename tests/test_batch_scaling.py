@@ -126,7 +126,7 @@ def test_scale_batch_end_to_end_two_batch_sizes_two_methods_then_the_report(mnis
     args = ["scale-batch", str(path), "--batch-sizes", "25,50", "--budget", "2", "--tune-epochs", "1", "-q"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    client = MlflowClient("sqlite:///mlruns/mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")  # absolute: MLflow caches stores by URI
     runs = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
     targets = [r for r in runs if r.data.tags.get("kind") == "to-target-run"]
     assert sorted({r.data.tags["recipe"] for r in targets}) == ["scale@b25-budget2", "scale@b50-budget2"]

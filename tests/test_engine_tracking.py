@@ -206,3 +206,23 @@ def test_other_processes_cpu_share_sees_a_spinning_process():
         assert others_cpu_share(window=0.5) >= 0.6
     finally:
         spinner.kill()
+
+
+def test_a_relative_sqlite_store_is_the_file_of_the_directory_it_is_opened_in(tmp_path, monkeypatch):
+    """One process opening `sqlite:///store.db` in two directories writes two files: neither the tracking store
+    nor the study storage goes on using the first directory's database (pooled connections, MLflow's store
+    cache)."""
+    from curvbench import studies
+
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        monkeypatch.chdir(tmp_path / sub)
+        tracker = Tracker("sqlite:///track.db")
+        names = {e.name for e in tracker.client.search_experiments()}
+        assert f"exp-{sub}" not in names and ("exp-a" not in names)
+        tracker.experiment_id(f"exp-{sub}")
+        storage = studies.open_storage("sqlite:///queue.db")
+        assert [s.study_name for s in storage.get_all_studies()] == []
+        storage.create_new_study([], f"study-{sub}")
+    assert {e.name for e in MlflowClient(f"sqlite:///{tmp_path}/a/track.db").search_experiments()} >= {"exp-a"}
+    assert "exp-b" in {e.name for e in MlflowClient(f"sqlite:///{tmp_path}/b/track.db").search_experiments()}

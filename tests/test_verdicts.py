@@ -191,7 +191,7 @@ search: {{sgd: {{lr: {{low: 0.01, high: 0.3, log: true}}}}, lion: {{lr: {{low: 0
     assert first.exit_code == 0, first.output
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient("sqlite:///mlruns/mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")  # absolute: MLflow caches stores by URI
     exp = client.get_experiment_by_name("mnist").experiment_id
     runs = client.search_runs([exp])
     kinds = [r.data.tags.get("kind") for r in runs]
