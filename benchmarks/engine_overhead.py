@@ -16,10 +16,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from curvbench import recipe
-from curvbench.console import QuietReporter
-from curvbench.runner import load_task, run_recipe
-from curvbench.tracking import Tracker
+from curvbench.recipe import loading as recipe
+from curvbench.training.progress import QuietReporter
+from curvbench.training.runner import load_task, run_recipe
+from curvbench.tracking.client import Tracker
 
 RECIPE = {
     "task": "mnist-mini",

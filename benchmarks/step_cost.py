@@ -29,10 +29,14 @@ from pathlib import Path
 
 import torch
 
-from curvbench import engine, methods, recipe
-from curvbench.recipe import MethodEntry
-from curvbench.runner import load_task
-from curvbench.timing import configure_cpu, synchronize
+from curvbench import methods
+
+from curvbench.recipe import loading as recipe
+
+from curvbench.training import engine
+from curvbench.recipe.loading import MethodEntry
+from curvbench.training.runner import load_task
+from curvbench.training.timing import configure_cpu, synchronize
 
 TASKS = {"mnist": "mnist", "conll": "conll2003", "cifar10": "cifar10"}
 CONLL_TRAIN_SENTENCES, CONLL_WORDS, CONLL_TAGS = 14041, 23623, ("O", "I-PER", "I-ORG", "I-LOC", "I-MISC", "B-MISC",

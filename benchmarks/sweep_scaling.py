@@ -34,7 +34,7 @@ def tune(recipe: Path, workers: int, threads: int, storage: str, tracking: str, 
     import optuna
 
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "curvbench.cli", "tune", str(recipe), "--workers", str(workers),
+    proc = subprocess.run([sys.executable, "-m", "curvbench", "tune", str(recipe), "--workers", str(workers),
                            "--threads", str(threads), "--storage", storage, "--study", study, "--tracking-uri",
                            tracking, "--quiet"], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -84,7 +84,7 @@ def tracking_cost(uris: dict[str, str], epochs: int, epoch_seconds: float, runs:
     A trial's writes are those a tune trial makes: start with its params, the recipe text, one metrics write per
     epoch, outcome tags, summary metrics, end. Between two epochs the caller sleeps for one epoch of the measured
     trial, as training would (a write queued to a server is sent meanwhile); the stores take turns, trial by trial."""
-    from curvbench.tracking import Tracker
+    from curvbench.tracking.client import Tracker
 
     trackers = {name: Tracker(uri) for name, uri in uris.items()}
     epoch_ms: dict[str, list[float]] = {name: [] for name in uris}

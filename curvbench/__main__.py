@@ -1,5 +1,5 @@
 """python -m curvbench: the same as the curvbench command."""
 
-from curvbench.cli import main
+from curvbench.cli.app import main
 
 main()

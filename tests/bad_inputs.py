@@ -151,7 +151,7 @@ def store(d: Path):
     import tempfile
 
     if not _TEMPLATE:
-        from curvbench.tracking import Tracker
+        from curvbench.tracking.client import Tracker
 
         folder = Path(tempfile.mkdtemp()) / "mlruns"
         run = Tracker(f"sqlite:///{folder}/mlflow.db").start("mnist", "mnist-sgd-s0", {}, {"task": "mnist"})
@@ -338,7 +338,7 @@ def run_case(case: Case, folder: Path) -> Outcome:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **case.env}
     env.pop("MLFLOW_TRACKING_URI", None)
     start = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "curvbench.cli", *args], cwd=folder, env=env, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "curvbench", *args], cwd=folder, env=env, capture_output=True,
                        text=True, timeout=max(case.within * 3, 60), stdin=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     return Outcome(case, p.returncode, p.stdout + p.stderr, seconds, running_runs(folder))

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from curvbench import engine
+from curvbench.training import engine
 from curvbench.tasks.base import Batch, ClassificationTask
 
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from curvbench.batch_scaling import at_edge, critical_batch, scaled_range
+from curvbench.report.batch_scaling import at_edge, critical_batch, scaled_range
 
 
 def test_perfect_scaling_puts_the_knee_beyond_the_largest_batch():
@@ -75,7 +75,7 @@ search: {{sgd: {{lr: {{low: 0.01, high: 0.3, log: true}}}}, lion: {{lr: {{low: 0
 def test_bad_batch_sizes_are_one_line_exit_2_and_nothing_runs(sizes, fragment, mnist_dir, write_recipe, tracking_uri):
     from typer.testing import CliRunner
 
-    from curvbench.cli import app
+    from curvbench.cli.app import app
 
     path = write_recipe(SCALE_RECIPE.format(data=mnist_dir))
     result = CliRunner().invoke(app, ["scale-batch", str(path), "--batch-sizes", sizes, "--tracking-uri", tracking_uri,
@@ -91,7 +91,7 @@ def test_bad_batch_sizes_are_one_line_exit_2_and_nothing_runs(sizes, fragment, m
 def test_a_batch_budget_of_zero_is_refused(mnist_dir, write_recipe, tracking_uri):
     from typer.testing import CliRunner
 
-    from curvbench.cli import app
+    from curvbench.cli.app import app
 
     path = write_recipe(SCALE_RECIPE.format(data=mnist_dir))
     result = CliRunner().invoke(app, ["scale-batch", str(path), "--batch-sizes", "25,50", "--budget", "0", "-q"])
@@ -99,7 +99,7 @@ def test_a_batch_budget_of_zero_is_refused(mnist_dir, write_recipe, tracking_uri
 
 
 def test_the_lr_range_moves_with_the_batch_size_in_the_recipe_at_each_batch():
-    from curvbench.scale_batch import at_batch
+    from curvbench.search.scale_batch import at_batch
 
     data = {"task": "mnist", "training": {"batch_size": 100},
             "search": {"sgd": {"lr": {"low": 0.01, "high": 0.1, "log": True}, "weight_decay": [0, 1e-4]},
@@ -119,7 +119,7 @@ def test_scale_batch_end_to_end_two_batch_sizes_two_methods_then_the_report(mnis
     from mlflow.tracking import MlflowClient
     from typer.testing import CliRunner
 
-    from curvbench.cli import app
+    from curvbench.cli.app import app
 
     monkeypatch.chdir(tmp_path)
     path = write_recipe(SCALE_RECIPE.format(data=mnist_dir), "scale.yaml")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from curvbench import recipe
+from curvbench.recipe import loading as recipe
 from curvbench.errors import DatasetMissing
-from curvbench.runner import load_task
+from curvbench.training.runner import load_task
 from curvbench.tasks.cifar import MEAN, STD, random_crop_flip
 
 
@@ -73,8 +73,9 @@ def test_resnet18_cifar_variant_shape_and_parameters():
 
 
 def test_one_epoch_through_the_engine(cifar_recipe):
-    from curvbench import engine, methods
-    from curvbench.recipe import MethodEntry
+    from curvbench import methods
+    from curvbench.training import engine
+    from curvbench.recipe.loading import MethodEntry
 
     r, _ = cifar_recipe
     task = load_task(r, torch.device("cpu"))
@@ -148,7 +149,7 @@ def test_bf16_on_the_cpu_when_asked_autocasts_the_model_and_keeps_the_logits_and
     assert out.dtype == torch.float32
     assert not torch.equal(out, exact)  # computed in bf16: close, not equal
     torch.testing.assert_close(out, exact, rtol=0.05, atol=0.05)
-    from curvbench import engine
+    from curvbench.training import engine
     from curvbench.methods.kfac import KFAC
 
     opt = KFAC(model, task.fisher_loss, factor_every=1, inverse_every=1)

@@ -7,13 +7,13 @@ import sys
 
 from typer.testing import CliRunner
 
-from curvbench.cli import app
+from curvbench.cli.app import app
 
 runner = CliRunner()
 
 
 def test_help_does_not_import_torch_or_mlflow():
-    code = "import sys; from curvbench.cli import app; assert 'torch' not in sys.modules and 'mlflow' not in sys.modules"
+    code = "import sys; from curvbench.cli.app import app; assert 'torch' not in sys.modules and 'mlflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -75,7 +75,7 @@ def test_sigterm_ends_the_run_as_killed_and_keeps_its_epochs(mnist_dir, write_re
     from mlflow.tracking import MlflowClient
 
     path = write_recipe(f'task: {{dataset: mnist, data_dir: "{mnist_dir}"}}\nmethods: [sgd]\n')
-    proc = subprocess.Popen([sys.executable, "-m", "curvbench.cli", "train", str(path), "--epochs", "500",
+    proc = subprocess.Popen([sys.executable, "-m", "curvbench", "train", str(path), "--epochs", "500",
                              "--tracking-uri", tracking_uri, "--device", "cpu"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines = []
@@ -96,7 +96,7 @@ def test_sigterm_ends_the_run_as_killed_and_keeps_its_epochs(mnist_dir, write_re
 
 def test_recipe_names_resolve_from_any_folder_and_a_local_recipe_wins(tmp_path, monkeypatch):
     """The recipes ship with the package: `mnist` works outside the repository; ./recipes/NAME.yaml wins."""
-    from curvbench.recipe import find_recipe, load
+    from curvbench.recipe.loading import find_recipe, load
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CURVBENCH_RECIPES", raising=False)
@@ -121,7 +121,7 @@ def test_help_names_flags_by_what_they_take_and_gives_an_example():
 
 
 def test_time_left_comes_from_the_runs_own_pace_from_the_first_reports_on_even_for_slow_steps():
-    from curvbench.console import TimeLeft, clock_text, short_label
+    from curvbench.training.progress import TimeLeft, clock_text, short_label
 
     now = [0.0]
     t = TimeLeft(clock=lambda: now[0])

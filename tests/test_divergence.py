@@ -3,11 +3,13 @@
 import pytest
 import torch
 
-from curvbench import engine, recipe
-from curvbench.engine import Diverged, ExplosionCheck
+from curvbench.recipe import loading as recipe
+
+from curvbench.training import engine
+from curvbench.training.engine import Diverged, ExplosionCheck
 from curvbench.methods import get
-from curvbench.recipe import MethodEntry
-from curvbench.runner import load_task
+from curvbench.recipe.loading import MethodEntry
+from curvbench.training.runner import load_task
 
 
 def test_explosion_needs_the_set_number_of_checks_in_a_row():

@@ -4,10 +4,12 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from curvbench import engine, recipe
-from curvbench.console import QuietReporter
-from curvbench.runner import Interrupted, load_task, run_recipe
-from curvbench.tracking import Tracker
+from curvbench.recipe import loading as recipe
+
+from curvbench.training import engine
+from curvbench.training.progress import QuietReporter
+from curvbench.training.runner import Interrupted, load_task, run_recipe
+from curvbench.tracking.client import Tracker
 
 RECIPE = """
 task: {{dataset: mnist, data_dir: "{data}", download: false}}
@@ -162,8 +164,8 @@ def test_a_run_killed_inside_its_first_epoch_logs_the_steps_and_seconds_it_did(m
 
 def test_a_run_records_what_its_timing_depended_on_and_a_busy_machine_is_said_once_and_marked(
         mnist_recipe, tracking_uri, monkeypatch, capsys, tmp_path):
-    from curvbench import machine
-    from curvbench.report import collect, markdown_table, summarise
+    from curvbench.training import machine
+    from curvbench.report.pages import collect, markdown_table, summarise
 
     r = recipe.load(str(mnist_recipe))
     [quiet] = run_recipe(r, Tracker(tracking_uri), QuietReporter())
@@ -185,7 +187,7 @@ def test_a_run_records_what_its_timing_depended_on_and_a_busy_machine_is_said_on
 
 
 def test_busy_means_other_processes_want_the_cores_the_threads_need():
-    from curvbench.machine import busy
+    from curvbench.training.machine import busy
 
     assert not busy(0.2, threads=2, cpus=2) and busy(0.8, threads=2, cpus=2)
     assert not busy(1.2, threads=1, cpus=2) and busy(1.8, threads=1, cpus=2)
@@ -196,7 +198,7 @@ def test_other_processes_cpu_share_sees_a_spinning_process():
     import subprocess
     import sys
 
-    from curvbench.machine import others_cpu_share
+    from curvbench.training.machine import others_cpu_share
 
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
@@ -212,7 +214,7 @@ def test_a_relative_sqlite_store_is_the_file_of_the_directory_it_is_opened_in(tm
     """One process opening `sqlite:///store.db` in two directories writes two files: neither the tracking store
     nor the study storage goes on using the first directory's database (pooled connections, MLflow's store
     cache)."""
-    from curvbench import studies
+    from curvbench.search import studies
 
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()

@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from curvbench import engine, recipe
+from curvbench.recipe import loading as recipe
+
+from curvbench.training import engine
 from curvbench.errors import CurvbenchError
 from curvbench.methods import get
 from helpers import TinyTask, batch
@@ -116,7 +118,7 @@ def test_a_step_without_closure_gets_fresh_gradients_every_step():
 
 
 def test_train_eval_optimizers_evaluate_in_eval_mode_and_train_in_train_mode():
-    from curvbench.runner import load_task
+    from curvbench.training.runner import load_task
 
     r = parse({"m": {"method": "test_external_methods:Modes", "lr": 0.05}})
     task = load_task(r, torch.device("cpu"))
@@ -133,9 +135,9 @@ def test_train_eval_optimizers_evaluate_in_eval_mode_and_train_in_train_mode():
 def test_an_imported_class_trains_and_its_source_and_version_are_logged(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from curvbench.console import QuietReporter
-    from curvbench.runner import run_recipe
-    from curvbench.tracking import Tracker
+    from curvbench.training.progress import QuietReporter
+    from curvbench.training.runner import run_recipe
+    from curvbench.tracking.client import Tracker
 
     uri = f"sqlite:///{tmp_path}/m.db"
     r = parse({"radam": {"method": "torch.optim.RAdam", "lr": 0.003}})
@@ -152,7 +154,7 @@ def test_an_imported_class_trains_and_its_source_and_version_are_logged(tmp_path
 def test_a_missing_peer_package_names_the_extra_and_other_entries_still_run(write_recipe):
     from typer.testing import CliRunner
 
-    from curvbench.cli import app
+    from curvbench.cli.app import app
 
     text = ("extra: peers\ntask: mnist-mini\nmethods:\n  sgd: {lr: 0.1}\n"
             "  soap: {method: no_such_package.SOAP, lr: 0.003}\nsearch: {soap: {lr: [0.1, 0.01]}}\n")
@@ -181,9 +183,9 @@ def test_tuple_defaults_read_as_yaml_lists_and_reach_the_class_as_tuples():
 def test_tune_searches_an_imported_classs_keyword_arguments(tmp_path):
     from optuna.trial import TrialState
 
-    from curvbench.console import QuietReporter
-    from curvbench.tracking import Tracker
-    from curvbench.tune import tune
+    from curvbench.training.progress import QuietReporter
+    from curvbench.tracking.client import Tracker
+    from curvbench.search.tune import tune
 
     r = recipe.parse({"task": "mnist-mini", "training": {"epochs": 1, "validation": 0.1, "device": "cpu"},
                       "methods": {"adam": {"method": "torch.optim.Adam"}},

@@ -11,9 +11,9 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from curvbench.tracking import Tracker
+from curvbench.tracking.client import Tracker
 
-CLI = [sys.executable, "-m", "curvbench.cli"]
+CLI = [sys.executable, "-m", "curvbench"]
 
 
 def start(args, cwd):

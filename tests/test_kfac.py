@@ -106,7 +106,7 @@ def test_factors_equal_explicit_expectations(make, features, explicit, fisher):
 
 
 def _closure(model, opt, b):
-    from curvbench import engine
+    from curvbench.training import engine
 
     return engine.make_closure(model, TinyTask(), opt, b, list(model.parameters()), 0.0)
 
@@ -190,10 +190,11 @@ def test_sampled_labels_follow_the_softmax_distribution():
 
 def test_nan_logits_end_the_run_as_diverged_not_with_an_error():
     """K-FAC samples Fisher labels from the model; NaN logits must reach the divergence check, not raise."""
-    from curvbench import engine, recipe
+    from curvbench.recipe import loading as recipe
+    from curvbench.training import engine
     from curvbench.methods import get
-    from curvbench.recipe import MethodEntry
-    from curvbench.runner import load_task
+    from curvbench.recipe.loading import MethodEntry
+    from curvbench.training.runner import load_task
 
     torch.set_default_dtype(torch.float32)  # a real task's float32 data and model
     r = recipe.parse({"task": "mnist-mini", "methods": ["kfac"], "training": {"epochs": 1, "log_every": 50}}, "t")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from scipy.optimize import minimize
 from torch import nn
 
-from curvbench import engine
+from curvbench.training import engine
 from curvbench.methods.kfac_adaptive import AdaptiveKFAC
 from curvbench.tasks.base import Batch
 from helpers import TinyTask, batch

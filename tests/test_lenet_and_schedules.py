@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from curvbench.models.lenet import LeNet5
-from curvbench.recipe import Schedule
-from curvbench.schedules import cosine_epoch, cosine_step, lr_factor
+from curvbench.recipe.loading import Schedule
+from curvbench.training.schedules import cosine_epoch, cosine_step, lr_factor
 
 
 def test_lenet5_has_61706_parameters_and_thesis_shapes():

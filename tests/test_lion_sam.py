@@ -97,8 +97,8 @@ def test_sam_with_l2_over_several_steps(inside):
     """Three steps of SAM with coupled L2 and a momentum base, against a hand-written loop. Thesis eq. (22)
     (inside=False): eps from grad L alone, update gradient grad L(theta + eps) + 2*lambda*theta. inside=True:
     SAM of L + lambda*||theta||^2, both gradients of the regularised objective."""
-    from curvbench import engine
-    from curvbench.recipe import MethodEntry
+    from curvbench.training import engine
+    from curvbench.recipe.loading import MethodEntry
     from curvbench.methods import get
     from helpers import TinyTask
 
@@ -139,9 +139,9 @@ def test_sam_with_l2_over_several_steps(inside):
 
 
 def test_rho_defaults_to_each_variants_authors_choice():
-    from curvbench import engine
+    from curvbench.training import engine
     from curvbench.methods import get
-    from curvbench.recipe import MethodEntry
+    from curvbench.recipe.loading import MethodEntry
     from helpers import TinyTask
 
     for adaptive, rho in ((False, 0.05), (True, 0.5)):

@@ -4,9 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from curvbench import engine, methods, recipe
-from curvbench.recipe import MethodEntry
-from curvbench.runner import load_task
+from curvbench import methods
+
+from curvbench.recipe import loading as recipe
+
+from curvbench.training import engine
+from curvbench.recipe.loading import MethodEntry
+from curvbench.training.runner import load_task
 from curvbench.tasks.base import ClassificationTask, Split
 
 ALL = list(methods.registry())
@@ -102,7 +106,7 @@ def test_unknown_hyperparameter_lists_accepted(write_recipe):
 def test_methods_command_lists_every_method_and_its_defaults():
     from typer.testing import CliRunner
 
-    from curvbench.cli import app
+    from curvbench.cli.app import app
 
     out = CliRunner().invoke(app, ["methods"], terminal_width=200).output
     for name, spec in methods.registry().items():

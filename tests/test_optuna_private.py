@@ -1,10 +1,10 @@
-"""Optuna's private API that curvbench uses (curvbench/optuna_private.py), checked against the installed Optuna:
+"""Optuna's private API that curvbench uses (curvbench/search/optuna_private.py), checked against the installed Optuna:
 when a new Optuna renames or changes one of them, this fails here, not in a sweep."""
 
 import optuna
 from optuna.trial import TrialState
 
-from curvbench import optuna_private
+from curvbench.search import optuna_private
 
 
 def test_the_private_api_curvbench_uses_is_there_and_does_what_it_needs(tmp_path):

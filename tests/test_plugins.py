@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from curvbench import methods, tasks
-from curvbench.cli import app
+from curvbench.cli.app import app
 
 PLUGINS = Path(__file__).parent / "plugins"
 ENTRY_POINTS = """[curvbench.methods]

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from conftest import SHARED
-from curvbench import engine, recipe
+from curvbench.recipe import loading as recipe
+from curvbench.training import engine
 from curvbench.methods import get
-from curvbench.recipe import MethodEntry
-from curvbench.runner import load_task
+from curvbench.recipe.loading import MethodEntry
+from curvbench.training.runner import load_task
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real datasets not found at {SHARED}")
 CPU = torch.device("cpu")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from curvbench import recipe
+from curvbench.recipe import loading as recipe
 from curvbench.errors import CurvbenchError
 
 GOOD = """
@@ -103,7 +103,7 @@ def test_setting_one_hyperparameter_keeps_the_other_methods(write_recipe):
 
 
 def test_the_search_grammar_is_the_same_from_a_recipe_and_from_the_command_line():
-    from curvbench.space import check_search, grid_points, parse_space_flags
+    from curvbench.recipe.space import check_search, grid_points, parse_space_flags
 
     flags = parse_space_flags(["sgd.lr=0.1,0.03", "sgd.weight_decay=0,1e-4", "lion.lr=1e-5:1e-3:log"])
     assert flags == {"sgd": {"lr": [0.1, 0.03], "weight_decay": [0, 1e-4]},

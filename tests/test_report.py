@@ -3,9 +3,9 @@
 import pytest
 from typer.testing import CliRunner
 
-from curvbench.cli import app
-from curvbench.report import collect, write_report
-from curvbench.tracking import Tracker
+from curvbench.cli.app import app
+from curvbench.report.pages import collect, write_report
+from curvbench.tracking.client import Tracker
 
 # task -> entry -> seed -> per-epoch (test_accuracy, test_loss, train_loss, epoch_seconds)
 CURVES = {

@@ -19,7 +19,7 @@ GRID_12 = "search: {sgd: {lr: [0.3, 0.1, 0.03, 0.01], weight_decay: [0, 1.0e-4, 
 
 
 def curvbench(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "curvbench.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "curvbench", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -44,7 +44,7 @@ def recipe(tmp_path, epochs=1, grid=GRID_12):
 def study(name):
     import optuna
 
-    from curvbench.studies import open_storage
+    from curvbench.search.studies import open_storage
 
     return optuna.load_study(study_name=name, storage=open_storage(POSTGRES))  # one pool for the whole module
 
@@ -72,7 +72,7 @@ def test_three_workers_run_a_12_point_grid_once_each_on_postgresql_and_the_track
     assert "sgd: best" in out
     pids = {r.data.tags.get("curvbench.pid") for r in children}
     assert len(pids) >= 2  # the work was shared
-    report = subprocess.run([sys.executable, "-m", "curvbench.cli", "report", "--tracking-uri", TRACKING,
+    report = subprocess.run([sys.executable, "-m", "curvbench", "report", "--tracking-uri", TRACKING,
                              "--experiment", experiment, "--out", str(tmp_path / "report"), "--no-log"],
                             capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr
@@ -82,7 +82,7 @@ def test_three_workers_run_a_12_point_grid_once_each_on_postgresql_and_the_track
 POPPER = """
 import sys
 import optuna
-from curvbench.studies import drop_duplicate, open_storage, take
+from curvbench.search.studies import drop_duplicate, open_storage, take
 url, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 study = optuna.load_study(study_name=name, storage=open_storage(url))
 points = [{"a": i // 4, "b": i % 4} for i in range(n)]
@@ -101,7 +101,7 @@ def test_four_workers_popping_a_20_point_queue_at_full_speed_queue_each_point_on
     import optuna
     from optuna.trial import TrialState
 
-    from curvbench.studies import open_storage
+    from curvbench.search.studies import open_storage
 
     study_name, _ = names
     optuna.create_study(study_name=study_name, storage=open_storage(POSTGRES))
@@ -117,7 +117,7 @@ def test_four_workers_popping_a_20_point_queue_at_full_speed_queue_each_point_on
 def test_a_killed_workers_point_is_run_again_by_a_later_worker(tmp_path, names):
     from optuna.trial import TrialState
 
-    from curvbench.studies import point_of
+    from curvbench.search.studies import point_of
 
     study_name, experiment = names
     path = recipe(tmp_path, epochs=15, grid="search: {sgd: {lr: [0.1, 0.03, 0.01]}}\n")

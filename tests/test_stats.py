@@ -7,7 +7,7 @@ import statistics
 import numpy as np
 import pytest
 
-from curvbench.stats import Censored, compare, expected_best, speedup_of
+from curvbench.report.stats import Censored, compare, expected_best, speedup_of
 
 INF = math.inf
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from curvbench import recipe
+from curvbench.recipe import loading as recipe
 
 THESIS = ("mnist", "fashion-mnist", "cifar", "cifar-cosine", "conll")
 

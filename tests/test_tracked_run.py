@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from curvbench import tracked_run
-from curvbench.tracked_run import TrackedRun
+from curvbench.tracking import tracked_run
+from curvbench.tracking.tracked_run import TrackedRun
 
 
 class FakeServer:

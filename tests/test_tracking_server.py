@@ -62,7 +62,7 @@ def sweep(tmp_path, uri, epochs=12, grace=300):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"task: mnist-mini\ntraining: {{epochs: {epochs}, validation: 0.1}}\nmethods: {{sgd: {{lr: 0.1}}}}\n"
                       "search: {sgd: {lr: [0.3, 0.1, 0.03]}}\n")
-    return subprocess.Popen([sys.executable, "-m", "curvbench.cli", "tune", str(recipe), "--storage",
+    return subprocess.Popen([sys.executable, "-m", "curvbench", "tune", str(recipe), "--storage",
                              f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri", uri, "--quiet"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "CURVBENCH_TRACKING_GRACE": str(grace)})

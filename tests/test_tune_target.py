@@ -10,12 +10,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from curvbench import recipe
-from curvbench.console import QuietReporter
-from curvbench.runner import Interrupted
-from curvbench.to_target import first_reaching, run_to_target
-from curvbench.tracking import Tracker
-from curvbench.tune import best_recipe, tune
+from curvbench.recipe import loading as recipe
+from curvbench.training.progress import QuietReporter
+from curvbench.training.runner import Interrupted
+from curvbench.search.to_target import first_reaching, run_to_target
+from curvbench.tracking.client import Tracker
+from curvbench.search.tune import best_recipe, tune
 
 RECIPE = """
 task: {{dataset: mnist, data_dir: "{data}", download: false}}
@@ -105,7 +105,7 @@ def test_best_recipe_round_trips_through_train(tune_recipe, tmp_path):
     again = recipe.load(str(out))
     assert again.methods[0].hparams["lr"] == res.best_params["lr"]
     assert again.methods[0].hparams["weight_decay"] == res.best_params["weight_decay"]
-    from curvbench.runner import run_recipe
+    from curvbench.training.runner import run_recipe
 
     [o] = run_recipe(again, None, QuietReporter())
     assert o.status == "FINISHED"
@@ -114,7 +114,7 @@ def test_best_recipe_round_trips_through_train(tune_recipe, tmp_path):
 def test_out_recipe_keeps_the_untuned_entries(tune_recipe, tmp_path, tracking_uri):
     from typer.testing import CliRunner
 
-    from curvbench.cli import app
+    from curvbench.cli.app import app
 
     text = tune_recipe.read_text().replace("  sgd: {lr: 0.1}\n", "  sgd: {lr: 0.1}\n  lion: {lr: 3.0e-4}\n")
     tune_recipe.write_text(text)
@@ -129,7 +129,7 @@ def test_out_recipe_keeps_the_untuned_entries(tune_recipe, tmp_path, tracking_ur
 
 def test_two_processes_share_one_study_and_run_the_grid_once(tune_recipe, tmp_path, tracking_uri):
     storage = f"sqlite:///{tmp_path}/shared.db"
-    cmd = [sys.executable, "-m", "curvbench.cli", "tune", str(tune_recipe), "--storage", storage,
+    cmd = [sys.executable, "-m", "curvbench", "tune", str(tune_recipe), "--storage", storage,
            "--tracking-uri", tracking_uri, "--study", "shared"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) for _ in range(2)]
@@ -188,8 +188,8 @@ def test_to_target_not_reached_is_recorded(tune_recipe, tracking_uri):
 def test_tune_with_seeds_scores_each_trial_by_the_median_over_its_seeds(tune_recipe, tmp_path, tracking_uri):
     from typer.testing import CliRunner
 
-    from curvbench.cli import app
-    from curvbench.report import collect, searches
+    from curvbench.cli.app import app
+    from curvbench.report.pages import collect, searches
 
     storage = f"sqlite:///{tmp_path}/seeds.db"
     result = CliRunner().invoke(app, ["tune", str(tune_recipe), "--space", "sgd.lr=0.2,0.05", "--seeds", "3",
@@ -216,7 +216,7 @@ def test_tune_with_seeds_scores_each_trial_by_the_median_over_its_seeds(tune_rec
 def test_tune_on_test_says_so_and_tune_on_a_missing_split_is_refused(mnist_dir, write_recipe, tmp_path, tracking_uri):
     from typer.testing import CliRunner
 
-    from curvbench.cli import app
+    from curvbench.cli.app import app
 
     path = write_recipe(RECIPE.format(data=mnist_dir).replace("validation: 0.2", "validation: 0"), "novalid.yaml")
     args = ["--space", "sgd.lr=0.1", "--storage", f"sqlite:///{tmp_path}/o.db", "--tracking-uri", tracking_uri, "-q"]
@@ -237,9 +237,9 @@ def test_a_worker_that_finishes_while_another_holds_a_point_says_its_result_is_p
     import socket
 
     from curvbench import record
-    from curvbench.console import tune_table
-    from curvbench.space import grid_points
-    from curvbench.tune import open_storage
+    from curvbench.training.progress import tune_table
+    from curvbench.recipe.space import grid_points
+    from curvbench.search.tune import open_storage
 
     storage = f"sqlite:///{tmp_path}/held.db"
     r = recipe.load(str(tune_recipe))
@@ -267,7 +267,7 @@ def test_a_worker_queues_and_pops_grid_points_only_under_the_study_lock(tmp_path
     and pops the first, and a second take() pops the next without queueing anything twice."""
     import threading
 
-    from curvbench.studies import open_storage, point_of, study_lock, take
+    from curvbench.search.studies import open_storage, point_of, study_lock, take
 
     storage = f"sqlite:///{tmp_path}/locked.db"
     store = open_storage(storage)
@@ -292,7 +292,7 @@ def test_a_worker_queues_and_pops_grid_points_only_under_the_study_lock(tmp_path
 def test_a_point_whose_params_are_half_suggested_is_still_held(tmp_path):
     """A worker reads the study between another worker's two suggest calls: the trial has lr but not yet
     weight_decay. Its point is still held, so it is not queued again."""
-    from curvbench.studies import open_storage, take
+    from curvbench.search.studies import open_storage, take
 
     storage = f"sqlite:///{tmp_path}/half.db"
     study = optuna.create_study(study_name="half", storage=open_storage(storage), direction="maximize")

@@ -6,10 +6,10 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from curvbench import claims as claims_mod
-from curvbench.cli import app
-from curvbench.report import collect, settings_of, summarise
-from curvbench.tracking import Tracker
+from curvbench.report import claims as claims_mod
+from curvbench.cli.app import app
+from curvbench.report.pages import collect, settings_of, summarise
+from curvbench.tracking.client import Tracker
 
 INF = math.inf
 # entry -> per-seed (seconds, epochs) to target; INF: not reached

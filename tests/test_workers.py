@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from curvbench import workers
+from curvbench.cli import workers
 from curvbench.errors import CurvbenchError
 
 
@@ -33,7 +33,7 @@ def write(tmp_path, epochs):
 
 
 def tune(tmp_path, path, *extra):
-    return subprocess.Popen([sys.executable, "-m", "curvbench.cli", "tune", str(path), "--workers", "2",
+    return subprocess.Popen([sys.executable, "-m", "curvbench", "tune", str(path), "--workers", "2",
                              "--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri",
                              f"sqlite:///{tmp_path}/mlflow.db", *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -99,7 +99,7 @@ def test_to_target_with_two_workers_gives_the_summary_one_worker_gives(tmp_path)
     summaries = {}
     for n in (1, 2):
         uri = f"sqlite:///{tmp_path}/mlflow-{n}.db"
-        proc = subprocess.run([sys.executable, "-m", "curvbench.cli", "to-target", str(path), "--acc", "0.9",
+        proc = subprocess.run([sys.executable, "-m", "curvbench", "to-target", str(path), "--acc", "0.9",
                                "--workers", str(n), "--storage", f"sqlite:///{tmp_path}/queue-{n}.db",
                                "--tracking-uri", uri, "--quiet"], capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr
@@ -120,8 +120,8 @@ def test_to_target_with_two_workers_gives_the_summary_one_worker_gives(tmp_path)
 def test_a_worker_on_cuda_n_gets_a_device_its_recipe_accepts_and_a_missing_index_is_refused_first(monkeypatch):
     import torch
 
-    from curvbench import recipe as recipes
-    from curvbench.cli import _flags
+    from curvbench.recipe import loading as recipes
+    from curvbench.cli.app import _flags
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the device probe, stubbed: a 2-GPU machine
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -130,7 +130,7 @@ def test_a_worker_on_cuda_n_gets_a_device_its_recipe_accepts_and_a_missing_index
         device = w.argv[w.argv.index("--device") + 1]
         r = recipes.load("quickstart", _flags(device=device).overrides())  # what the worker's command parses
         assert r.training.device == device
-        from curvbench.timing import resolve_device
+        from curvbench.training.timing import resolve_device
 
         assert resolve_device(r.training.device) == torch.device(device)
     with pytest.raises(CurvbenchError, match=r"--device cuda:2: this machine has 2 CUDA device\(s\), cuda:0 to cuda:1"):

@@ -11,9 +11,9 @@ import torch
 from curvbench import methods
 from curvbench import stopping
 from curvbench.methods.base import COUPLED, BuildContext, NonFinite
-from curvbench.schedules import lr_factor
+from curvbench.training.schedules import lr_factor
 from curvbench import record
-from curvbench.timing import Stopwatch, configure_cpu
+from curvbench.training.timing import Stopwatch, configure_cpu
 
 FINISHED, DIVERGED, KILLED, FAILED = "FINISHED", "DIVERGED", "KILLED", "FAILED"
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curvbench.errors import CurvbenchError
-from curvbench import batch_scaling, record, stats
+from curvbench import record
+from curvbench.report import batch_scaling, stats
 
 CURVES = (record.split_metric("test", "accuracy"), record.split_metric("test", "loss"), record.TRAIN_LOSS)
 # what adaptive K-FAC chose per epoch: drawn in one figure per task when a run has them
@@ -673,7 +674,7 @@ def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "s
         figures.append(p)
     verdicts = None
     if claims is not None:
-        from curvbench import claims as claims_mod
+        from curvbench.report import claims as claims_mod
 
         verdicts = claims_mod.evaluate(claims, settings_of(rows))
     generated = dt.datetime.now().isoformat(timespec="seconds")
@@ -700,7 +701,7 @@ def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "s
     if found:
         md += ["## Searches", "", search_note, "", search_table(found)]
     if verdicts is not None:
-        from curvbench import claims as claims_mod
+        from curvbench.report import claims as claims_mod
 
         md += ["## Claims", "", CLAIMS_NOTE, "", claims_mod.markdown(verdicts)]
     if scaling:

@@ -69,7 +69,7 @@ def friendly(func):
         except RecursionError:
             _fail("the input is nested too deeply to read")
         except Exception as e:  # noqa: BLE001 - the last line of defence: one line, never a traceback
-            from curvbench.stores import explain
+            from curvbench.tracking.stores import explain
 
             why = explain(e)
             if why is not None:
@@ -84,7 +84,7 @@ def friendly(func):
 
 def _settle_tracking() -> None:
     """Runs that ended while their tracking server was away: one last try, else kept in mlruns/unlogged/."""
-    tracked_run = sys.modules.get("curvbench.tracked_run")  # only where the command tracked anything
+    tracked_run = sys.modules.get("curvbench.tracking.tracked_run")  # only where the command tracked anything
     if tracked_run is not None:
         tracked_run.settle_held()
 
@@ -106,7 +106,7 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="Print the final summary on
 
 def _open_tracker(uri):
     """The store, checked; runs left RUNNING by dead processes of this host are ended, and said so."""
-    from curvbench.tracking import Tracker
+    from curvbench.tracking.client import Tracker
 
     tracker = Tracker(uri)
     for line in tracker.reaped:
@@ -116,7 +116,7 @@ def _open_tracker(uri):
 
 def _reporter(quiet: bool):
     """--quiet: the final summary only; a terminal: live bars; a log or a pipe: a line per epoch (stderr)."""
-    from curvbench.console import LineReporter, QuietReporter, RichReporter
+    from curvbench.training.progress import LineReporter, QuietReporter, RichReporter
 
     if quiet:
         return QuietReporter()
@@ -148,8 +148,8 @@ def train(
                    data_dir=data_dir, no_download=no_download, sets=set_, methods=methods, experiment=experiment)
     loaded = [_load_recipe(r, flags) for r in recipes]
 
-    from curvbench.console import console, summary_table
-    from curvbench.runner import Interrupted, run_recipe
+    from curvbench.training.progress import console, summary_table
+    from curvbench.training.runner import Interrupted, run_recipe
 
     tracker = _open_tracker(tracking_uri)
     reporter = _reporter(quiet)
@@ -167,19 +167,19 @@ def train(
     console.print(f"runs stored in {tracker.shown_uri}; open them with `curvbench ui`")
     bad = [o for o in outcomes if o.status != "FINISHED"]
     if bad:
-        from curvbench.console import describe
+        from curvbench.training.progress import describe
 
         _fail("; ".join(f"{o.name} {describe(o)}" for o in bad), EXIT_DIVERGED)
 
 
 def _load_recipe(ref: str, flags, keep_methods: bool = True):
-    from curvbench import recipe as recipes_mod
+    from curvbench.recipe import loading as recipes_mod
 
     return recipes_mod.load(ref, flags.overrides(keep_methods))
 
 
 def _flags(**kw):
-    from curvbench.recipe import RunFlags
+    from curvbench.recipe.loading import RunFlags
 
     return RunFlags(**kw)
 
@@ -219,8 +219,8 @@ def tune(
     """Search hyperparameters: one MLflow parent run per method, a child run per trial; resumable.
 
     RECIPE: a recipe name or path; its `search` section is the space (or --space)."""
-    from curvbench import tune as tuning
-    from curvbench.space import parse_space_flags
+    from curvbench.search import tune as tuning
+    from curvbench.recipe.space import parse_space_flags
 
     sampler, trials = tuning.budget_mode(budget, sampler, trials)
     tuning.check_arguments(sampler, pruner, objective, trials, seeds, on)
@@ -240,8 +240,8 @@ def tune(
                 for p in todo:
                     typer.echo("    " + ", ".join(f"{k}={v}" for k, v in p.items()))
         return
-    from curvbench.console import console, tune_table
-    from curvbench.runner import Interrupted
+    from curvbench.training.progress import console, tune_table
+    from curvbench.training.runner import Interrupted
 
     if workers > 1 or devices:
         _tune_with_workers(r, workers, devices, sampler, trials, storage, study, on, seeds, tracking_uri, quiet)
@@ -264,7 +264,7 @@ def tune(
 
 
 def _worker_devices(workers: int, devices: str | None) -> list[str] | None:
-    from curvbench import workers as pool
+    from curvbench.cli import workers as pool
 
     devs = [d.strip() for d in devices.split(",")] if devices else None
     pool.check(workers, devs)
@@ -274,7 +274,7 @@ def _worker_devices(workers: int, devices: str | None) -> list[str] | None:
 def _run_workers(argv, workers, devs, progress, reporter, unit: str) -> int:
     """Start the workers (this command's own arguments), show `progress` until they are done; Ctrl-C: exit 130
     once every worker has ended its running `unit`. Returns the combined exit code."""
-    from curvbench import workers as pool
+    from curvbench.cli import workers as pool
 
     code = pool.run(pool.plan(argv, workers, devs), progress)
     reporter.close()
@@ -286,8 +286,8 @@ def _run_workers(argv, workers, devs, progress, reporter, unit: str) -> int:
 
 def _tune_with_workers(r, workers, devices, sampler, trials, storage, study, on, seeds, tracking_uri, quiet):
     """`tune --workers N`: N copies of this command share the study; one combined progress line per method."""
-    from curvbench import tune as tuning
-    from curvbench.console import console, tune_table
+    from curvbench.search import tune as tuning
+    from curvbench.training.progress import console, tune_table
 
     devs = _worker_devices(workers, devices)
     tuning.open_storage(storage)  # an unusable storage: one line, before any worker starts
@@ -338,7 +338,7 @@ def to_target(
     over every seed (a seed that misses counts as not reached), each tested against the baseline.
 
     RECIPE: a recipe name or path; its training.target is the default target."""
-    from curvbench.to_target import baseline_of, check_arguments
+    from curvbench.search.to_target import baseline_of, check_arguments
 
     check_arguments(acc, eval_every, seeds, on)
     _worker_devices(workers, devices)  # --workers 0, a device list of the wrong length: refused before anything
@@ -347,9 +347,9 @@ def to_target(
                    data_dir=data_dir, no_download=no_download, sets=set_, methods=methods, experiment=experiment)
     r = _load_recipe(recipe, flags)
     baseline = baseline_of([m.name for m in r.methods], baseline, len(r.training.seeds))
-    from curvbench.console import console
-    from curvbench.runner import Interrupted
-    from curvbench.to_target import run_to_target, summary_markdown, target_of
+    from curvbench.training.progress import console
+    from curvbench.training.runner import Interrupted
+    from curvbench.search.to_target import run_to_target, summary_markdown, target_of
 
     if workers > 1 or devices:
         _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri, quiet, baseline)
@@ -373,9 +373,11 @@ def _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri,
     import optuna
     from rich.markdown import Markdown
 
-    from curvbench import record, studies
-    from curvbench.console import console
-    from curvbench.to_target import queue_name, queue_progress, shared_summaries, summary_markdown, target_of
+    from curvbench import record
+
+    from curvbench.search import studies
+    from curvbench.training.progress import console
+    from curvbench.search.to_target import queue_name, queue_progress, shared_summaries, summary_markdown, target_of
 
     devs = _worker_devices(workers, devices)
     target = target_of(r, acc)
@@ -420,14 +422,14 @@ def report(
     """Tables and figures from the tracked runs (Markdown, HTML, PNG), logged as a report run."""
     import pathlib
 
-    from curvbench import report as reporting
-    from curvbench.console import console
+    from curvbench.report import pages as reporting
+    from curvbench.training.progress import console
     from curvbench.errors import CurvbenchError
-    from curvbench.tracking import Tracker
+    from curvbench.tracking.client import Tracker
 
     claim_list = None
     if claims:
-        from curvbench import claims as claims_mod
+        from curvbench.report import claims as claims_mod
 
         claim_list = claims_mod.load(claims)
     tracker = Tracker(tracking_uri, write=False)  # reading needs no lock: a read-only store works
@@ -447,7 +449,7 @@ def report(
     if found:
         console.print(Markdown(reporting.search_table(found)))
     if claim_list is not None:
-        from curvbench import claims as claims_mod
+        from curvbench.report import claims as claims_mod
 
         console.print(Markdown(claims_mod.markdown(claims_mod.evaluate(claim_list, reporting.settings_of(rows)))))
     console.print(f"{len(runs)} runs -> {folder / 'report.md'}, {folder / 'report.html'}, {len(figures)} figures")
@@ -488,9 +490,9 @@ def verdict(
     RECIPE: a recipe with a target, seeds and search ranges (mnist-verdict, fashion-mnist-verdict, conll-verdict)."""
     import pathlib
 
-    from curvbench import verdict as verdicts
-    from curvbench.console import console
-    from curvbench.runner import Interrupted
+    from curvbench.search import verdict as verdicts
+    from curvbench.training.progress import console
+    from curvbench.training.runner import Interrupted
 
     plan = verdicts.VerdictPlan(budget=budget, tune_epochs=tune_epochs, storage=storage, baseline=baseline,
                                 out=pathlib.Path(out), claims=claims or None)
@@ -508,14 +510,14 @@ def verdict(
     reporter.close()
     from rich.markdown import Markdown
 
-    from curvbench.to_target import summary_markdown
+    from curvbench.search.to_target import summary_markdown
 
     for step in ("thesis", "tuned"):
         summaries, parent, key = done[step]
         console.print(Markdown(f"**{step}** (parent run {parent})\n\n"
                                + summary_markdown(summaries, done["target"], key, done["baseline"])))
     if done.get("claims") is not None:
-        from curvbench import claims as claims_mod
+        from curvbench.report import claims as claims_mod
 
         console.print(Markdown(claims_mod.markdown(done["claims"])))
     console.print(f"report: {plan.out / 'report.md'}, {plan.out / 'report.html'}; runs in {tracker.shown_uri}")
@@ -545,9 +547,9 @@ def scale_batch(
     each method's critical batch size in `curvbench report`; resumable.
 
     RECIPE: a recipe with a target, seeds and a search range for lr at its own batch size."""
-    from curvbench import scale_batch as scaling
-    from curvbench.runner import Interrupted
-    from curvbench.to_target import check_arguments
+    from curvbench.search import scale_batch as scaling
+    from curvbench.training.runner import Interrupted
+    from curvbench.search.to_target import check_arguments
 
     plan = scaling.ScalePlan(scaling.parse_batch_sizes(batch_sizes), budget, tune_epochs, rule, storage)
     scaling.check_plan(plan)
@@ -563,7 +565,7 @@ def scale_batch(
         _fail(f"{e.reason}: the current run was ended as KILLED; the same command resumes where it stopped",
               EXIT_INTERRUPTED)
     reporter.close()
-    from curvbench.console import console
+    from curvbench.training.progress import console
 
     for batch, parts in done.items():
         summaries, _, key = parts["target"]
@@ -591,7 +593,7 @@ def list_methods(recipe: Optional[str] = RecipeForListing):
     """List the methods, their hyperparameters and defaults, and where each comes from.
 
     RECIPE (optional): also the import-path methods that recipe names."""
-    from curvbench import catalog
+    from curvbench.cli import listings as catalog
 
     _print_listing(*catalog.method_lines(recipe))
 
@@ -602,7 +604,7 @@ def list_tasks(recipe: Optional[str] = RecipeForListing):
     """List the tasks a recipe can name, and where each comes from.
 
     RECIPE (optional): also the task loader that recipe names."""
-    from curvbench import catalog
+    from curvbench.cli import listings as catalog
 
     _print_listing(*catalog.task_lines(recipe))
 
@@ -619,8 +621,8 @@ def ui(
     import socket
     import subprocess
 
-    from curvbench.stores import check_tracking_uri, mask
-    from curvbench.tracking import resolve_uri
+    from curvbench.tracking.stores import check_tracking_uri, mask
+    from curvbench.tracking.client import resolve_uri
 
     uri = resolve_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI, on the same runs

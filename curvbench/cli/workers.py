@@ -40,7 +40,7 @@ def check(workers: int, devices: list[str] | None) -> None:
         if len(devices) != workers:
             raise CurvbenchError(f"--devices names {len(devices)} device(s) for --workers {workers}; give one per "
                                  f"worker")
-        from curvbench.timing import resolve_device
+        from curvbench.training.timing import resolve_device
 
         for d in devices:  # every device exists, before any worker starts
             if d != "cpu" and not re.fullmatch(r"cuda(:\d{1,4})?", d):
@@ -71,7 +71,7 @@ def plan(argv: list[str], workers: int, devices: list[str] | None, cores: int | 
     for i in range(workers):
         device = devices[i] if devices else None
         threads = max(1, cores // workers)
-        args = [sys.executable, "-m", "curvbench.cli", *base, "--quiet", "--threads", str(threads)]
+        args = [sys.executable, "-m", "curvbench", *base, "--quiet", "--threads", str(threads)]
         if device:
             args += ["--device", device]
         env = dict(os.environ, CURVBENCH_WORKER=str(i + 1))

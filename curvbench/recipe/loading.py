@@ -15,7 +15,7 @@ import yaml
 
 from curvbench.errors import CurvbenchError, RecipeError, describe
 from curvbench.imports import looks_like_import_path
-from curvbench import space
+from curvbench.recipe import space
 from curvbench.schema import Boolean, Choice, DeviceName, Invalid, ListOf, Number, Section, Text
 
 SCHEDULES = ("constant", "cosine", "cosine-step")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curvbench.errors import CurvbenchError
-from curvbench.recipe import Overrides, Recipe
+from curvbench.recipe.loading import Overrides, Recipe
 
 TUNE_VALIDATION = 0.1  # the fraction of train held out to score trials on, for tasks without a validation split
 
@@ -54,8 +54,8 @@ def tuning_overrides(recipe: Recipe, base: Overrides, tune_epochs: int) -> Overr
 def tuned_recipe(recipe: Recipe, results, budget: int) -> Recipe:
     """The recipe with each method's winner, named `<recipe>-budget<K>`; a method whose search found no
     finished trial keeps its own hyperparameters (and says so in the description)."""
-    from curvbench import recipe as recipes
-    from curvbench.tune import best_recipe
+    from curvbench.recipe import loading as recipes
+    from curvbench.search.tune import best_recipe
 
     data = best_recipe(recipe, results)
     data["name"] = f"{recipe.name}-budget{budget}"
@@ -70,10 +70,10 @@ def run(ref: str, base: Overrides, plan: VerdictPlan, tracker, reporter) -> dict
     figures), "claims": verdicts}."""
     import yaml
 
-    from curvbench import recipe as recipes
-    from curvbench import studies
-    from curvbench.to_target import baseline_of, run_to_target, target_of
-    from curvbench.tune import tune
+    from curvbench.recipe import loading as recipes
+    from curvbench.search import studies
+    from curvbench.search.to_target import baseline_of, run_to_target, target_of
+    from curvbench.search.tune import tune
 
     check_plan(plan)
     storage = plan.storage or studies.DEFAULT_STORAGE
@@ -81,7 +81,7 @@ def run(ref: str, base: Overrides, plan: VerdictPlan, tracker, reporter) -> dict
     baseline = baseline_of([m.name for m in recipe.methods], plan.baseline, len(recipe.training.seeds))
     claims = None
     if plan.claims:
-        from curvbench import claims as claims_mod
+        from curvbench.report import claims as claims_mod
 
         claims = claims_mod.load(plan.claims)  # a bad claims file fails before any training
     tune_recipe = recipes.load(ref, tuning_overrides(recipe, base, plan.tune_epochs))
@@ -102,13 +102,13 @@ def run(ref: str, base: Overrides, plan: VerdictPlan, tracker, reporter) -> dict
         f"{plan.tune_epochs} epochs each, scored on val)\n" + yaml.safe_dump(tuned.to_dict(), sort_keys=False))
     out["tuned"] = run_to_target(tuned, tracker, reporter, storage=storage, baseline=baseline)
     if tracker is not None:
-        from curvbench import report as reporting
+        from curvbench.report import pages as reporting
 
         runs = reporting.collect(tracker.client, task=recipe.task.dataset,
                                  experiment=recipe.experiment or recipe.task.dataset)
         out["report"] = reporting.write_report(runs, plan.out, claims=claims, baseline=baseline or "sgd")
         if claims is not None:
-            from curvbench import claims as claims_mod
+            from curvbench.report import claims as claims_mod
 
             out["claims"] = claims_mod.evaluate(claims, reporting.settings_of(out["report"][0]))
     return out

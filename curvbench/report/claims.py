@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curvbench.errors import CurvbenchError
-from curvbench import stats
+from curvbench.report import stats
 
 KINDS = ("fastest", "slowest", "faster", "about_equal", "at_most")
 MEASURES = ("seconds", "epochs", "steps")
@@ -63,7 +63,7 @@ class Verdict:
 
 def find(ref: str) -> Path:
     """A path, or a name looked up like a recipe's (thesis-claims -> recipes/thesis-claims.yaml)."""
-    from curvbench.recipe import find_recipe
+    from curvbench.recipe.loading import find_recipe
 
     p = Path(ref)
     if p.suffix in (".yaml", ".yml") or p.exists():
@@ -79,7 +79,7 @@ def find(ref: str) -> Path:
 def load(ref: str) -> list[Claim]:
     """Reads and checks a claims file: unknown tasks, methods, measures or kinds are one error naming the field."""
     from curvbench import methods as method_registry
-    from curvbench.recipe import load_yaml
+    from curvbench.recipe.loading import load_yaml
     from curvbench.tasks import registry as task_registry
 
     path = find(ref)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from curvbench import engine
+from curvbench.training import engine
 from curvbench.errors import CurvbenchError
-from curvbench.recipe import Recipe
-from curvbench.runner import Interrupted, display_name, experiment_name, load_task, run_one
-from curvbench.timing import resolve_device, set_threads
-from curvbench.tracking import Tracker
-from curvbench import record, stats
+from curvbench.recipe.loading import Recipe
+from curvbench.training.runner import Interrupted, display_name, experiment_name, load_task, run_one
+from curvbench.training.timing import resolve_device, set_threads
+from curvbench.tracking.client import Tracker
+from curvbench import record
+from curvbench.report import stats
 
 
 @dataclass
@@ -243,7 +244,9 @@ def _shared(recipe: Recipe, job: _JobRunner, storage: str, tracker, target: floa
     import optuna
     from optuna.trial import TrialState
 
-    from curvbench import stopping, studies
+    from curvbench import stopping
+
+    from curvbench.search import studies
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = studies.open_storage(storage)
@@ -319,7 +322,7 @@ def queue_progress(recipe: Recipe, storage: str | None, target: float, key: str)
     import optuna
     from optuna.trial import TrialState
 
-    from curvbench import studies
+    from curvbench.search import studies
 
     try:
         study = optuna.load_study(study_name=queue_name(recipe, target, key), storage=studies.open_storage(storage))

@@ -12,11 +12,13 @@ import math
 import os
 import socket
 
-from curvbench import optuna_private, record
+from curvbench import record
+
+from curvbench.search import optuna_private
 from curvbench.errors import CurvbenchError
-from curvbench.stores import absolute_sqlite, mask
-from curvbench.tracked_run import TrackedRun
-from curvbench.tracking import owner_tags, process_alive, sqlite_lock
+from curvbench.tracking.stores import absolute_sqlite, mask
+from curvbench.tracking.tracked_run import TrackedRun
+from curvbench.tracking.client import owner_tags, process_alive, sqlite_lock
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 
@@ -39,7 +41,7 @@ def _open_storage(url: str):
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")  # we run it ourselves
 
-    from curvbench.stores import check_study_storage, explain
+    from curvbench.tracking.stores import check_study_storage, explain
 
     check_study_storage(url)  # scheme, file, folder, driver, server: one line naming the URL, before any training
     # a heartbeat lets a later start see the trials of a process that died, and run their points again

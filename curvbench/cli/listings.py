@@ -9,7 +9,7 @@ from curvbench.errors import CurvbenchError
 def _recipe_names(ref: str, section: str) -> list[tuple[str, str]]:
     """(entry, what it names) of a recipe's methods or task, read from its YAML without resolving anything, so
     that an entry whose package is missing is listed with its error instead of failing the listing."""
-    from curvbench import recipe
+    from curvbench.recipe import loading as recipe
 
     path = recipe.find_recipe(ref)
     data = recipe.load_yaml(path)

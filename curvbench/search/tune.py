@@ -13,15 +13,16 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from curvbench import engine
+from curvbench.training import engine
 from curvbench.errors import CurvbenchError
-from curvbench.recipe import MethodEntry, Recipe
-from curvbench import stopping, studies
-from curvbench.runner import Interrupted, display_name, experiment_name, load_task, run_one
-from curvbench.timing import resolve_device, set_threads
+from curvbench.recipe.loading import MethodEntry, Recipe
+from curvbench import stopping
+from curvbench.search import studies
+from curvbench.training.runner import Interrupted, display_name, experiment_name, load_task, run_one
+from curvbench.training.timing import resolve_device, set_threads
 from curvbench import record
-from curvbench import space as spaces_mod
-from curvbench.studies import (drop_duplicate, fail_dead_trials, heartbeat, held_elsewhere, open_storage,
+from curvbench.recipe import space as spaces_mod
+from curvbench.search.studies import (drop_duplicate, fail_dead_trials, heartbeat, held_elsewhere, open_storage,
                                same_point, shared_parent, take)
 
 SAMPLERS = ("grid", "random", "halton", "tpe")

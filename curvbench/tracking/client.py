@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from curvbench import record
-from curvbench.stores import mask as mask_uri
-from curvbench.stores import sqlite_path as _sqlite_path
-from curvbench.tracked_run import TrackedRun, short_error, warn
+from curvbench.tracking.stores import mask as mask_uri
+from curvbench.tracking.stores import sqlite_path as _sqlite_path
+from curvbench.tracking.tracked_run import TrackedRun, short_error, warn
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"  # relative to the working directory
 
@@ -69,7 +69,7 @@ def _opened_client(uri: str, write: bool = True):
     from mlflow.tracking import MlflowClient
 
     from curvbench.errors import CurvbenchError
-    from curvbench.stores import absolute_sqlite, explain, mask
+    from curvbench.tracking.stores import absolute_sqlite, explain, mask
 
     client_uri = absolute_sqlite(uri)  # MLflow keeps one store per URI string for the process's life
     if _sqlite_path(uri) is not None and "?" not in uri:
@@ -95,7 +95,7 @@ class Tracker:
 
         import mlflow  # noqa: F401 - configures its loggers on import; quieten them afterwards
 
-        from curvbench.stores import check_tracking_uri
+        from curvbench.tracking.stores import check_tracking_uri
 
         logging.getLogger("alembic").setLevel(logging.WARNING)
         logging.getLogger("mlflow").setLevel(logging.WARNING)

@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from curvbench import __version__, engine, machine, methods
+from curvbench import __version__, methods
+
+from curvbench.training import engine, machine
 from curvbench.errors import interruption
-from curvbench.recipe import Recipe
-from curvbench.timing import resolve_device, set_threads
-from curvbench.tracking import Tracker, flatten, git_commit
+from curvbench.recipe.loading import Recipe
+from curvbench.training.timing import resolve_device, set_threads
+from curvbench.tracking.client import Tracker, flatten, git_commit
 from curvbench import record
 
 
