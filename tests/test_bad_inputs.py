@@ -5,6 +5,8 @@ import pytest
 
 from bad_inputs import CASES, run_case
 
+pytestmark = pytest.mark.slow  # a child process per case
+
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_gets_one_clear_line(case, tmp_path):

@@ -9,9 +9,12 @@ import sys
 import time
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from curvbench.tracking.client import Tracker
+
+pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "curvbench"]
 

@@ -14,7 +14,8 @@ from curvbench.methods import get
 from curvbench.recipe.loading import MethodEntry
 from curvbench.training.runner import load_task
 
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real datasets not found at {SHARED}")
+pytestmark = [pytest.mark.data,
+              pytest.mark.skipif(not SHARED.is_dir(), reason=f"real datasets not found at {SHARED}")]
 CPU = torch.device("cpu")
 
 

@@ -13,8 +13,9 @@ import pytest
 
 POSTGRES = os.environ.get("CURVBENCH_TEST_POSTGRES")
 TRACKING = os.environ.get("CURVBENCH_TEST_TRACKING")
-pytestmark = pytest.mark.skipif(not (POSTGRES and TRACKING), reason="no PostgreSQL and MLflow tracking server: "
-                                "run `source .ci/services.sh start` (as .ci/run does) to start them")
+pytestmark = [pytest.mark.services,
+              pytest.mark.skipif(not (POSTGRES and TRACKING), reason="no PostgreSQL and MLflow tracking server: run "
+                                 "`source .ci/services.sh start` (as .ci/run does) to start them")]
 GRID_12 = "search: {sgd: {lr: [0.3, 0.1, 0.03, 0.01], weight_decay: [0, 1.0e-4, 1.0e-3]}}\n"
 
 

@@ -10,6 +10,8 @@ import pytest
 from curvbench.cli import workers
 from curvbench.errors import CurvbenchError
 
+pytestmark = pytest.mark.slow
+
 
 def test_each_worker_gets_the_command_without_the_pool_flags_and_its_share():
     argv = ["tune", "r.yaml", "--workers", "2", "--devices=cuda:0,cuda:1", "--epochs", "1"]
