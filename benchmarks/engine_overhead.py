@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from curvbench.recipe import loading as recipe
+from curvbench.tracking.client import Tracker
 from curvbench.training.progress import QuietReporter
 from curvbench.training.runner import load_task, run_recipe
-from curvbench.tracking.client import Tracker
 
 RECIPE = {
     "task": "mnist-mini",

@@ -3,7 +3,8 @@ imports the report and the run vocabulary.
 
     python benchmarks/import_graph.py curvbench
 """
-import ast, sys
+import ast
+import sys
 from pathlib import Path
 
 root = Path(sys.argv[1]); pkg = root.name

@@ -30,11 +30,9 @@ from pathlib import Path
 import torch
 
 from curvbench import methods
-
 from curvbench.recipe import loading as recipe
-
-from curvbench.training import engine
 from curvbench.recipe.loading import MethodEntry
+from curvbench.training import engine
 from curvbench.training.runner import load_task
 from curvbench.training.timing import configure_cpu, synchronize
 

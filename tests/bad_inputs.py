@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import synthetic_digits, write_idx  # noqa: E402
-
 import numpy as np  # noqa: E402
+from conftest import synthetic_digits, write_idx  # noqa: E402
 
 QUICK = ["--epochs", "1", "--methods", "sgd", "-q"]
 QUICK_TARGET = ["--max-epochs", "1", "--methods", "sgd", "-q"]  # to-target's budget flag

@@ -1,11 +1,10 @@
 import gzip
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-import os
 
 # the real datasets for the real-data tests: $CURVBENCH_TEST_DATA, else ../shared/datasets beside the checkout
 SHARED = Path(os.environ.get("CURVBENCH_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "datasets")

@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from curvbench.training import engine
 from curvbench.tasks.base import Batch, ClassificationTask
+from curvbench.training import engine
 
 
 class TinyTask:

@@ -2,7 +2,6 @@
 no run left RUNNING, and an answer within its time limit."""
 
 import pytest
-
 from bad_inputs import CASES, run_case
 
 pytestmark = pytest.mark.slow  # a child process per case

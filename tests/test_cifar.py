@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from curvbench.recipe import loading as recipe
 from curvbench.errors import DatasetMissing
-from curvbench.training.runner import load_task
+from curvbench.recipe import loading as recipe
 from curvbench.tasks.cifar import MEAN, STD, random_crop_flip
+from curvbench.training.runner import load_task
 
 
 def write_cifar(root, n_per_batch=12, seed=0):
@@ -74,8 +74,8 @@ def test_resnet18_cifar_variant_shape_and_parameters():
 
 def test_one_epoch_through_the_engine(cifar_recipe):
     from curvbench import methods
-    from curvbench.training import engine
     from curvbench.recipe.loading import MethodEntry
+    from curvbench.training import engine
 
     r, _ = cifar_recipe
     task = load_task(r, torch.device("cpu"))
@@ -86,9 +86,10 @@ def test_one_epoch_through_the_engine(cifar_recipe):
 
 
 def test_kfac_covers_every_resnet_conv_and_leaves_batchnorm_to_the_plain_step():
+    from helpers import TinyTask
+
     from curvbench.methods.base import BuildContext
     from curvbench.models.resnet import ResNet18
-    from helpers import TinyTask
 
     model = ResNet18()
     opt = methods_get("kfac").build(BuildContext(model, TinyTask(), 1, 1, 0), methods_get("kfac").defaults())
@@ -149,8 +150,8 @@ def test_bf16_on_the_cpu_when_asked_autocasts_the_model_and_keeps_the_logits_and
     assert out.dtype == torch.float32
     assert not torch.equal(out, exact)  # computed in bf16: close, not equal
     torch.testing.assert_close(out, exact, rtol=0.05, atol=0.05)
-    from curvbench.training import engine
     from curvbench.methods.kfac import KFAC
+    from curvbench.training import engine
 
     opt = KFAC(model, task.fisher_loss, factor_every=1, inverse_every=1)
     for _ in range(3):

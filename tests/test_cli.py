@@ -1,10 +1,9 @@
 """The command line itself: exit codes, one-line errors, no traceback, instant --help."""
 
 import subprocess
-
-import pytest
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from curvbench.cli.app import app

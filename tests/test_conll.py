@@ -5,16 +5,14 @@ import torch
 import torch.nn.functional as F
 
 from curvbench import methods
-
-from curvbench.recipe import loading as recipe
-
-from curvbench.training import engine
 from curvbench.errors import DatasetMissing
 from curvbench.models.lstm_tagger import LSTMTagger
+from curvbench.recipe import loading as recipe
 from curvbench.recipe.loading import MethodEntry
-from curvbench.training.runner import load_task
 from curvbench.tasks.conll import read_conll
 from curvbench.tasks.ner_metrics import entities, iob1_to_iob2, micro_f1
+from curvbench.training import engine
+from curvbench.training.runner import load_task
 
 WORDS = "the a of in to Paris Berlin Smith Jones EU UN said went saw met visited".split()
 

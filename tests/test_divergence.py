@@ -3,12 +3,11 @@
 import pytest
 import torch
 
+from curvbench.methods import get
 from curvbench.recipe import loading as recipe
-
+from curvbench.recipe.loading import MethodEntry
 from curvbench.training import engine
 from curvbench.training.engine import Diverged, ExplosionCheck
-from curvbench.methods import get
-from curvbench.recipe.loading import MethodEntry
 from curvbench.training.runner import load_task
 
 

@@ -5,11 +5,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from curvbench.recipe import loading as recipe
-
+from curvbench.tracking.client import Tracker
 from curvbench.training import engine
 from curvbench.training.progress import QuietReporter
 from curvbench.training.runner import Interrupted, load_task, run_recipe
-from curvbench.tracking.client import Tracker
 
 RECIPE = """
 task: {{dataset: mnist, data_dir: "{data}", download: false}}
@@ -164,8 +163,8 @@ def test_a_run_killed_inside_its_first_epoch_logs_the_steps_and_seconds_it_did(m
 
 def test_a_run_records_what_its_timing_depended_on_and_a_busy_machine_is_said_once_and_marked(
         mnist_recipe, tracking_uri, monkeypatch, capsys, tmp_path):
-    from curvbench.training import machine
     from curvbench.report.pages import collect, markdown_table, summarise
+    from curvbench.training import machine
 
     r = recipe.load(str(mnist_recipe))
     [quiet] = run_recipe(r, Tracker(tracking_uri), QuietReporter())

@@ -3,14 +3,13 @@ treatment chosen per entry, closures and train/eval modes handled, its source an
 
 import pytest
 import torch
+from helpers import TinyTask, batch
 from torch import nn
 
-from curvbench.recipe import loading as recipe
-
-from curvbench.training import engine
 from curvbench.errors import CurvbenchError
 from curvbench.methods import get
-from helpers import TinyTask, batch
+from curvbench.recipe import loading as recipe
+from curvbench.training import engine
 
 
 class PlainStep(torch.optim.Optimizer):
@@ -135,9 +134,9 @@ def test_train_eval_optimizers_evaluate_in_eval_mode_and_train_in_train_mode():
 def test_an_imported_class_trains_and_its_source_and_version_are_logged(tmp_path):
     from mlflow.tracking import MlflowClient
 
+    from curvbench.tracking.client import Tracker
     from curvbench.training.progress import QuietReporter
     from curvbench.training.runner import run_recipe
-    from curvbench.tracking.client import Tracker
 
     uri = f"sqlite:///{tmp_path}/m.db"
     r = parse({"radam": {"method": "torch.optim.RAdam", "lr": 0.003}})
@@ -183,9 +182,9 @@ def test_tuple_defaults_read_as_yaml_lists_and_reach_the_class_as_tuples():
 def test_tune_searches_an_imported_classs_keyword_arguments(tmp_path):
     from optuna.trial import TrialState
 
-    from curvbench.training.progress import QuietReporter
-    from curvbench.tracking.client import Tracker
     from curvbench.search.tune import tune
+    from curvbench.tracking.client import Tracker
+    from curvbench.training.progress import QuietReporter
 
     r = recipe.parse({"task": "mnist-mini", "training": {"epochs": 1, "validation": 0.1, "device": "cpu"},
                       "methods": {"adam": {"method": "torch.optim.Adam"}},

@@ -5,12 +5,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import TinyTask, batch
 from torch import nn
 
 from curvbench.methods.kfac import KFAC
-from helpers import TinyTask, batch
-
-
 
 pytestmark = pytest.mark.usefixtures("float64")  # conftest: compare to 1e-9, not to float32 rounding
 
@@ -190,10 +188,10 @@ def test_sampled_labels_follow_the_softmax_distribution():
 
 def test_nan_logits_end_the_run_as_diverged_not_with_an_error():
     """K-FAC samples Fisher labels from the model; NaN logits must reach the divergence check, not raise."""
-    from curvbench.recipe import loading as recipe
-    from curvbench.training import engine
     from curvbench.methods import get
+    from curvbench.recipe import loading as recipe
     from curvbench.recipe.loading import MethodEntry
+    from curvbench.training import engine
     from curvbench.training.runner import load_task
 
     torch.set_default_dtype(torch.float32)  # a real task's float32 data and model

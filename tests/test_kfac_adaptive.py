@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import TinyTask, batch
 from scipy.optimize import minimize
 from torch import nn
 
-from curvbench.training import engine
 from curvbench.methods.kfac_adaptive import AdaptiveKFAC
 from curvbench.tasks.base import Batch
-from helpers import TinyTask, batch
-
+from curvbench.training import engine
 
 pytestmark = pytest.mark.usefixtures("float64")  # conftest: compare to 1e-9, not to float32 rounding
 

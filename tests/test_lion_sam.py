@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from helpers import batch, one_step
 from torch import nn
 
 from curvbench.methods.lion import Lion
 from curvbench.methods.sam import SAM
-from helpers import batch, one_step
 
 
 def test_lion_matches_eqs_31_to_33_over_several_steps():
@@ -97,10 +97,11 @@ def test_sam_with_l2_over_several_steps(inside):
     """Three steps of SAM with coupled L2 and a momentum base, against a hand-written loop. Thesis eq. (22)
     (inside=False): eps from grad L alone, update gradient grad L(theta + eps) + 2*lambda*theta. inside=True:
     SAM of L + lambda*||theta||^2, both gradients of the regularised objective."""
-    from curvbench.training import engine
-    from curvbench.recipe.loading import MethodEntry
-    from curvbench.methods import get
     from helpers import TinyTask
+
+    from curvbench.methods import get
+    from curvbench.recipe.loading import MethodEntry
+    from curvbench.training import engine
 
     rho, lr, lam, mom = 0.1, 0.05, 0.01, 0.9
     batches = [batch(16, 4, 3, seed=s) for s in range(3)]
@@ -139,10 +140,11 @@ def test_sam_with_l2_over_several_steps(inside):
 
 
 def test_rho_defaults_to_each_variants_authors_choice():
-    from curvbench.training import engine
+    from helpers import TinyTask
+
     from curvbench.methods import get
     from curvbench.recipe.loading import MethodEntry
-    from helpers import TinyTask
+    from curvbench.training import engine
 
     for adaptive, rho in ((False, 0.05), (True, 0.5)):
         entry = MethodEntry("sam", "sam", get("sam").resolve({"adaptive": adaptive}))

@@ -5,13 +5,11 @@ import torch
 from torch import nn
 
 from curvbench import methods
-
 from curvbench.recipe import loading as recipe
-
-from curvbench.training import engine
 from curvbench.recipe.loading import MethodEntry
-from curvbench.training.runner import load_task
 from curvbench.tasks.base import ClassificationTask, Split
+from curvbench.training import engine
+from curvbench.training.runner import load_task
 
 ALL = list(methods.registry())
 
@@ -66,8 +64,8 @@ def test_method_trains_lenet5_on_mnist_mini_to_90_percent_in_2_epochs(name, mini
 
 def test_muon_updates_conv_kernels_through_their_2d_stand_ins():
     from curvbench.methods.base import BuildContext
-    from curvbench.models.lenet import LeNet5
     from curvbench.methods.muon import split_params
+    from curvbench.models.lenet import LeNet5
 
     torch.manual_seed(0)
     model = LeNet5()
@@ -170,10 +168,11 @@ def test_muon_over_several_steps_matches_torch_muon_driven_by_hand(channels_last
     import torch.optim._muon
 
     monkeypatch.setattr(torch.optim._muon, "_zeropower_via_newtonschulz", _newton_schulz_float64)
+    from helpers import TinyTask
+
     from curvbench.methods.base import BuildContext
     from curvbench.models.lenet import LeNet5
     from curvbench.tasks.base import Batch
-    from helpers import TinyTask
 
     hp = {**methods.get("muon").defaults(), "adamw_beta2": 0.98}
     g = torch.Generator().manual_seed(1)

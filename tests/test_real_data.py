@@ -6,12 +6,12 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-
 from conftest import SHARED
-from curvbench.recipe import loading as recipe
-from curvbench.training import engine
+
 from curvbench.methods import get
+from curvbench.recipe import loading as recipe
 from curvbench.recipe.loading import MethodEntry
+from curvbench.training import engine
 from curvbench.training.runner import load_task
 
 pytestmark = [pytest.mark.data,

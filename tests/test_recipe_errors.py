@@ -2,8 +2,8 @@
 
 import pytest
 
-from curvbench.recipe import loading as recipe
 from curvbench.errors import CurvbenchError
+from curvbench.recipe import loading as recipe
 
 GOOD = """
 task: mnist-mini

@@ -11,11 +11,11 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from curvbench.recipe import loading as recipe
+from curvbench.search.to_target import first_reaching, run_to_target
+from curvbench.search.tune import best_recipe, tune
+from curvbench.tracking.client import Tracker
 from curvbench.training.progress import QuietReporter
 from curvbench.training.runner import Interrupted
-from curvbench.search.to_target import first_reaching, run_to_target
-from curvbench.tracking.client import Tracker
-from curvbench.search.tune import best_recipe, tune
 
 RECIPE = """
 task: {{dataset: mnist, data_dir: "{data}", download: false}}
@@ -237,9 +237,9 @@ def test_a_worker_that_finishes_while_another_holds_a_point_says_its_result_is_p
     import socket
 
     from curvbench import record
-    from curvbench.training.progress import tune_table
     from curvbench.recipe.space import grid_points
     from curvbench.search.tune import open_storage
+    from curvbench.training.progress import tune_table
 
     storage = f"sqlite:///{tmp_path}/held.db"
     r = recipe.load(str(tune_recipe))

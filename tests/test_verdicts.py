@@ -6,8 +6,8 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from curvbench.report import claims as claims_mod
 from curvbench.cli.app import app
+from curvbench.report import claims as claims_mod
 from curvbench.report.pages import collect, settings_of, summarise
 from curvbench.tracking.client import Tracker
 

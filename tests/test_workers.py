@@ -122,8 +122,8 @@ def test_to_target_with_two_workers_gives_the_summary_one_worker_gives(tmp_path)
 def test_a_worker_on_cuda_n_gets_a_device_its_recipe_accepts_and_a_missing_index_is_refused_first(monkeypatch):
     import torch
 
-    from curvbench.recipe import loading as recipes
     from curvbench.cli.app import _flags
+    from curvbench.recipe import loading as recipes
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the device probe, stubbed: a 2-GPU machine
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -219,8 +219,8 @@ def tune(
     """Search hyperparameters: one MLflow parent run per method, a child run per trial; resumable.
 
     RECIPE: a recipe name or path; its `search` section is the space (or --space)."""
-    from curvbench.search import tune as tuning
     from curvbench.recipe.space import parse_space_flags
+    from curvbench.search import tune as tuning
 
     sampler, trials = tuning.budget_mode(budget, sampler, trials)
     tuning.check_arguments(sampler, pruner, objective, trials, seeds, on)
@@ -347,9 +347,9 @@ def to_target(
                    data_dir=data_dir, no_download=no_download, sets=set_, methods=methods, experiment=experiment)
     r = _load_recipe(recipe, flags)
     baseline = baseline_of([m.name for m in r.methods], baseline, len(r.training.seeds))
+    from curvbench.search.to_target import run_to_target, summary_markdown, target_of
     from curvbench.training.progress import console
     from curvbench.training.runner import Interrupted
-    from curvbench.search.to_target import run_to_target, summary_markdown, target_of
 
     if workers > 1 or devices:
         _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri, quiet, baseline)
@@ -374,10 +374,9 @@ def _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri,
     from rich.markdown import Markdown
 
     from curvbench import record
-
     from curvbench.search import studies
-    from curvbench.training.progress import console
     from curvbench.search.to_target import queue_name, queue_progress, shared_summaries, summary_markdown, target_of
+    from curvbench.training.progress import console
 
     devs = _worker_devices(workers, devices)
     target = target_of(r, acc)
@@ -422,10 +421,10 @@ def report(
     """Tables and figures from the tracked runs (Markdown, HTML, PNG), logged as a report run."""
     import pathlib
 
-    from curvbench.report import pages as reporting
-    from curvbench.training.progress import console
     from curvbench.errors import CurvbenchError
+    from curvbench.report import pages as reporting
     from curvbench.tracking.client import Tracker
+    from curvbench.training.progress import console
 
     claim_list = None
     if claims:
@@ -548,8 +547,8 @@ def scale_batch(
 
     RECIPE: a recipe with a target, seeds and a search range for lr at its own batch size."""
     from curvbench.search import scale_batch as scaling
-    from curvbench.training.runner import Interrupted
     from curvbench.search.to_target import check_arguments
+    from curvbench.training.runner import Interrupted
 
     plan = scaling.ScalePlan(scaling.parse_batch_sizes(batch_sizes), budget, tune_epochs, rule, storage)
     scaling.check_plan(plan)
@@ -621,8 +620,8 @@ def ui(
     import socket
     import subprocess
 
-    from curvbench.tracking.stores import check_tracking_uri, mask
     from curvbench.tracking.client import resolve_uri
+    from curvbench.tracking.stores import check_tracking_uri, mask
 
     uri = resolve_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI, on the same runs

@@ -12,6 +12,7 @@ so a recipe copied from the thesis must swap them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 
 from curvbench.methods.base import DECOUPLED, BuildContext, MethodConfig, MethodSpec, hp, lr_field, weight_decay_field

@@ -6,6 +6,7 @@ or the module a model names in `output_layer`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 from torch import nn
 

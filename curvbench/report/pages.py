@@ -6,15 +6,15 @@ Written as PNGs, report.md and one self-contained report.html, and logged as art
 from __future__ import annotations
 
 import base64
-import re
 import datetime as dt
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curvbench.errors import CurvbenchError
 from curvbench import record
+from curvbench.errors import CurvbenchError
 from curvbench.report import batch_scaling, stats
 
 CURVES = (record.split_metric("test", "accuracy"), record.split_metric("test", "loss"), record.TRAIN_LOSS)
@@ -568,9 +568,9 @@ def _bar_figure(labels, values, errs, ylabel, title, path, missing=()):
 
 def _profile_figure(rows, path):
     """Dolan-More / AlgoPerf performance profile: fraction of tasks each method reaches within tau x the fastest."""
-    import matplotlib.pyplot as plt
-
     import math
+
+    import matplotlib.pyplot as plt
 
     times: dict[str, dict[str, float | None]] = defaultdict(dict)
     for r in rows:

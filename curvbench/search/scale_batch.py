@@ -13,9 +13,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from curvbench.report.batch_scaling import NAME_SEP, RULES, scaled_range
 from curvbench.errors import CurvbenchError
 from curvbench.recipe.loading import Overrides
+from curvbench.report.batch_scaling import NAME_SEP, RULES, scaled_range
 
 
 @dataclass
@@ -77,13 +77,13 @@ def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter) -> dict[i
     import torch
 
     from curvbench.recipe import loading as recipes
-    from curvbench.search import studies
     from curvbench.recipe.loading import find_recipe, load_yaml
-    from curvbench.training.runner import load_task
-    from curvbench.training.timing import resolve_device
+    from curvbench.search import studies
     from curvbench.search.to_target import run_to_target
     from curvbench.search.tune import tune
     from curvbench.search.verdict import tuned_recipe, tuning_overrides
+    from curvbench.training.runner import load_task
+    from curvbench.training.timing import resolve_device
 
     check_plan(plan)
     storage = plan.storage or studies.DEFAULT_STORAGE

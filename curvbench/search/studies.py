@@ -13,12 +13,11 @@ import os
 import socket
 
 from curvbench import record
-
-from curvbench.search import optuna_private
 from curvbench.errors import CurvbenchError
+from curvbench.search import optuna_private
+from curvbench.tracking.client import owner_tags, process_alive, sqlite_lock
 from curvbench.tracking.stores import absolute_sqlite, mask
 from curvbench.tracking.tracked_run import TrackedRun
-from curvbench.tracking.client import owner_tags, process_alive, sqlite_lock
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from curvbench.training import engine
+from curvbench import record
 from curvbench.errors import CurvbenchError
 from curvbench.recipe.loading import Recipe
+from curvbench.report import stats
+from curvbench.tracking.client import Tracker
+from curvbench.training import engine
 from curvbench.training.runner import Interrupted, display_name, experiment_name, load_task, run_one
 from curvbench.training.timing import resolve_device, set_threads
-from curvbench.tracking.client import Tracker
-from curvbench import record
-from curvbench.report import stats
 
 
 @dataclass
@@ -245,7 +245,6 @@ def _shared(recipe: Recipe, job: _JobRunner, storage: str, tracker, target: floa
     from optuna.trial import TrialState
 
     from curvbench import stopping
-
     from curvbench.search import studies
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

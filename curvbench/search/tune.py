@@ -13,17 +13,24 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from curvbench.training import engine
+from curvbench import record, stopping
 from curvbench.errors import CurvbenchError
+from curvbench.recipe import space as spaces_mod
 from curvbench.recipe.loading import MethodEntry, Recipe
-from curvbench import stopping
 from curvbench.search import studies
+from curvbench.search.studies import (
+    drop_duplicate,
+    fail_dead_trials,
+    heartbeat,
+    held_elsewhere,
+    open_storage,
+    same_point,
+    shared_parent,
+    take,
+)
+from curvbench.training import engine
 from curvbench.training.runner import Interrupted, display_name, experiment_name, load_task, run_one
 from curvbench.training.timing import resolve_device, set_threads
-from curvbench import record
-from curvbench.recipe import space as spaces_mod
-from curvbench.search.studies import (drop_duplicate, fail_dead_trials, heartbeat, held_elsewhere, open_storage,
-                               same_point, shared_parent, take)
 
 SAMPLERS = ("grid", "random", "halton", "tpe")
 TRAIN_SECONDS_ATTR = "train_seconds"  # a trial's user attribute: training seconds of its runs, every seed

@@ -8,11 +8,9 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from curvbench import methods
-from curvbench import stopping
+from curvbench import methods, record, stopping
 from curvbench.methods.base import COUPLED, BuildContext, NonFinite
 from curvbench.training.schedules import lr_factor
-from curvbench import record
 from curvbench.training.timing import Stopwatch, configure_cpu
 
 FINISHED, DIVERGED, KILLED, FAILED = "FINISHED", "DIVERGED", "KILLED", "FAILED"

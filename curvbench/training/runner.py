@@ -6,14 +6,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from curvbench import __version__, methods
-
-from curvbench.training import engine, machine
+from curvbench import __version__, methods, record
 from curvbench.errors import interruption
 from curvbench.recipe.loading import Recipe
-from curvbench.training.timing import resolve_device, set_threads
 from curvbench.tracking.client import Tracker, flatten, git_commit
-from curvbench import record
+from curvbench.training import engine, machine
+from curvbench.training.timing import resolve_device, set_threads
 
 
 @dataclass
