@@ -84,9 +84,9 @@ def test_a_study_is_only_resumed_under_the_recipe_and_grid_it_was_run_with(tune_
     longer = recipe.load(str(tune_recipe), recipe.Overrides({"training.epochs": 2}))
     with pytest.raises(CurvbenchError, match=r"study 'r-sgd-grid' .* another recipe or search space.*--study"):
         tune(longer, None, QuietReporter(), "grid", trials=2, storage=storage)
-    wider = {"sgd": {**r.search["sgd"], "momentum": [0.0, 0.9]}}
+    wider = recipe.parse({**r.to_dict(), "search": {"sgd": {**r.search["sgd"], "momentum": [0.0, 0.9]}}}, "wider")
     with pytest.raises(CurvbenchError, match="another recipe or search space"):
-        tune(r, None, QuietReporter(), "grid", trials=2, storage=storage, spaces=wider)
+        tune(wider, None, QuietReporter(), "grid", trials=2, storage=storage)
     with pytest.raises(CurvbenchError, match="another recipe or search space"):
         tune(r, None, QuietReporter(), "grid", trials=2, storage=storage, objective="final")
     [res] = tune(r, None, QuietReporter(), "grid", trials=2, storage=storage)  # the same recipe resumes

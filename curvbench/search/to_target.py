@@ -15,8 +15,7 @@ from curvbench.recipe.loading import Recipe
 from curvbench.report import stats
 from curvbench.tracking.client import Tracker
 from curvbench.training import engine
-from curvbench.training.runner import Interrupted, display_name, experiment_name, load_task, run_one
-from curvbench.training.timing import resolve_device, set_threads
+from curvbench.training.runner import Interrupted, display_name, experiment_name, prepare, run_one
 
 
 @dataclass
@@ -104,9 +103,7 @@ def run_to_target(
     the others are tested against (default sgd when the recipe has it)."""
     target = target_of(recipe, target)
     baseline = baseline_of([m.name for m in recipe.methods], baseline, len(recipe.training.seeds))
-    device = resolve_device(recipe.training.device)
-    set_threads(recipe.training.threads)
-    task = load_task(recipe, device)
+    device, task = prepare(recipe)
     on = on or recipe.default_split()
     if on not in task.splits:
         raise CurvbenchError(f"--on {on}: the task has no {on} split (hold one out with training.validation)")
@@ -242,51 +239,30 @@ def _shared(recipe: Recipe, job: _JobRunner, storage: str, tracker, target: floa
     """The (method, seed) runs as a queue in an Optuna study that every worker, on any machine, pops from; the
     summary comes from every finished run, whichever worker ran it."""
     import optuna
-    from optuna.trial import TrialState
 
-    from curvbench import stopping
     from curvbench.search import studies
+    from curvbench.search.study_loop import open_study, run_study
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store = studies.open_storage(storage)
     jobs = jobs_of(recipe)
-    study = optuna.create_study(study_name=queue_name(recipe, target, key), storage=store, direction="minimize",
-                                load_if_exists=True, sampler=optuna.samplers.RandomSampler())
-    studies.check_fingerprint(study, f"{recipe.digest()} {key} {target:g} every {every} seed-major", storage,
-                              "holds the runs of another recipe, target or evaluation interval; pass another --storage "
-                              "or start from a new recipe name")
-    optuna.storages.fail_stale_trials(study)
-    studies.fail_dead_trials(study)
+    study = open_study(queue_name(recipe, target, key), storage, "minimize", optuna.samplers.RandomSampler(),
+                       f"{recipe.digest()} {key} {target:g} every {every} seed-major",
+                       "holds the runs of another recipe, target or evaluation interval; pass another --storage or "
+                       "start from a new recipe name")
     parent = None
     if tracker is not None:
         parent = studies.shared_parent(tracker, study, storage, experiment_name(recipe),
                                        parent_name(recipe, target), parent_params(recipe, target, key, every),
                                        parent_tags(recipe))
-    points = [{"job": i} for i in range(len(jobs))]
-    try:
-        while True:
-            if stopping.requested:
-                raise Interrupted([], f"interrupted by {stopping.requested}")
-            trial = studies.take(study, points, storage)
-            if trial is None:
-                break  # every job is finished or being run by another worker
-            index = trial.suggest_int("job", 0, len(jobs) - 1)
-            if studies.drop_duplicate(study, trial, "job"):
-                continue
-            entry, seed = jobs[index]
-            with studies.heartbeat(study, trial):
-                try:
-                    r = job.run(entry, seed, parent)
-                except Interrupted:
-                    study.tell(trial, state=TrialState.FAIL)  # the job is queued again when the queue resumes
-                    raise
-            for f in RESULT_FIELDS:
-                trial.set_user_attr(f, getattr(r, f))
-            study.tell(trial, r.seconds if r.reached else math.inf)
-    except Interrupted as e:
-        if parent is not None:
-            parent.end("KILLED", e.reason)
-        raise
+
+    def run(trial, index: int) -> None:
+        entry, seed = jobs[index]
+        r = job.run(entry, seed, parent)
+        for f in RESULT_FIELDS:
+            trial.set_user_attr(f, getattr(r, f))
+        study.tell(trial, r.seconds if r.reached else math.inf)
+
+    run_study(study, storage, [{"job": i} for i in range(len(jobs))],
+              lambda trial: trial.suggest_int("job", 0, len(jobs) - 1), run, parent, what="job")
     summaries, left = shared_summaries(recipe, study)
     if parent is not None:
         if left:

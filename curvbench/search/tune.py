@@ -13,24 +13,20 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from curvbench import record, stopping
+from curvbench import record
 from curvbench.errors import CurvbenchError
 from curvbench.recipe import space as spaces_mod
 from curvbench.recipe.loading import MethodEntry, Recipe
 from curvbench.search import studies
 from curvbench.search.studies import (
-    drop_duplicate,
-    fail_dead_trials,
-    heartbeat,
     held_elsewhere,
     open_storage,
     same_point,
     shared_parent,
-    take,
 )
+from curvbench.search.study_loop import open_study, run_study
 from curvbench.training import engine
-from curvbench.training.runner import Interrupted, display_name, experiment_name, load_task, run_one
-from curvbench.training.timing import resolve_device, set_threads
+from curvbench.training.runner import display_name, experiment_name, prepare, run_one
 
 SAMPLERS = ("grid", "random", "halton", "tpe")
 TRAIN_SECONDS_ATTR = "train_seconds"  # a trial's user attribute: training seconds of its runs, every seed
@@ -103,10 +99,17 @@ def fingerprint(recipe: Recipe, entry: MethodEntry, space: dict, objective: str,
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def check_fingerprint(study, mark: str, storage: str | None) -> None:
-    """Refuse to mix trials scored under another recipe or search space into one study."""
-    studies.check_fingerprint(study, mark, storage, "was run with another recipe or search space (epochs, schedule, "
-                                                    "fixed hyperparameters, grid or objective); pass --study NAME to start a new one")
+# what a study made under another fingerprint is refused with: trials scored otherwise are not mixed into it
+FINGERPRINT_CLASH = ("was run with another recipe or search space (epochs, schedule, fixed hyperparameters, grid or "
+                     "objective); pass --study NAME to start a new one")
+DEFAULT_TRIALS = 20  # trials per method when neither --trials nor a grid says how many
+
+
+def budget_of(trials: int | None, points: list[dict] | None) -> int:
+    """Trials per method: --trials, else the whole grid, else DEFAULT_TRIALS."""
+    if trials is not None:
+        return trials
+    return len(points) if points is not None else DEFAULT_TRIALS
 
 
 def objective_value(outcome, key: str, objective: str) -> float | None:
@@ -182,7 +185,6 @@ def tune(
     on: str | None = None,
     pruner: str = "none",
     seed: int = 0,
-    spaces: dict | None = None,
     seeds: int | None = None,
     warn=None,
 ) -> list[TuneResult]:
@@ -192,15 +194,13 @@ def tune(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    spaces = spaces if spaces is not None else recipe.search
+    spaces = recipe.search
     missing = [m.name for m in recipe.methods if not spaces.get(m.name)]
     if missing:
         raise CurvbenchError(f"{recipe.source}: no search space for {', '.join(missing)}; add search.{missing[0]} "
                              f"to the recipe or pass --space {missing[0]}.lr=0.1,0.03")
-    store = open_storage(storage)  # a storage that cannot be used fails before any data is loaded
-    device = resolve_device(recipe.training.device)
-    set_threads(recipe.training.threads)
-    task = load_task(recipe, device)
+    open_storage(storage)  # a storage that cannot be used fails before any data is loaded
+    device, task = prepare(recipe)
     split = on or recipe.default_split()
     if split not in task.splits or split == "train":
         raise CurvbenchError(f"--on {split}: trials can be scored on val (when training.validation holds part of "
@@ -217,13 +217,11 @@ def tune(
 
         integer = {h.name for h in registry.get(entry.method).hparams if getattr(h.check, "integer", False)}
         name = study_name_of(recipe, entry, sampler, study_name)
-        study = optuna.create_study(study_name=name, storage=store, direction="maximize", load_if_exists=True,
-                                    sampler=make_sampler(sampler, seed), pruner=make_pruner(pruner))
-        check_fingerprint(study, fingerprint(recipe, entry, space, objective, key, run_seeds), storage)
+        study = open_study(name, storage, "maximize", make_sampler(sampler, seed),
+                           fingerprint(recipe, entry, space, objective, key, run_seeds), FINGERPRINT_CLASH,
+                           make_pruner(pruner))
         points = spaces_mod.grid_points(space) if sampler == "grid" else None
-        budget = trials if trials is not None else (len(points) if points is not None else 20)
-        optuna.storages.fail_stale_trials(study)  # trials of processes that died: FAIL, so their points rerun
-        fail_dead_trials(study)  # ... at once when the process was on this host
+        budget = budget_of(trials, points)
         parent = None
         if tracker is not None:
             parent = shared_parent(tracker, study, storage, experiment_name(recipe),
@@ -239,26 +237,15 @@ def tune(
         def status() -> None:
             reporter.search_status(f"tune {entry.name}", *standing(study, budget))
 
-        try:
+        def run(trial, params) -> None:
+            status()  # this trial now counts as running
+            _run_trial(recipe, task, entry, params, trial, study, device, tracker, reporter, parent, key, objective,
+                       run_seeds)
             status()
-            while standing(study, budget)[0] < budget:
-                if stopping.requested:  # a worker asked to stop between trials: nothing of its own is running
-                    raise Interrupted([], f"interrupted by {stopping.requested}")
-                trial = take(study, points, storage)
-                if trial is None:
-                    break
-                params = spaces_mod.suggest(trial, space, integer)
-                if points is not None and drop_duplicate(study, trial, "grid point"):
-                    continue
-                status()  # this trial now counts as running
-                with heartbeat(study, trial):  # lets a later start see that this process died mid-trial
-                    _run_trial(recipe, task, entry, params, trial, study, device, tracker, reporter, parent, key,
-                               objective, run_seeds)
-                status()
-        except Interrupted as e:
-            if parent is not None:
-                parent.end("KILLED", e.reason)
-            raise
+
+        status()
+        run_study(study, storage, points, lambda trial: spaces_mod.suggest(trial, space, integer), run, parent,
+                  more=lambda: standing(study, budget)[0] < budget, what="grid point")
         finished, complete, best = outcome_of(study)
         held = held_elsewhere(study)
         if parent is not None:
@@ -277,18 +264,18 @@ def tune(
     return results
 
 
-def study_progress(recipe: Recipe, sampler: str, trials: int | None, storage: str | None, study_name: str | None,
-                   spaces: dict | None = None) -> dict[str, tuple[int, int, int, float | None]]:
+def study_progress(recipe: Recipe, sampler: str, trials: int | None, storage: str | None,
+                   study_name: str | None) -> dict[str, tuple[int, int, int, float | None]]:
     """Per entry, read from the shared study: trials finished, running, left, best score (what several workers'
     combined progress shows). A study not created yet counts as nothing done."""
     import optuna
 
-    spaces = spaces if spaces is not None else recipe.search
+    spaces = recipe.search
     store = open_storage(storage)
     out = {}
     for entry in recipe.methods:
         points = spaces_mod.grid_points(spaces[entry.name]) if sampler == "grid" else None
-        budget = trials if trials is not None else (len(points) if points is not None else 20)
+        budget = budget_of(trials, points)
         try:
             study = optuna.load_study(study_name=study_name_of(recipe, entry, sampler, study_name), storage=store)
         except KeyError:
@@ -364,16 +351,13 @@ def _run_trial(recipe, task, entry, params, trial, study, device, tracker, repor
 
     scores, run_ids, seconds = [], [], 0.0
     for i, seed in enumerate(seeds):
-        try:
-            outcome = run_one(recipe, task, trial_entry, seed, device, tracker, reporter,
-                              parent_run_id=parent and parent.run_id,
-                              extra_tags={record.KIND: record.TRIAL_RUN, record.TRIAL: trial.number,
-                                          record.STUDY: study.study_name},
-                              run_name=display_name(recipe, trial_entry, seed, params, f"(trial {trial.number})"),
-                              epoch_hook=prune_check if i == 0 else None)
-        except Interrupted:
-            study.tell(trial, state=TrialState.FAIL)  # its point is run again when the search resumes
-            raise
+        # Ctrl-C raises Interrupted through here: the study loop fails the trial, and its point runs again
+        outcome = run_one(recipe, task, trial_entry, seed, device, tracker, reporter,
+                          parent_run_id=parent and parent.run_id,
+                          extra_tags={record.KIND: record.TRIAL_RUN, record.TRIAL: trial.number,
+                                      record.STUDY: study.study_name},
+                          run_name=display_name(recipe, trial_entry, seed, params, f"(trial {trial.number})"),
+                          epoch_hook=prune_check if i == 0 else None)
         if outcome.run is not None and outcome.run.pending:  # its tracking server was away when it ended
             trial.set_user_attr("mlflow", "held: sent when the tracking server answers, else kept in "
                                           "mlruns/unlogged/ when the command ends")
@@ -426,13 +410,13 @@ def best_recipe(recipe: Recipe, results: list[TuneResult]) -> dict:
 
 
 def dry_run(recipe: Recipe, sampler: str, trials: int | None, storage: str | None, study_name: str | None,
-            spaces: dict | None = None, objective: str = "best",
+            objective: str = "best",
             on: str | None = None, seeds: int | None = None) -> list[tuple[str, list[dict] | str]]:
     """What a run would do: per method, the grid points still to run, or how many trials a sampler would draw."""
     import optuna
     from optuna.trial import TrialState
 
-    spaces = spaces if spaces is not None else recipe.search
+    spaces = recipe.search
     key = record.split_metric(on or recipe.default_split(), recipe.task.metric)
     out = []
     for entry in recipe.methods:
@@ -443,8 +427,8 @@ def dry_run(recipe: Recipe, sampler: str, trials: int | None, storage: str | Non
         try:
             study = optuna.load_study(study_name=name, storage=open_storage(storage))
             if "fingerprint" in study.user_attrs:  # a dry run only reads; it marks nothing
-                check_fingerprint(study, fingerprint(recipe, entry, space, objective, key,
-                                                     trial_seeds(recipe, seeds)), storage)
+                mark = fingerprint(recipe, entry, space, objective, key, trial_seeds(recipe, seeds))
+                studies.check_fingerprint(study, mark, storage, FINGERPRINT_CLASH)
             finished = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
         except KeyError:
             finished = []
@@ -452,6 +436,6 @@ def dry_run(recipe: Recipe, sampler: str, trials: int | None, storage: str | Non
             todo = [p for p in spaces_mod.grid_points(space) if not any(same_point(p, q) for q in finished)]
             out.append((entry.name, todo[:trials] if trials is not None else todo))
         else:
-            n = (trials or 20) - len(finished)
+            n = (trials or DEFAULT_TRIALS) - len(finished)
             out.append((entry.name, f"{max(0, n)} trial(s) drawn by {sampler} from {space}"))
     return out

@@ -47,6 +47,13 @@ def load_task(recipe: Recipe, device: torch.device):
     return task
 
 
+def prepare(recipe: Recipe) -> tuple[torch.device, object]:
+    """What every command sets up before its first run: the device, the threads, the loaded task."""
+    device = resolve_device(recipe.training.device)
+    set_threads(recipe.training.threads)
+    return device, load_task(recipe, device)
+
+
 def single_run_recipe(recipe: Recipe, entry, seed: int) -> dict:
     """The resolved recipe of one run: its one method and its one seed. Re-runnable as it stands."""
     d = recipe.to_dict()
@@ -219,9 +226,7 @@ def summary_metrics(epochs: list) -> dict[str, float]:
 
 
 def run_recipe(recipe: Recipe, tracker: Tracker | None, reporter) -> list[RunOutcome]:
-    device = resolve_device(recipe.training.device)
-    set_threads(recipe.training.threads)
-    task = load_task(recipe, device)
+    device, task = prepare(recipe)
     outcomes: list[RunOutcome] = []
     reporter.expect_runs(len(recipe.methods) * len(recipe.training.seeds))
     for entry in recipe.methods:
