@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+EXIT_DIVERGED = 1  # a run diverged or failed; the others went on
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: the shell's code for SIGINT
+
 
 class CurvbenchError(Exception):
     """A user-facing error: its message is one line, printed as is; the command exits with `exit_code`."""
@@ -19,6 +22,12 @@ class RecipeError(CurvbenchError):
         self.source, self.path = source, path
         where = f"{source}: {path}: " if path else f"{source}: "
         super().__init__(where + message)
+
+
+class Stopped(CurvbenchError):
+    """Interrupted, with what was kept and how to resume said; exits 130."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class DatasetMissing(CurvbenchError):

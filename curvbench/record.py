@@ -70,3 +70,12 @@ PARENT_KINDS = (TUNE, TO_TARGET, REPORT)  # runs that hold other runs or a repor
 # ---- experiments: MLflow 3 opens an experiment of this kind on its runs, not on the GenAI overview
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 REPORTS_EXPERIMENT = "curvbench-reports"
+
+# ---- Optuna study and trial attributes: the second contract between a writer (search/) and its readers
+STUDY_PARENT, STUDY_URI = "mlflow_parent", "mlflow_uri"  # the study's MLflow parent run, and its store (masked)
+STUDY_FINGERPRINT = "fingerprint"  # the settings the study's trials were made under
+TRIAL_RUN_ID, TRIAL_RUN_IDS = "run_id", "run_ids"  # a trial's MLflow run (its first seed's), every seed's runs
+TRIAL_REASON = "reason"  # why a trial failed or was pruned
+TRIAL_SEED_SCORES = "seed_scores"  # a trial's score per seed (its value is their median)
+TRIAL_TRAIN_SECONDS = "train_seconds"  # training seconds of a trial's runs, every seed
+TRIAL_MLFLOW = "mlflow"  # set when a trial's run was held while its tracking server was away

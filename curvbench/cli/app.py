@@ -18,8 +18,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-EXIT_DIVERGED = 1
-EXIT_INTERRUPTED = 130
+from curvbench.errors import EXIT_DIVERGED, EXIT_INTERRUPTED
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -219,12 +218,13 @@ def tune(
     """Search hyperparameters: one MLflow parent run per method, a child run per trial; resumable.
 
     RECIPE: a recipe name or path; its `search` section is the space (or --space)."""
+    from curvbench.cli import workers as pool
     from curvbench.recipe.space import parse_space_flags
     from curvbench.search import tune as tuning
 
     sampler, trials = tuning.budget_mode(budget, sampler, trials)
     tuning.check_arguments(sampler, pruner, objective, trials, seeds, on)
-    _worker_devices(workers, devices)  # --workers 0, a device list of the wrong length: refused before anything
+    pool.devices_of(workers, devices)  # --workers 0, a device list of the wrong length: refused before anything
     if out:
         tuning.check_writable_file(out, "--out")
     flags = _flags(epochs=epochs, batch_size=batch_size, seeds=seed, device=device, threads=threads,
@@ -244,7 +244,8 @@ def tune(
     from curvbench.training.runner import Interrupted
 
     if workers > 1 or devices:
-        _tune_with_workers(r, workers, devices, sampler, trials, storage, study, on, seeds, tracking_uri, quiet)
+        pool.tune_pool(r, workers, devices, sampler, trials, storage, study, on, seeds, _open_tracker(tracking_uri),
+                       _reporter(quiet))
         return
     tracker = _open_tracker(tracking_uri)
     reporter = _reporter(quiet)
@@ -261,52 +262,6 @@ def tune(
     if out:  # every entry of the recipe goes into the output, the tuned ones with their best values
         tuning.write_best_recipe(out, _load_recipe(recipe, flags, keep_methods=False), results)
         console.print(f"best hyperparameters written to {out}")
-
-
-def _worker_devices(workers: int, devices: str | None) -> list[str] | None:
-    from curvbench.cli import workers as pool
-
-    devs = [d.strip() for d in devices.split(",")] if devices else None
-    pool.check(workers, devs)
-    return devs
-
-
-def _run_workers(argv, workers, devs, progress, reporter, unit: str) -> int:
-    """Start the workers (this command's own arguments), show `progress` until they are done; Ctrl-C: exit 130
-    once every worker has ended its running `unit`. Returns the combined exit code."""
-    from curvbench.cli import workers as pool
-
-    code = pool.run(pool.plan(argv, workers, devs), progress)
-    reporter.close()
-    if code == EXIT_INTERRUPTED:
-        _fail(f"interrupted: every worker ended its running {unit}; finished {unit}s are kept; run the same command "
-              f"again to resume", EXIT_INTERRUPTED)
-    return code
-
-
-def _tune_with_workers(r, workers, devices, sampler, trials, storage, study, on, seeds, tracking_uri, quiet):
-    """`tune --workers N`: N copies of this command share the study; one combined progress line per method."""
-    from curvbench.search import tune as tuning
-    from curvbench.training.progress import console, tune_table
-
-    devs = _worker_devices(workers, devices)
-    tuning.open_storage(storage)  # an unusable storage: one line, before any worker starts
-    tracker = _open_tracker(tracking_uri)
-    reporter = _reporter(quiet)
-    shown: dict = {}
-
-    def progress():
-        for entry, state in tuning.study_progress(r, sampler, trials, storage, study).items():
-            if shown.get(entry) != state:
-                shown[entry] = state
-                reporter.search_status(f"tune {entry}", *state)
-
-    code = _run_workers(sys.argv[1:], workers, devs, progress, reporter, "trial")
-    for res in tuning.study_results(r, sampler, storage, study, on, seeds):
-        console.print(tune_table(res))
-        console.print(tuning.result_line(res, tracker.shown_uri))
-    if code:
-        _fail(f"a worker exited with code {code}; its error is above", code)
 
 
 @app.command("to-target", epilog="Example: curvbench to-target cifar --acc 0.75 --seeds 3")
@@ -338,10 +293,11 @@ def to_target(
     over every seed (a seed that misses counts as not reached), each tested against the baseline.
 
     RECIPE: a recipe name or path; its training.target is the default target."""
+    from curvbench.cli import workers as pool
     from curvbench.search.to_target import baseline_of, check_arguments
 
     check_arguments(acc, eval_every, seeds, on)
-    _worker_devices(workers, devices)  # --workers 0, a device list of the wrong length: refused before anything
+    pool.devices_of(workers, devices)  # --workers 0, a device list of the wrong length: refused before anything
     seed_list = list(range(seeds)) if seeds is not None else seed
     flags = _flags(epochs=max_epochs, batch_size=batch_size, seeds=seed_list, device=device, threads=threads,
                    data_dir=data_dir, no_download=no_download, sets=set_, methods=methods, experiment=experiment)
@@ -352,7 +308,8 @@ def to_target(
     from curvbench.training.runner import Interrupted
 
     if workers > 1 or devices:
-        _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri, quiet, baseline)
+        pool.to_target_pool(r, workers, devices, storage, acc, on, baseline, _open_tracker(tracking_uri),
+                            _reporter(quiet))
         return
     tracker = _open_tracker(tracking_uri)
     reporter = _reporter(quiet)
@@ -366,42 +323,6 @@ def to_target(
 
     console.print(Markdown(summary_markdown(summaries, target_of(r, acc), key, baseline)))
     console.print(f"parent run {parent} in {tracker.shown_uri}")
-
-
-def _to_target_with_workers(r, workers, devices, storage, acc, on, tracking_uri, quiet, baseline):
-    """`to-target --workers N`: N copies of this command pop (method, seed) runs from one queue."""
-    import optuna
-    from rich.markdown import Markdown
-
-    from curvbench import record
-    from curvbench.search import studies
-    from curvbench.search.to_target import queue_name, queue_progress, shared_summaries, summary_markdown, target_of
-    from curvbench.training.progress import console
-
-    devs = _worker_devices(workers, devices)
-    target = target_of(r, acc)
-    storage = storage or studies.DEFAULT_STORAGE
-    store = studies.open_storage(storage)  # an unusable storage: one line, before any worker starts
-    tracker = _open_tracker(tracking_uri)
-    reporter = _reporter(quiet)
-    key = record.split_metric(on or r.default_split(), r.task.metric)
-    shown = {}
-
-    def progress():
-        state = queue_progress(r, storage, target, key)
-        if shown.get("state") != state:
-            shown["state"] = state
-            reporter.search_status("to-target", *state, None)
-
-    argv = sys.argv[1:] + ([] if any(a.split("=")[0] == "--storage" for a in sys.argv) else ["--storage", storage])
-    code = _run_workers(argv, workers, devs, progress, reporter, "run")
-    study = optuna.load_study(study_name=queue_name(r, target, key), storage=store)
-    summaries, left = shared_summaries(r, study)
-    console.print(Markdown(summary_markdown(summaries, target, key, baseline)))
-    console.print(f"parent run {study.user_attrs.get('mlflow_parent')} in {tracker.shown_uri}"
-                  + (f"; {left} run(s) not finished" if left else ""))
-    if code:
-        _fail(f"a worker exited with code {code}; its error is above", code)
 
 
 @app.command(epilog="Example: curvbench report --task mnist --out report/")

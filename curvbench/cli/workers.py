@@ -1,11 +1,12 @@
-"""Several worker processes on one study: `curvbench tune RECIPE --workers N [--devices cuda:0,cuda:1]`.
+"""Several worker processes on one study: `curvbench tune RECIPE --workers N [--devices cuda:0,cuda:1]`, and the
+same for `to-target`, whose (method, seed) runs are the queue.
 
-Each worker is the same `curvbench tune` command with one device and its share of the CPU cores; they share the
+Each worker is the same command with one device and its share of the CPU cores; they share the
 study through its storage (Optuna's documented way to distribute a study: every worker opens the same RDB
 storage), so every grid point runs once across all of them, whichever machine they are on. This process only
 starts them, shows one combined progress line per method (read from the study), forwards Ctrl-C and SIGTERM to
-every worker (each ends its running trial as it does alone) and exits with the combined outcome: 0 when every
-worker did, 130 when interrupted, else the first failing worker's code."""
+every worker (each ends its running trial or run as it does alone) and exits with the combined outcome: 0 when
+every worker did, 130 when interrupted, else the first failing worker's code."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from curvbench.errors import CurvbenchError
+from curvbench.errors import EXIT_INTERRUPTED, CurvbenchError, Stopped
 
 # the flags this process consumes: the workers get the rest of the command line as it was typed
 OWN_FLAGS = {"--workers": 1, "--devices": 1}
@@ -79,12 +80,11 @@ def plan(argv: list[str], workers: int, devices: list[str] | None, cores: int | 
     return out
 
 
-def run(workers: list[Worker], progress, poll_seconds: float = 2.0, log_dir=None) -> int:
+def run(workers: list[Worker], progress, poll_seconds: float = 2.0) -> int:
     """Start the workers, call `progress()` every poll until all have exited, and return the combined exit code.
-    Ctrl-C or SIGTERM here is passed to every worker, which ends its running trial; the workers' own output goes
-    to `log_dir`/worker-N.log when given (else to this terminal's stderr)."""
+    Ctrl-C or SIGTERM here is passed to every worker, which ends its running trial; the workers' own errors go to
+    this terminal's stderr."""
     procs: list[subprocess.Popen] = []
-    logs = []
     stopping = {"signal": None}
 
     def forward(signum, frame):
@@ -96,13 +96,8 @@ def run(workers: list[Worker], progress, poll_seconds: float = 2.0, log_dir=None
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for i, w in enumerate(workers):
-            out = None
-            if log_dir is not None:
-                out = open(os.path.join(log_dir, f"worker-{i + 1}.log"), "w")
-                logs.append(out)
             # its own process group: a Ctrl-C in the terminal reaches this process only, which forwards it once
-            procs.append(subprocess.Popen(w.argv, env=w.env, stdout=out or subprocess.DEVNULL,
-                                          stderr=out or None, start_new_session=True))
+            procs.append(subprocess.Popen(w.argv, env=w.env, stdout=subprocess.DEVNULL, start_new_session=True))
             if i == 0:
                 time.sleep(0.5)  # the first worker creates the storage's tables; the others open them
         while any(p.poll() is None for p in procs):
@@ -116,9 +111,87 @@ def run(workers: list[Worker], progress, poll_seconds: float = 2.0, log_dir=None
             if p.poll() is None:  # only if this process itself failed: do not leave workers behind
                 p.terminate()
                 p.wait()
-        for f in logs:
-            f.close()
     if stopping["signal"] is not None:
-        return 130
+        return EXIT_INTERRUPTED
     codes = [p.returncode for p in procs]
     return next((c for c in codes if c != 0), 0)
+
+
+def devices_of(workers: int, devices: str | None) -> list[str] | None:
+    """--devices as a list, checked against --workers (before anything starts)."""
+    devs = [d.strip() for d in devices.split(",")] if devices else None
+    check(workers, devs)
+    return devs
+
+
+def run_pool(argv: list[str], workers: int, devs: list[str] | None, progress, reporter, unit: str) -> int:
+    """Start the workers (this command's own arguments), show `progress` until they are done; Ctrl-C: Stopped
+    (exit 130) once every worker has ended its running `unit`. Returns the combined exit code."""
+    code = run(plan(argv, workers, devs), progress)
+    reporter.close()
+    if code == EXIT_INTERRUPTED:
+        raise Stopped(f"interrupted: every worker ended its running {unit}; finished {unit}s are kept; run the same "
+                      f"command again to resume")
+    return code
+
+
+def _check_code(code: int) -> None:
+    if code:
+        error = CurvbenchError(f"a worker exited with code {code}; its error is above")
+        error.exit_code = code
+        raise error
+
+
+def tune_pool(recipe, workers, devices, sampler, trials, storage, study, on, seeds, tracker, reporter) -> None:
+    """`tune --workers N`: N copies of this command share the study; one combined progress line per method, then
+    each method's result read back from the study."""
+    from curvbench.search import tune as tuning
+    from curvbench.search.studies import open_storage
+    from curvbench.training.progress import console, tune_table
+
+    devs = devices_of(workers, devices)
+    open_storage(storage)  # an unusable storage: one line, before any worker starts
+    shown: dict = {}
+
+    def progress():
+        for entry, state in tuning.study_progress(recipe, sampler, trials, storage, study).items():
+            if shown.get(entry) != state:
+                shown[entry] = state
+                reporter.search_status(f"tune {entry}", *state)
+
+    code = run_pool(sys.argv[1:], workers, devs, progress, reporter, "trial")
+    for res in tuning.study_results(recipe, sampler, storage, study, on, seeds):
+        console.print(tune_table(res))
+        console.print(tuning.result_line(res, tracker.shown_uri))
+    _check_code(code)
+
+
+def to_target_pool(recipe, workers, devices, storage, acc, on, baseline, tracker, reporter) -> None:
+    """`to-target --workers N`: N copies of this command pop (method, seed) runs from one queue; the summary is
+    read back from it."""
+    from rich.markdown import Markdown
+
+    from curvbench import record
+    from curvbench.search import studies
+    from curvbench.search.to_target import queue_progress, queue_summaries, summary_markdown, target_of
+    from curvbench.training.progress import console
+
+    devs = devices_of(workers, devices)
+    target = target_of(recipe, acc)
+    storage = storage or studies.DEFAULT_STORAGE
+    studies.open_storage(storage)  # an unusable storage: one line, before any worker starts
+    key = record.split_metric(on or recipe.default_split(), recipe.task.metric)
+    shown = {}
+
+    def progress():
+        state = queue_progress(recipe, storage, target, key)
+        if shown.get("state") != state:
+            shown["state"] = state
+            reporter.search_status("to-target", *state, None)
+
+    argv = sys.argv[1:] + ([] if any(a.split("=")[0] == "--storage" for a in sys.argv) else ["--storage", storage])
+    code = run_pool(argv, workers, devs, progress, reporter, "run")
+    summaries, left, parent = queue_summaries(recipe, storage, target, key)
+    console.print(Markdown(summary_markdown(summaries, target, key, baseline)))
+    console.print(f"parent run {parent} in {tracker.shown_uri}" + (f"; {left} run(s) not finished" if left else ""))
+    _check_code(code)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 
+from curvbench import record
+
 
 def storage_of(study):
     return study._storage
@@ -21,7 +23,7 @@ def trial_id(trial) -> int:
 def fail_trial(study, trial, reason: str) -> None:
     from optuna.trial import TrialState
 
-    storage_of(study).set_trial_user_attr(trial_id(trial), "reason", reason)
+    storage_of(study).set_trial_user_attr(trial_id(trial), record.TRIAL_REASON, reason)
     storage_of(study).set_trial_state_values(trial_id(trial), state=TrialState.FAIL)
 
 

@@ -113,8 +113,8 @@ def shared_parent(tracker, study, storage, experiment: str, name: str, params: d
     """One MLflow parent run per study: the first worker of a study creates it, every resumed or parallel
     worker of that study reuses it (reopened as RUNNING), so the UI shows one search with all its runs."""
     with study_lock(storage):  # workers starting together make one parent, not two
-        known = study.user_attrs.get("mlflow_parent")
-        if known and study.user_attrs.get("mlflow_uri") == tracker.shown_uri:  # stored masked: no password
+        known = study.user_attrs.get(record.STUDY_PARENT)
+        if known and study.user_attrs.get(record.STUDY_URI) == tracker.shown_uri:  # stored masked: no password
             try:
                 tracker.client.update_run(known, status="RUNNING")
             except Exception:  # noqa: BLE001 - deleted, or another store: start a new parent
@@ -124,8 +124,8 @@ def shared_parent(tracker, study, storage, experiment: str, name: str, params: d
                 run.set_tags({**owner_tags(), "resumed": "true"})
                 return run
         run = tracker.start(experiment, name, params, tags)
-        study.set_user_attr("mlflow_parent", run.run_id)
-        study.set_user_attr("mlflow_uri", tracker.shown_uri)
+        study.set_user_attr(record.STUDY_PARENT, run.run_id)
+        study.set_user_attr(record.STUDY_URI, tracker.shown_uri)
         return run
 
 
@@ -170,9 +170,9 @@ def is_duplicate(study, trial) -> bool:
 
 def check_fingerprint(study, mark: str, storage: str | None, what: str) -> None:
     """Refuse to mix into a study trials made under other settings (`mark`); `what` says which."""
-    seen = study.user_attrs.get("fingerprint")
+    seen = study.user_attrs.get(record.STUDY_FINGERPRINT)
     if seen is None:
-        study.set_user_attr("fingerprint", mark)
+        study.set_user_attr(record.STUDY_FINGERPRINT, mark)
     elif seen != mark:
         raise CurvbenchError(f"study {study.study_name!r} in {storage or DEFAULT_STORAGE} {what}")
 
@@ -218,6 +218,6 @@ def drop_duplicate(study, trial, what: str) -> bool:
 
     if not is_duplicate(study, trial):
         return False
-    trial.set_user_attr("reason", f"duplicate {what}")
+    trial.set_user_attr(record.TRIAL_REASON, f"duplicate {what}")
     study.tell(trial, state=TrialState.FAIL)
     return True

@@ -292,6 +292,18 @@ def shared_summaries(recipe: Recipe, study) -> tuple[list[TargetSummary], int]:
     return summaries, len(jobs) - len(done)
 
 
+def queue_summaries(recipe: Recipe, storage: str, target: float, key: str) -> tuple[list[TargetSummary], int, str | None]:
+    """What the shared queue holds, read back after its workers are done: the summaries, the jobs not finished,
+    and the parent run's id."""
+    import optuna
+
+    from curvbench.search import studies
+
+    study = optuna.load_study(study_name=queue_name(recipe, target, key), storage=studies.open_storage(storage))
+    summaries, left = shared_summaries(recipe, study)
+    return summaries, left, study.user_attrs.get(record.STUDY_PARENT)
+
+
 def queue_progress(recipe: Recipe, storage: str | None, target: float, key: str) -> tuple[int, int, int]:
     """Jobs finished, running and left in the shared queue (what several workers' combined view shows)."""
     import optuna

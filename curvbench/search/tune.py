@@ -29,7 +29,6 @@ from curvbench.training import engine
 from curvbench.training.runner import display_name, experiment_name, prepare, run_one
 
 SAMPLERS = ("grid", "random", "halton", "tpe")
-TRAIN_SECONDS_ATTR = "train_seconds"  # a trial's user attribute: training seconds of its runs, every seed
 PRUNERS = ("none", "median", "halving")
 
 
@@ -254,7 +253,7 @@ def tune(
                 parent.log_metrics({record.BEST_SCORE: best.value, record.TRIALS_COMPLETE: len(complete),
                                     record.TRIALS_PRUNED: len(finished) - len(complete)}, step=0)
                 # tags, not params: a resumed search may find a better point, and MLflow params never change
-                parent.set_tags({record.BEST_TRIAL: best.number, record.BEST_RUN_ID: best.user_attrs.get("run_id", ""),
+                parent.set_tags({record.BEST_TRIAL: best.number, record.BEST_RUN_ID: best.user_attrs.get(record.TRIAL_RUN_ID, ""),
                                  **{f"best.{k}": v for k, v in best.params.items()}})
             parent.set_tags({record.SEARCH_STATE: f"partial: {len(held)} trial(s) still held by other workers"
                              if held else "complete"})
@@ -287,7 +286,7 @@ def study_progress(recipe: Recipe, sampler: str, trials: int | None, storage: st
 
 def search_seconds(study) -> float:
     """Training seconds the search has cost so far: every finished or failed trial's runs, every seed."""
-    return float(sum(t.user_attrs.get(TRAIN_SECONDS_ATTR, 0.0) for t in study.get_trials(deepcopy=False)))
+    return float(sum(t.user_attrs.get(record.TRIAL_TRAIN_SECONDS, 0.0) for t in study.get_trials(deepcopy=False)))
 
 
 def standing(study, budget: int) -> tuple[int, int, int, float | None]:
@@ -327,7 +326,7 @@ def study_results(recipe: Recipe, sampler: str, storage: str | None, study_name:
             continue
         finished, _, best = outcome_of(study)
         out.append(TuneResult(entry.name, name, best and dict(best.params), best and best.value, finished,
-                              study.user_attrs.get("mlflow_parent"), split, key, len(trial_seeds(recipe, seeds)),
+                              study.user_attrs.get(record.STUDY_PARENT), split, key, len(trial_seeds(recipe, seeds)),
                               held_elsewhere(study)))
     return out
 
@@ -359,20 +358,20 @@ def _run_trial(recipe, task, entry, params, trial, study, device, tracker, repor
                           run_name=display_name(recipe, trial_entry, seed, params, f"(trial {trial.number})"),
                           epoch_hook=prune_check if i == 0 else None)
         if outcome.run is not None and outcome.run.pending:  # its tracking server was away when it ended
-            trial.set_user_attr("mlflow", "held: sent when the tracking server answers, else kept in "
+            trial.set_user_attr(record.TRIAL_MLFLOW, "held: sent when the tracking server answers, else kept in "
                                           "mlruns/unlogged/ when the command ends")
         seconds += outcome.train_seconds  # what the search cost, pruned and diverged trials included
-        trial.set_user_attr(TRAIN_SECONDS_ATTR, seconds)
+        trial.set_user_attr(record.TRIAL_TRAIN_SECONDS, seconds)
         if outcome.run_id:
             run_ids.append(outcome.run_id)
-            trial.set_user_attr("run_id", run_ids[0])
-            trial.set_user_attr("run_ids", run_ids)
+            trial.set_user_attr(record.TRIAL_RUN_ID, run_ids[0])
+            trial.set_user_attr(record.TRIAL_RUN_IDS, run_ids)
         if outcome.status == engine.DIVERGED:
-            trial.set_user_attr("reason", "diverged" + (f" (seed {seed})" if len(seeds) > 1 else ""))
+            trial.set_user_attr(record.TRIAL_REASON, "diverged" + (f" (seed {seed})" if len(seeds) > 1 else ""))
             study.tell(trial, state=TrialState.PRUNED)
             return
         if outcome.result is not None and outcome.result.stopped_early:
-            trial.set_user_attr("reason", outcome.reason)
+            trial.set_user_attr(record.TRIAL_REASON, outcome.reason)
             study.tell(trial, state=TrialState.PRUNED)
             return
         value = objective_value(outcome, key, objective)
@@ -380,7 +379,7 @@ def _run_trial(recipe, task, entry, params, trial, study, device, tracker, repor
             study.tell(trial, state=TrialState.FAIL)
             return
         scores.append(value)
-    trial.set_user_attr("seed_scores", scores)
+    trial.set_user_attr(record.TRIAL_SEED_SCORES, scores)
     study.tell(trial, statistics.median(scores))
 
 
@@ -426,7 +425,7 @@ def dry_run(recipe: Recipe, sampler: str, trials: int | None, storage: str | Non
         name = study_name_of(recipe, entry, sampler, study_name)
         try:
             study = optuna.load_study(study_name=name, storage=open_storage(storage))
-            if "fingerprint" in study.user_attrs:  # a dry run only reads; it marks nothing
+            if record.STUDY_FINGERPRINT in study.user_attrs:  # a dry run only reads; it marks nothing
                 mark = fingerprint(recipe, entry, space, objective, key, trial_seeds(recipe, seeds))
                 studies.check_fingerprint(study, mark, storage, FINGERPRINT_CLASH)
             finished = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]

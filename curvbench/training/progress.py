@@ -258,7 +258,8 @@ def tune_table(result) -> Table:
     for col in ["trial", *names, "score", "state"]:
         table.add_column(col, justify="right" if col not in ("state",) else "left")
     for t in trials:
-        state = t.state.name.lower() + (f" ({t.user_attrs['reason']})" if "reason" in t.user_attrs else "")
+        state = t.state.name.lower() + (f" ({t.user_attrs[record.TRIAL_REASON]})" if record.TRIAL_REASON in t.user_attrs
+                                         else "")
         table.add_row(str(t.number), *[f"{t.params.get(n, '-')}" for n in names],
                       "-" if t.value is None else f"{t.value:.4f}", state)
     return table
