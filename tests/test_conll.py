@@ -241,3 +241,20 @@ def test_engine_trains_the_tagger(conll_dir, method):
         assert "lstm.bwd.hh:linear-per-time-step" in result.tags["kfac_layers"]
         assert "embedding:embedding-diagonal" in result.tags["kfac_layers"]
         assert result.tags["kfac_plain_gradient"] == "none"
+
+
+def test_a_method_gets_the_model_it_needs_without_the_task_naming_it(conll_dir):
+    """K-FAC says in its spec that it needs per-step layers; the task builds its unrolled LSTM for that need, not
+    for a method's name; a task whose build_model takes no argument still builds its one model."""
+    r = recipe.parse({"task": {"dataset": "conll2003", "data_dir": str(conll_dir)}, "methods": ["sgd"]}, "t")
+    task = load_task(r, torch.device("cpu"))
+    assert methods.get("kfac").model_needs == ("per_step_layers",) and methods.get("sgd").model_needs == ()
+    assert engine.build_model(task, methods.get("kfac").model_needs).recurrent_layers()
+    assert engine.build_model(task, methods.get("kfac-adaptive").model_needs).recurrent_layers()
+    assert not engine.build_model(task, methods.get("sgd").model_needs).recurrent_layers()
+
+    class OldTask:
+        def build_model(self):
+            return torch.nn.Linear(2, 2)
+
+    assert isinstance(engine.build_model(OldTask(), ("per_step_layers",)), torch.nn.Linear)

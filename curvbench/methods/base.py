@@ -51,6 +51,9 @@ class MethodSpec:
     version: str | None = None  # the installed version of the package that provides it (imported methods)
     open_keywords: bool = False  # the constructor takes **kwargs: keys beyond hparams pass through unchecked
     needs: tuple[str, ...] = ()  # task members it calls beyond the core protocol (tasks/protocol.py)
+    # how it needs the model built, passed to the task's build_model(needs=...): "per_step_layers", a recurrent
+    # network unrolled over time so that each time step's layer inputs and outputs can be observed
+    model_needs: tuple[str, ...] = ()
 
     def defaults(self) -> dict:
         return {h.name: h.default for h in self.hparams}

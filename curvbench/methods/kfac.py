@@ -393,7 +393,7 @@ def recurrent_blocks(layers) -> list[LayerBlock]:
     for group in layers:
         whole = [LinearBlock(f"{group.name}.{k}", m) for k, m in group.whole.items()]
         steps = {k: StepLinearBlock(f"{group.name}.{k}", m) for k, m in group.per_step.items()}
-        group.owner.step_observer = _StepObserver(steps)
+        group.owner.observe_steps(_StepObserver(steps))
         blocks += whole + list(steps.values())
     return blocks
 
@@ -427,4 +427,5 @@ SPEC = MethodSpec(
     hparams=KFACConfig.hparams(),
     build=build,
     needs=("fisher_loss",),
+    model_needs=("per_step_layers",),  # an LSTM's per-step layers get their own factors (recurrent_blocks)
 )

@@ -303,4 +303,5 @@ SPEC = MethodSpec(
     hparams=AdaptiveKFACConfig.hparams(),
     build=build,
     needs=("fisher_loss",),
+    model_needs=("per_step_layers",),
 )

@@ -54,9 +54,12 @@ class _Direction(nn.Module):
         self.hh = nn.Linear(proj, 4 * hidden)  # once per time step
         self.hr = nn.Linear(hidden, proj, bias=False)  # once per time step
         self.hidden, self.proj, self.reverse = hidden, proj, reverse
-        # whoever wants each time step's inputs and outputs of hh and hr (K-FAC's statistics): an object with
-        # active() and save(layer, input, output, mask), attached from outside; the model knows nothing more of it
-        self.step_observer = None
+        self.step_observer = None  # see observe_steps
+
+    def observe_steps(self, observer) -> None:
+        """Report each time step's inputs and outputs of hh and hr to `observer` (an object with active() and
+        save(layer, input, output, mask): an optimizer's statistics); the model knows nothing more of it."""
+        self.step_observer = observer
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         batch, steps, _ = x.shape
@@ -140,9 +143,9 @@ class UnrolledLSTMP(nn.Module):
 class RecurrentLayers:
     """The Linear layers of one direction by how they are applied: `whole` to every time step at once (inputs of
     shape (batch, time, features)), `per_step` once per time step inside the loop, reported to the direction's
-    step_observer. What an optimizer that needs per-layer statistics (K-FAC) reads; no optimizer is named here."""
+    observer (observe_steps). What an optimizer that needs per-layer statistics (K-FAC) reads; no optimizer is named here."""
 
     name: str
-    owner: nn.Module  # the direction, whose step_observer receives each step of the per-step layers
+    owner: nn.Module  # the direction: its observe_steps(observer) reports each step of the per-step layers
     whole: dict
     per_step: dict

@@ -82,7 +82,7 @@ class ClassificationTask:
             yield Batch(data.x[start : start + batch_size], data.y[start : start + batch_size])
 
     # ---- model and loss
-    def build_model(self, method: str | None = None) -> torch.nn.Module:
+    def build_model(self, needs: frozenset = frozenset()) -> torch.nn.Module:
         raise NotImplementedError
 
     def forward(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:

@@ -91,7 +91,7 @@ class CifarTask(ClassificationTask):
         self.run_tags = {"precision": "bf16 autocast (float32 loss and statistics)" if self.bf16 else "float32",
                          "memory_format": "channels_last" if self.channels_last else "contiguous"}
 
-    def build_model(self, method: str | None = None) -> torch.nn.Module:
+    def build_model(self, needs: frozenset = frozenset()) -> torch.nn.Module:
         from curvbench.models.resnet import ResNet18
 
         return ResNet18(self.num_classes)

@@ -135,10 +135,6 @@ class Vocabulary:
         return Encoded(tokens.to(device), tags.to(device), lengths, [tg for _, tg in sentences])
 
 
-# methods that precondition the LSTM's layers time step by time step (K-FAC's per-step factors)
-UNROLLED_FOR = ("kfac", "kfac-adaptive")
-
-
 class TaggingTask:
     """Sentences held as padded id tensors on the device; batches bucketed by length with a seeded shuffle."""
 
@@ -183,13 +179,13 @@ class TaggingTask:
         for ids in order.split(batch_size):
             yield self._batch(data, ids)
 
-    def build_model(self, method: str | None = None) -> torch.nn.Module:
+    def build_model(self, needs: frozenset = frozenset()) -> torch.nn.Module:
         from curvbench.models.lstm_tagger import LSTMTagger
 
         o = self.options
         return LSTMTagger(len(self.vocab.words), len(self.vocab.tags), embed=o["embed"], hidden=o["hidden"],
                           proj=o["proj"], bidirectional=o["bidirectional"],
-                          unrolled=method in UNROLLED_FOR)
+                          unrolled="per_step_layers" in needs)  # a method that observes each time step
 
     def forward(self, model, batch: Batch) -> torch.Tensor:
         return model(batch.inputs, batch.mask)

@@ -24,7 +24,7 @@ _FILES = {
 
 
 class ImageTask(ClassificationTask):
-    def build_model(self, method: str | None = None) -> torch.nn.Module:
+    def build_model(self, needs: frozenset = frozenset()) -> torch.nn.Module:
         from curvbench.models.lenet import LeNet5
 
         return LeNet5(num_classes=self.num_classes)

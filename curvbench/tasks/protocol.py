@@ -12,11 +12,11 @@ The worked example is MNIST (curvbench/tasks/mnist.py, on top of ClassificationT
                          Split(train.x.to(device), train.y.to(device)), Split(test.x..., test.y...), 10)
 
     class MnistTask(ClassificationTask):
-        def build_model(self, method=None):
+        def build_model(self, needs=frozenset()):
             return LeNet5()                                              # a plain nn.Module
 
 ClassificationTask supplies everything below for tensors of inputs and integer labels; a task of another kind
-(sequences, masks) overrides what differs, as tasks/conll.py does. The members, all required unless marked:
+(sequences, masks) implements the members itself, as tasks/conll.py does. The members, all required unless marked:
 
     splits: dict[str, Sized]
         "train" and "test", and "val" when the dataset has its own; len() of each is its number of examples.
@@ -25,8 +25,11 @@ ClassificationTask supplies everything below for tensors of inputs and integer l
     steps_per_epoch(batch_size: int) -> int
     train_batches(batch_size: int, generator: torch.Generator) -> Iterator[Batch]
         One epoch in an order drawn from `generator` (the run's seed), augmented if the task augments.
-    build_model(method: str | None = None) -> torch.nn.Module
+    build_model(needs: frozenset[str] = frozenset()) -> torch.nn.Module
         A fresh model; parameters are initialised from torch's global seed, which the engine sets per run.
+        `needs` is passed only for a method whose MethodSpec.model_needs says how it needs the model built:
+        "per_step_layers" (K-FAC) asks a recurrent model for its unrolled form (tasks/conll.py); a task that
+        cannot build it may ignore it (the method then treats the recurrent layers as it treats any module).
     forward(model, batch: Batch) -> Tensor
         The model's outputs for a batch (logits).
     loss(outputs, batch: Batch) -> Tensor

@@ -113,6 +113,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def build_model(task, needs: tuple[str, ...]):
+    """The task's fresh model, built as the method needs it (MethodSpec.model_needs) when the task's build_model
+    takes `needs`; a task whose build_model takes no argument (an older plugin) builds its one model."""
+    import inspect
+
+    if needs:
+        params = inspect.signature(task.build_model).parameters
+        if "needs" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return task.build_model(needs=frozenset(needs))
+    return task.build_model()
+
+
 def build_optimizer(task, model, entry, steps_per_epoch: int, epochs: int, seed: int):
     spec = methods.get(entry.method)
     ctx = BuildContext(model, task, steps_per_epoch, steps_per_epoch * epochs, seed)
@@ -186,7 +198,7 @@ def train(
     cb = callbacks or NoCallbacks()
     configure_cpu()
     seed_everything(seed)
-    model = task.build_model(method=entry.method).to(device)
+    model = build_model(task, methods.get(entry.method).model_needs).to(device)
     if hasattr(task, "prepare_model"):  # e.g. channels_last on CUDA
         model = task.prepare_model(model)
     steps_per_epoch = task.steps_per_epoch(training.batch_size)
