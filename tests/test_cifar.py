@@ -92,7 +92,8 @@ def test_kfac_covers_every_resnet_conv_and_leaves_batchnorm_to_the_plain_step():
     from curvbench.models.resnet import ResNet18
 
     model = ResNet18()
-    opt = methods_get("kfac").build(BuildContext(model, TinyTask(), 1, 1, 0), methods_get("kfac").defaults())
+    spec = methods_get("kfac")
+    opt = spec.build(BuildContext(model, TinyTask(), 1, 1, 0), spec.configure(spec.defaults()))
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert opt.tags["kfac_layers"].count(":conv2d") == len(convs) == 20
     assert ":linear" in opt.tags["kfac_layers"]

@@ -73,7 +73,8 @@ def test_muon_updates_conv_kernels_through_their_2d_stand_ins():
     assert [p.shape for p in hidden] == [model.c1.weight.shape, model.c3.weight.shape, model.c5.weight.shape,
                                          model.f6.weight.shape]
     assert {id(model.out.weight), id(model.c1.bias)} <= {id(p) for p in rest}
-    opt = methods.get("muon").build(BuildContext(model, None, 1, 1, 0), methods.get("muon").defaults())
+    spec = methods.get("muon")
+    opt = spec.build(BuildContext(model, None, 1, 1, 0), spec.configure(spec.defaults()))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
 
@@ -183,7 +184,7 @@ def test_muon_over_several_steps_matches_torch_muon_driven_by_hand(channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         assert not model.c3.weight.is_contiguous()
-    opt = methods.get("muon").build(BuildContext(model, None, 1, 1, 0), hp)
+    opt = methods.get("muon").build(BuildContext(model, None, 1, 1, 0), methods.get("muon").configure(hp))
     params = list(model.parameters())
     for x, y in batches:
         opt.step(engine.make_closure(model, TinyTask(), opt, Batch(x, y), params, 0.0))
@@ -231,3 +232,26 @@ def test_each_method_states_its_defaults_once_in_its_config_dataclass():
     with pytest.raises(Invalid, match="expected a number >= 0 and < 1") as e:
         KFACConfig(momentum=1.5)
     assert e.value.path == "momentum"
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda m: __import__("curvbench.methods.kfac", fromlist=["KFAC"]).KFAC(m, None, factor_every=0), "factor_every"),
+    (lambda m: __import__("curvbench.methods.kfac", fromlist=["KFAC"]).KFAC(m, None, momentum=1.0), "momentum"),
+    (lambda m: __import__("curvbench.methods.lion", fromlist=["Lion"]).Lion(m.parameters(), lr=0.0), "lr"),
+    (lambda m: __import__("curvbench.methods.lion", fromlist=["Lion"]).Lion(m.parameters(), betas=(0.9, 1.5)), "beta2"),
+])
+def test_an_optimizer_built_from_python_checks_its_arguments_and_names_the_bad_one(make, field):
+    with pytest.raises(ValueError, match=rf"\b{field}: expected"):
+        make(torch.nn.Linear(3, 2))
+
+
+def test_build_is_given_the_methods_frozen_config_and_shampoo_lists_lr_and_l2_first():
+    from curvbench.methods.kfac import KFACConfig
+    from curvbench.methods.shampoo import ShampooHParams
+
+    spec = methods.get("kfac")
+    cfg = spec.configure(spec.resolve({"factor_every": 5}))
+    assert isinstance(cfg, KFACConfig) and cfg.factor_every == 5 and cfg.inverse_every == 100
+    shampoo = methods.get("shampoo")
+    assert [h.name for h in shampoo.hparams][:2] == ["lr", "weight_decay"]
+    assert {h.name for h in shampoo.hparams} == {f.name for f in __import__("dataclasses").fields(ShampooHParams)}

@@ -17,15 +17,15 @@ class AdamWConfig(MethodConfig):
     eps: float = hp(1e-8, Number(gt=0), "denominator epsilon")
 
 
-def build(ctx: BuildContext, hp: dict):
+def build(ctx: BuildContext, cfg: AdamWConfig):
     import torch
 
     return torch.optim.AdamW(
         ctx.model.parameters(),
-        lr=hp["lr"],
-        betas=(hp["beta1"], hp["beta2"]),
-        eps=hp["eps"],
-        weight_decay=hp["weight_decay"],
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
         foreach=True,
     )
 
@@ -36,4 +36,5 @@ SPEC = MethodSpec(
     regularisation=DECOUPLED,
     hparams=AdamWConfig.hparams(),
     build=build,
+    config=AdamWConfig,
 )

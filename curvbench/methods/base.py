@@ -42,7 +42,9 @@ class MethodSpec:
     description: str
     regularisation: str
     hparams: tuple[HParam, ...]
-    build: Callable[[BuildContext, dict], Any]  # returns a torch.optim.Optimizer whose step() takes a closure
+    # returns a torch.optim.Optimizer whose step() takes a closure; given an instance of `config` (a dict of the
+    # resolved hyperparameters for a method without one: a class by import path)
+    build: Callable[[BuildContext, Any], Any]
     # coupled L2 whose gradient the method adds itself, where its update rule says (SAM: at theta, not theta+eps)
     adds_l2: bool = False
     # checks across hyperparameters (nesterov needs momentum): raises Invalid naming the field
@@ -54,6 +56,11 @@ class MethodSpec:
     # how it needs the model built, passed to the task's build_model(needs=...): "per_step_layers", a recurrent
     # network unrolled over time so that each time step's layer inputs and outputs can be observed
     model_needs: tuple[str, ...] = ()
+    config: type | None = None  # the method's frozen config dataclass (MethodConfig)
+
+    def configure(self, hparams: dict):
+        """What build() is given: the config built from resolved hyperparameters (checked again as it is built)."""
+        return self.config(**hparams) if self.config is not None else dict(hparams)
 
     def defaults(self) -> dict:
         return {h.name: h.default for h in self.hparams}
@@ -108,5 +115,16 @@ class MethodConfig:
                 raise Invalid(e.message, f.name) from None
 
     @classmethod
-    def hparams(cls) -> tuple[HParam, ...]:
-        return tuple(HParam(f.name, f.default, f.metadata["check"], f.metadata["help"]) for f in fields(cls))
+    def hparams(cls, first: tuple[str, ...] = ()) -> tuple[HParam, ...]:
+        """The fields as HParams, those named in `first` first (lr and L2 lead every method's listing)."""
+        order = sorted(fields(cls), key=lambda f: (f.name not in first, first.index(f.name) if f.name in first else 0))
+        return tuple(HParam(f.name, f.default, f.metadata["check"], f.metadata["help"]) for f in order)
+
+    @classmethod
+    def checked(cls, **values):
+        """The config of `values` for an optimizer built from Python code: a value that does not fit is a
+        ValueError naming the argument (as torch.optim's), not a ZeroDivisionError steps later."""
+        try:
+            return cls(**values)
+        except Invalid as e:
+            raise ValueError(f"{cls.__name__}: {e.path}: {e.message}") from None

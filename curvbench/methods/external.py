@@ -89,20 +89,20 @@ def spec_for(path: str) -> MethodSpec:
                           "weight_decay) or none"))
     version = package_version(cls.__module__)
 
-    def validate(hp: dict) -> None:
-        missing = [k for k, v in hp.items() if v is REQUIRED]
+    def validate(values: dict) -> None:
+        missing = [k for k, v in values.items() if v is REQUIRED]
         if missing:
             raise Invalid(f"missing; {path} requires it", missing[0])
-        if hp["regularisation"] == DECOUPLED and not own_decay:
+        if values["regularisation"] == DECOUPLED and not own_decay:
             raise Invalid(f"decoupled needs a weight_decay argument, and {path} takes none; use coupled or none",
                           "regularisation")
 
-    def build(ctx: BuildContext, hp: dict):
-        kwargs = {k: v for k, v in hp.items() if v != CLASS_DEFAULT and (
+    def build(ctx: BuildContext, values: dict):
+        kwargs = {k: v for k, v in values.items() if v != CLASS_DEFAULT and (
             k in names or (takes_kwargs and k not in ("weight_decay", "regularisation")))}
         kwargs.update({k: tuple(v) for k, v in kwargs.items() if k in tuples and isinstance(v, list)})
         if own_decay:
-            kwargs["weight_decay"] = hp["weight_decay"] if hp["regularisation"] == DECOUPLED else 0.0
+            kwargs["weight_decay"] = values["weight_decay"] if values["regularisation"] == DECOUPLED else 0.0
         try:
             opt = cls(ctx.model.parameters(), **kwargs)
         except (TypeError, ValueError) as e:

@@ -238,7 +238,7 @@ class KFACConfig(MethodConfig):
     factor_decay: float = hp(0.95, Number(ge=0, lt=1), "running-average decay of A and G")
     kl_clip: float = hp(1e-3, Number(ge=0), "KL-clipping bound on the update (0 = off)")
     factor_every: int = hp(10, Number(integer=True, ge=1), "steps between factor updates")
-    inverse_every: int = hp(100, Number(integer=True, ge=1), "steps between inverse (eigendecomposition) updates")
+    inverse_every: int = hp(100, Number(integer=True, ge=1), "steps between updates of the damped factors' inverses (Cholesky)")
     fisher: str = hp("true", Choice(("true", "empirical")), "targets for G: sampled from the model, or the labels")
 
 
@@ -258,6 +258,8 @@ class KFAC(torch.optim.Optimizer):
         seed: int = 0,
         extra_blocks: list | None = None,
     ):
+        KFACConfig.checked(lr=lr, momentum=momentum, damping=damping, factor_decay=factor_decay, kl_clip=kl_clip or 0.0,
+                           factor_every=factor_every, inverse_every=inverse_every, fisher=fisher)
         super().__init__([p for p in model.parameters() if p.requires_grad], dict(lr=lr, momentum=momentum))
         self.model, self.fisher_loss = model, fisher_loss
         self.damping, self.factor_decay, self.kl_clip = damping, factor_decay, kl_clip
@@ -403,18 +405,18 @@ def model_blocks(model) -> list[LayerBlock]:
     return recurrent_blocks(model.recurrent_layers()) if hasattr(model, "recurrent_layers") else []
 
 
-def build(ctx: BuildContext, hp: dict):
+def build(ctx: BuildContext, cfg: KFACConfig):
     return KFAC(
         ctx.model,
         ctx.task.fisher_loss,
-        lr=hp["lr"],
-        momentum=hp["momentum"],
-        damping=hp["damping"],
-        factor_decay=hp["factor_decay"],
-        kl_clip=hp["kl_clip"] or None,
-        factor_every=hp["factor_every"],
-        inverse_every=hp["inverse_every"],
-        fisher=hp["fisher"],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        damping=cfg.damping,
+        factor_decay=cfg.factor_decay,
+        kl_clip=cfg.kl_clip or None,
+        factor_every=cfg.factor_every,
+        inverse_every=cfg.inverse_every,
+        fisher=cfg.fisher,
         seed=ctx.seed,
         extra_blocks=model_blocks(ctx.model),
     )
@@ -422,10 +424,12 @@ def build(ctx: BuildContext, hp: dict):
 
 SPEC = MethodSpec(
     name="kfac",
-    description="K-FAC: Kronecker-factored natural gradient for Linear and Conv2d layers (Martens & Grosse 2015)",
+    description="K-FAC: Kronecker-factored natural gradient for Linear, Conv2d and Embedding layers and an LSTM's "
+                "layers per time step (Martens & Grosse 2015)",
     regularisation=COUPLED,
     hparams=KFACConfig.hparams(),
     build=build,
     needs=("fisher_loss",),
     model_needs=("per_step_layers",),  # an LSTM's per-step layers get their own factors (recurrent_blocks)
+    config=KFACConfig,
 )

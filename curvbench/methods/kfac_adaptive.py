@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -291,8 +291,8 @@ class AdaptiveKFAC(KFAC):
         return out
 
 
-def build(ctx: BuildContext, hp: dict):
-    return AdaptiveKFAC(ctx.model, ctx.task, seed=ctx.seed, extra_blocks=model_blocks(ctx.model), **hp)
+def build(ctx: BuildContext, cfg: AdaptiveKFACConfig):
+    return AdaptiveKFAC(ctx.model, ctx.task, seed=ctx.seed, extra_blocks=model_blocks(ctx.model), **asdict(cfg))
 
 
 SPEC = MethodSpec(
@@ -304,4 +304,5 @@ SPEC = MethodSpec(
     build=build,
     needs=("fisher_loss",),
     model_needs=("per_step_layers",),
+    config=AdaptiveKFACConfig,
 )

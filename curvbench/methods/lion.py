@@ -33,6 +33,7 @@ class LionConfig(MethodConfig):
 class Lion(torch.optim.Optimizer):
     def __init__(self, params, lr: float = LionConfig.lr, betas=(LionConfig.beta1, LionConfig.beta2),
                  weight_decay: float = LionConfig.weight_decay):
+        LionConfig.checked(lr=lr, beta1=betas[0], beta2=betas[1], weight_decay=weight_decay)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay))
 
     @torch.no_grad()
@@ -61,8 +62,8 @@ class Lion(torch.optim.Optimizer):
         return loss
 
 
-def build(ctx: BuildContext, hp: dict):
-    return Lion(ctx.model.parameters(), lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), weight_decay=hp["weight_decay"])
+def build(ctx: BuildContext, cfg: LionConfig):
+    return Lion(ctx.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
 
 
 SPEC = MethodSpec(
@@ -71,4 +72,5 @@ SPEC = MethodSpec(
     regularisation=DECOUPLED,
     hparams=LionConfig.hparams(),
     build=build,
+    config=LionConfig,
 )

@@ -46,7 +46,7 @@ class MuonConfig(MethodConfig):
     ns_steps: int = hp(5, Number(integer=True, ge=1), "Newton-Schulz iterations")
 
 
-def build(ctx: BuildContext, hp: dict):
+def build(ctx: BuildContext, cfg: MuonConfig):
     hidden, rest = split_params(ctx.model)
     # Muon needs 2-D parameters: each conv kernel gets a 2-D stand-in with storage of its own (a view would
     # fail on channels_last kernels). Before every step the stand-in takes the kernel's value and gradient;
@@ -68,14 +68,14 @@ def build(ctx: BuildContext, hp: dict):
 
     muon = torch.optim.Muon(
         proxies,
-        lr=hp["lr"],
-        weight_decay=hp["weight_decay"],
-        momentum=hp["momentum"],
-        nesterov=hp["nesterov"],
-        ns_steps=hp["ns_steps"],
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        ns_steps=cfg.ns_steps,
     ) if proxies else None
     adamw = torch.optim.AdamW(
-        rest, lr=hp["adamw_lr"], betas=(hp["adamw_beta1"], hp["adamw_beta2"]), weight_decay=hp["weight_decay"],
+        rest, lr=cfg.adamw_lr, betas=(cfg.adamw_beta1, cfg.adamw_beta2), weight_decay=cfg.weight_decay,
         foreach=True,
     ) if rest else None
     opt = Composite([muon, adamw], before_step=load_kernels, after_step=store_kernels,
@@ -90,4 +90,5 @@ SPEC = MethodSpec(
     regularisation=DECOUPLED,
     hparams=MuonConfig.hparams(),
     build=build,
+    config=MuonConfig,
 )

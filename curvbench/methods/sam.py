@@ -119,14 +119,14 @@ class SAMConfig(MethodConfig):
     momentum: float = hp(0.0, Number(ge=0, lt=1), "momentum of the SGD base")
 
 
-def build(ctx: BuildContext, hp: dict):
-    if hp["base"] == "sgd":
-        base = torch.optim.SGD(ctx.model.parameters(), lr=hp["lr"], momentum=hp["momentum"], foreach=True)
+def build(ctx: BuildContext, cfg: SAMConfig):
+    if cfg.base == "sgd":
+        base = torch.optim.SGD(ctx.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, foreach=True)
     else:  # adamw; L2 stays coupled (in the gradient), so AdamW's own decay is off
-        base = torch.optim.AdamW(ctx.model.parameters(), lr=hp["lr"], weight_decay=0.0, foreach=True)
-    rho = hp["rho"] if hp["rho"] is not None else (ASAM_RHO if hp["adaptive"] else SAM_RHO)
-    return SAM(ctx.model, base, rho=rho, adaptive=hp["adaptive"], eta=hp["eta"], l2=hp["weight_decay"],
-               l2_in_perturbation=hp["l2_in_perturbation"])
+        base = torch.optim.AdamW(ctx.model.parameters(), lr=cfg.lr, weight_decay=0.0, foreach=True)
+    rho = cfg.rho if cfg.rho is not None else (ASAM_RHO if cfg.adaptive else SAM_RHO)
+    return SAM(ctx.model, base, rho=rho, adaptive=cfg.adaptive, eta=cfg.eta, l2=cfg.weight_decay,
+               l2_in_perturbation=cfg.l2_in_perturbation)
 
 
 SAM_RHO = 0.05  # Foret et al.
@@ -140,4 +140,5 @@ SPEC = MethodSpec(
     adds_l2=True,
     hparams=SAMConfig.hparams(),
     build=build,
+    config=SAMConfig,
 )

@@ -16,20 +16,20 @@ class SGDConfig(MethodConfig):
     nesterov: bool = hp(False, Boolean(), "Nesterov momentum (needs momentum > 0)")
 
 
-def build(ctx: BuildContext, hp: dict):
+def build(ctx: BuildContext, cfg: SGDConfig):
     import torch
 
     return torch.optim.SGD(
         ctx.model.parameters(),
-        lr=hp["lr"],
-        momentum=hp["momentum"],
-        nesterov=hp["nesterov"],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
         foreach=True,
     )
 
 
-def validate(hp: dict) -> None:
-    if hp["nesterov"] and not hp["momentum"] > 0:
+def validate(values: dict) -> None:
+    if values["nesterov"] and not values["momentum"] > 0:
         raise Invalid("nesterov: true needs momentum > 0 (with momentum 0 it would run plain SGD)", "nesterov")
 
 
@@ -39,5 +39,6 @@ SPEC = MethodSpec(
     regularisation=COUPLED,
     hparams=SGDConfig.hparams(),
     build=build,
+    config=SGDConfig,
     validate=validate,
 )

@@ -217,10 +217,10 @@ class Shampoo(torch.optim.Optimizer):
         return loss
 
 
-def build(ctx: BuildContext, hp: dict):
-    cfg = ShampooConfig(**{f.name: hp[f.name] for f in fields(ShampooConfig)})
-    opt = Shampoo([p for p in ctx.model.parameters() if p.requires_grad], lr=hp["lr"], config=cfg)
-    opt.tags = {"shampoo_config": repr(cfg)}
+def build(ctx: BuildContext, cfg: ShampooHParams):
+    shampoo = ShampooConfig(**{f.name: getattr(cfg, f.name) for f in fields(ShampooConfig)})
+    opt = Shampoo([p for p in ctx.model.parameters() if p.requires_grad], lr=cfg.lr, config=shampoo)
+    opt.tags = {"shampoo_config": repr(shampoo)}
     return opt
 
 
@@ -229,6 +229,7 @@ SPEC = MethodSpec(
     description="Shampoo: one preconditioner per tensor dimension, inverse roots amortised (Gupta et al. 2018)",
     regularisation=COUPLED,
     # lr and L2 first, as every method lists them, then the preconditioner's settings
-    hparams=ShampooHParams.hparams()[-2:] + ShampooConfig.hparams(),
+    hparams=ShampooHParams.hparams(first=("lr", "weight_decay")),
     build=build,
+    config=ShampooHParams,
 )

@@ -128,7 +128,7 @@ def build_model(task, needs: tuple[str, ...]):
 def build_optimizer(task, model, entry, steps_per_epoch: int, epochs: int, seed: int):
     spec = methods.get(entry.method)
     ctx = BuildContext(model, task, steps_per_epoch, steps_per_epoch * epochs, seed)
-    opt = spec.build(ctx, entry.hparams)
+    opt = spec.build(ctx, spec.configure(entry.hparams))
     for g in opt.param_groups:
         g.setdefault("initial_lr", g["lr"])
     if has_modes(opt):  # Schedule-Free starts in eval mode; every step must happen in train mode
