@@ -1,5 +1,6 @@
-"""The import graph of a package: modules, import edges (module level and inside functions), cycles, and who
-imports the report and the run vocabulary.
+"""The import graph of a package: modules, import edges (module level and inside functions), cycles, upward
+imports between the layers of tests/test_import_graph.py, modules per package, who imports the run vocabulary,
+and the longest functions.
 
     python benchmarks/import_graph.py curvbench
 """
@@ -47,7 +48,27 @@ def cycles():
 cyc = cycles()
 print(f"modules {len(mods)}, import edges {len(edges)}, cycles {len(cyc)}")
 for c in cyc: print("  cycle:", " -> ".join(c))
-into_report = sorted(a for a, b in edges if b == f"{pkg}.report")
-print("modules importing report:", ", ".join(into_report) or "none")
+LAYERS = {"models": 1, "methods": 2, "tasks": 2, "recipe": 3, "tracking": 3, "training": 4, "report": 5,
+          "search": 6, "cli": 7}  # as tests/test_import_graph.py; a flat module sits on the ground floor (0)
+def package(m):
+    parts = m.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (root / parts[1]).is_dir()) else ""
+def layer(m):
+    return LAYERS.get(package(m), 0)
+upward = sorted(f"{a} -> {b}" for a, b in edges if not a.endswith("__main__") and package(a) != package(b)
+                and layer(b) >= layer(a) and layer(b) > 0)
+print(f"upward or sideways imports between packages: {len(upward)}")
+for u in upward: print("  ", u)
+per = {}
+for m in mods:
+    per.setdefault(package(m) or "(top level)", []).append(m)
+print("modules per package:", ", ".join(f"{k} {len(v)}" for k, v in sorted(per.items())))
 into_record = sorted(a for a, b in edges if b == f"{pkg}.record")
 print("modules importing record:", ", ".join(into_record) or "none")
+
+lengths = []
+for name, p in mods.items():
+    for node in ast.walk(ast.parse(p.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lengths.append((node.end_lineno - node.lineno + 1, f"{name}.{node.name}"))
+print("longest functions:", ", ".join(f"{n} ({k} lines)" for k, n in sorted(lengths, reverse=True)[:8]))
