@@ -163,7 +163,9 @@ def test_a_run_killed_inside_its_first_epoch_logs_the_steps_and_seconds_it_did(m
 
 def test_a_run_records_what_its_timing_depended_on_and_a_busy_machine_is_said_once_and_marked(
         mnist_recipe, tracking_uri, monkeypatch, capsys, tmp_path):
-    from curvbench.report.pages import collect, markdown_table, summarise
+    from curvbench.report.collect import collect
+    from curvbench.report.summary import summarise
+    from curvbench.report.tables import markdown_table
     from curvbench.training import machine
 
     r = recipe.load(str(mnist_recipe))

@@ -4,7 +4,8 @@ import pytest
 from typer.testing import CliRunner
 
 from curvbench.cli.app import app
-from curvbench.report.pages import collect, write_report
+from curvbench.report.collect import collect
+from curvbench.report.pages import write_report
 from curvbench.tracking.client import Tracker
 
 # task -> entry -> seed -> per-epoch (test_accuracy, test_loss, train_loss, epoch_seconds)

@@ -189,7 +189,7 @@ def test_tune_with_seeds_scores_each_trial_by_the_median_over_its_seeds(tune_rec
     from typer.testing import CliRunner
 
     from curvbench.cli.app import app
-    from curvbench.report.pages import collect, searches
+    from curvbench.report.collect import collect, searches
 
     storage = f"sqlite:///{tmp_path}/seeds.db"
     result = CliRunner().invoke(app, ["tune", str(tune_recipe), "--space", "sgd.lr=0.2,0.05", "--seeds", "3",

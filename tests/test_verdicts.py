@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from curvbench.cli.app import app
 from curvbench.report import claims as claims_mod
-from curvbench.report.pages import collect, settings_of, summarise
+from curvbench.report.collect import collect
+from curvbench.report.summary import settings_of, summarise
 from curvbench.tracking.client import Tracker
 
 INF = math.inf

@@ -343,7 +343,10 @@ def report(
     import pathlib
 
     from curvbench.errors import CurvbenchError
-    from curvbench.report import pages as reporting
+    from curvbench.report import pages
+    from curvbench.report.collect import collect, searches
+    from curvbench.report.summary import settings_of
+    from curvbench.report.tables import markdown_table, search_table
     from curvbench.tracking.client import Tracker
     from curvbench.training.progress import console
 
@@ -354,28 +357,28 @@ def report(
         claim_list = claims_mod.load(claims)
     tracker = Tracker(tracking_uri, write=False)  # reading needs no lock: a read-only store works
     wanted = [m.strip() for m in methods.split(",")] if methods else None
-    runs = reporting.collect(tracker.client, experiment, parent, task, wanted, since)
+    runs = collect(tracker.client, experiment, parent, task, wanted, since)
     if not runs:
         sel = ", ".join(f"{k}={v}" for k, v in (("experiment", experiment), ("parent", parent), ("task", task),
                                                 ("methods", methods), ("since", since)) if v) or "no filters"
         raise CurvbenchError(f"no training runs with metrics match ({sel}) in {tracker.shown_uri}; nothing written")
     folder = pathlib.Path(out)
-    reporting.check_out_folder(folder)
-    rows, figures = reporting.write_report(runs, folder, claim_list, baseline)
+    pages.check_out_folder(folder)
+    rows, figures = pages.write_report(runs, folder, claim_list, baseline)
     from rich.markdown import Markdown
 
-    console.print(Markdown(reporting.markdown_table(rows)))
-    found = reporting.searches(runs)
+    console.print(Markdown(markdown_table(rows)))
+    found = searches(runs)
     if found:
-        console.print(Markdown(reporting.search_table(found)))
+        console.print(Markdown(search_table(found)))
     if claim_list is not None:
         from curvbench.report import claims as claims_mod
 
-        console.print(Markdown(claims_mod.markdown(claims_mod.evaluate(claim_list, reporting.settings_of(rows)))))
+        console.print(Markdown(claims_mod.markdown(claims_mod.evaluate(claim_list, settings_of(rows)))))
     console.print(f"{len(runs)} runs -> {folder / 'report.md'}, {folder / 'report.html'}, {len(figures)} figures")
     if not no_log:
         try:
-            rid = reporting.log_report(Tracker(tracking_uri), folder, figures, {
+            rid = pages.log_report(Tracker(tracking_uri), folder, figures, {
                 "experiment": experiment, "parent": parent, "task": task, "methods": methods, "since": since})
         except CurvbenchError as e:  # a read-only store: the report stands, only its run is missing
             typer.echo(f"warning: the report was written but not logged ({e}); --no-log skips logging", err=True)

@@ -102,13 +102,15 @@ def run(ref: str, base: Overrides, plan: VerdictPlan, tracker, reporter) -> dict
         f"{plan.tune_epochs} epochs each, scored on val)\n" + yaml.safe_dump(tuned.to_dict(), sort_keys=False))
     out["tuned"] = run_to_target(tuned, tracker, reporter, storage=storage, baseline=baseline)
     if tracker is not None:
-        from curvbench.report import pages as reporting
+        from curvbench.report.collect import collect
+        from curvbench.report.pages import write_report
+        from curvbench.report.summary import settings_of
 
-        runs = reporting.collect(tracker.client, task=recipe.task.dataset,
+        runs = collect(tracker.client, task=recipe.task.dataset,
                                  experiment=recipe.experiment or recipe.task.dataset)
-        out["report"] = reporting.write_report(runs, plan.out, claims=claims, baseline=baseline or "sgd")
+        out["report"] = write_report(runs, plan.out, claims=claims, baseline=baseline or "sgd")
         if claims is not None:
             from curvbench.report import claims as claims_mod
 
-            out["claims"] = claims_mod.evaluate(claims, reporting.settings_of(out["report"][0]))
+            out["claims"] = claims_mod.evaluate(claims, settings_of(out["report"][0]))
     return out

@@ -1,0 +1,139 @@
+"""Runs grouped into rows, one per task, setting and method entry: means over seeds, censored time to target with
+its interval, the test against the baseline, the step time relative to SGD, and the performance profile."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from curvbench import record
+from curvbench.report import stats
+from curvbench.report.collect import RunData, Search, assign_labels
+
+
+@dataclass
+class Row:
+    task: str
+    entry: str
+    runs: int
+    best: float | None
+    final: float | None
+    sec_per_epoch: float | None
+    total: float | None
+    ttt: stats.Censored | None  # seconds to target over every seed that aimed at it (inf: not reached)
+    ett: stats.Censored | None  # epochs to target, likewise
+    reached: str  # "2/3", or "" when no run aimed at a target
+    ratio_sgd: float | None
+    metric: str = "accuracy"
+    method: str = "?"
+    tuned: bool = False  # the best trial of a search, not a run of its own
+    sec_per_step: float | None = None  # training seconds / steps, mean over the runs
+    failed: int = 0  # runs of the row that diverged
+    errors: int = 0  # runs of the row that ended by an error (no outcome): their curves, if any, are cut short
+    stt: stats.Censored | None = None  # steps to target
+    name: str = ""  # the recipe entry (the label adds what sets the configuration apart)
+    protocol: str = "train"
+    recipe: str = "?"
+    target: float | None = None
+    vs: stats.Comparison | None = None  # seconds to target against the baseline of its setting
+    search: "Search | None" = None  # the search whose winner this row runs, when one is in the selection
+    params: dict = field(default_factory=dict)  # the first run's params (all runs of a row share them but the seed)
+    busy: int = 0  # runs of the row timed while other processes used the cores they needed
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.fmean(xs) if xs else None
+
+
+def _censored(runs: list[RunData], metric: str) -> stats.Censored | None:
+    """`metric` (time_to_target, ...) over the runs that aimed at a target, inf where it was not reached."""
+    import math
+
+    aimed = [r for r in runs if r.target_reached is not None]
+    if not aimed:
+        return None
+    return stats.Censored(tuple(r.metrics[metric] if r.target_reached == "true" and metric in r.metrics else math.inf
+                                for r in aimed))
+
+
+def _sec_per_step(r: RunData) -> float | None:
+    secs, steps = r.curve(record.TRAIN_SECONDS), r.curve(record.STEPS)
+    return secs[-1] / steps[-1] if secs and steps and steps[-1] else None
+
+
+def summarise(runs: list[RunData], baseline: str = "sgd") -> list[Row]:
+    """One row per task and configuration (label): every number in a row comes from runs that differ only in
+    their seed. Rows of to-target runs are tested against the `baseline` entry of the same setting (task, recipe,
+    target)."""
+    if any(not r.label for r in runs):
+        assign_labels([r for r in runs if not r.label])
+    groups: dict[tuple[str, str], list[RunData]] = defaultdict(list)
+    for r in runs:
+        groups[(r.task, r.label)].append(r)
+    rows = []
+    for (task, entry), rs in sorted(groups.items()):
+        metric = rs[0].metric
+        key = record.split_metric("test", metric)
+        best = _mean([max(r.curve(key)) if r.curve(key) else None for r in rs])
+        final = _mean([r.curve(key)[-1] if r.curve(key) else None for r in rs])
+        spe = _mean([_mean(r.curve(record.EPOCH_SECONDS)) for r in rs])
+        total = _mean([r.curve(record.TRAIN_SECONDS)[-1] if r.curve(record.TRAIN_SECONDS) else None for r in rs])
+        ttt = _censored(rs, record.TIME_TO_TARGET)
+        rows.append(Row(task, entry, len(rs), best, final, spe, total, ttt, _censored(rs, record.EPOCHS_TO_TARGET),
+                        f"{ttt.reached}/{ttt.n}" if ttt else "", None, metric, rs[0].method,
+                        rs[0].study is not None, _mean([_sec_per_step(r) for r in rs]),
+                        sum(r.status == "FAILED" and r.outcome == "diverged" for r in rs),
+                        sum(r.status == "FAILED" and r.outcome is None for r in rs),
+                        _censored(rs, record.STEPS_TO_TARGET), rs[0].entry, rs[0].protocol, rs[0].recipe,
+                        rs[0].target, params=rs[0].params, busy=sum(r.timing == "busy" for r in rs)))
+    # step time relative to SGD, within runs measured alike: searches' best trials against SGD's best trial,
+    # the other runs against the other SGD runs (a search and a later comparison ran under different loads).
+    # Seconds per step = training seconds / steps, so runs stopped inside an epoch (at a target) count right.
+    for task in {r.task for r in rows}:
+        batch = {r.batch_size for r in runs if r.task == task}
+        for tuned in (False, True):
+            same = [r for r in rows if r.task == task and r.tuned == tuned]
+            sgd = next((r for r in same if r.method == "sgd" and r.entry.split(" ")[0] == "sgd"), None)
+            if sgd and len(batch) == 1:  # the same batch size
+                for row in same:
+                    if row.sec_per_step and sgd.sec_per_step:
+                        row.ratio_sgd = row.sec_per_step / sgd.sec_per_step
+                    elif row.sec_per_epoch and sgd.sec_per_epoch:  # runs logged without steps: whole epochs
+                        row.ratio_sgd = row.sec_per_epoch / sgd.sec_per_epoch
+    for row in rows:
+        base = next((b for b in rows if b.ttt is not None and b.task == row.task and b.protocol == row.protocol
+                     and b.name == baseline), None)
+        if row.ttt is not None and base is not None and base is not row:
+            row.vs = stats.compare(row.ttt, base.ttt, baseline)
+    return rows
+
+
+def link_searches(rows: list[Row], found: list[Search]) -> None:
+    """A to-target row whose hyperparameters are a search's winner (same task and entry) gets that search, so its
+    time to target can be shown with the search's cost added."""
+    for row in rows:
+        if row.ttt is None:
+            continue
+        for s in found:
+            if s.task != row.task or s.entry != row.name:
+                continue
+            keys = [k for k in s.best.params if k.startswith(f"methods.{s.entry}.")]
+            if keys and all(row.params.get(k) == s.best.params.get(k) for k in keys):
+                row.search = s
+
+
+def settings_of(rows: list[Row]) -> dict:
+    """The to-target rows as claims.evaluate reads them: {(task, recipe, target): {entry: {measure: Censored}}}."""
+    out: dict = defaultdict(dict)
+    for r in rows:
+        if r.ttt is not None and r.target is not None:
+            out[(r.task, r.recipe, r.target)][r.name] = {"seconds": r.ttt, "epochs": r.ett, "steps": r.stt}
+    return dict(out)
+
+
+def profile_values(times, tasks, entries, tau: float = 1.0) -> dict[str, float]:
+    return {e: sum(1 for t in tasks if times[t].get(e) is not None
+                   and times[t][e] <= tau * min(v for v in times[t].values() if v is not None)) / len(tasks)
+            for e in entries}

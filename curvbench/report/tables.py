@@ -1,0 +1,102 @@
+"""The report's Markdown tables: the summary rows, the searches, batch scaling, and the notes that explain them."""
+
+from __future__ import annotations
+
+from curvbench.report import batch_scaling, stats
+from curvbench.report.collect import Search
+from curvbench.report.summary import Row
+
+
+def _f(x, fmt="{:.4f}"):
+    return "-" if x is None else fmt.format(x)
+
+
+def _ft(c: stats.Censored | None, fmt="{:.2f}"):
+    return "-" if c is None else c.text(fmt)
+
+
+def _with_search(r: Row) -> str:
+    """Seconds to target plus the search that found the setting (the median's ends moved by the same amount)."""
+    import math
+
+    if r.search is None or r.ttt is None:
+        return "-"
+    m = r.ttt.median
+    return "not reached" if math.isinf(m) else f"{m + r.search.seconds:.1f} ({r.search.seconds:.0f} s search)"
+
+
+def _runs(r: Row) -> str:
+    notes = ([f"{r.failed} diverged"] if r.failed else []) + ([f"{r.errors} failed by an error"] if r.errors else [])
+    return f"{r.runs} ({', '.join(notes)})" if notes else str(r.runs)
+
+
+COLUMNS = ("task", "method", "runs", "best test metric", "final test metric", "s/epoch", "total train s",
+           "reached", "time to target s", "epochs to target", "with its search s", "step time / SGD",
+           "against the baseline")
+
+
+def row_cells(r: Row) -> list[str]:
+    """One table row's cells, for Markdown and HTML alike; times measured on a busy machine carry a mark."""
+    aimed = r.ttt is not None
+    mark = f" (busy: {r.busy}/{r.runs})" if r.busy else ""
+    return [r.task, r.entry, _runs(r), _f(r.best), _f(r.final), _f(r.sec_per_epoch, "{:.2f}") + mark,
+            _f(r.total, "{:.1f}") + mark, r.reached or "-", (_ft(r.ttt) + mark) if aimed else "-",
+            _ft(r.ett) if aimed else "-", _with_search(r), _f(r.ratio_sgd, "{:.2f}"),
+            "-" if r.vs is None else r.vs.text()]
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        lines.append("| " + " | ".join(row_cells(r)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def search_table(found: list[Search]) -> str:
+    lines = ["| task | method | study | trials | seeds per score | best score | best trial | its hyperparameters | "
+             "search s | expected best after k trials |", "|" + "---|" * 10]
+    for s in found:
+        lines.append(f"| {s.task} | {s.entry} | {s.study} | {s.n_trials} | {len(s.best_runs)} | {s.score_text()} | "
+                     f"{s.best.trial} | {s.chosen()} | {s.seconds:.0f} | {expected_text(s)} |")
+    return "\n".join(lines) + "\n"
+
+
+def expected_text(s: Search) -> str:
+    """k=1: 0.9712, 2: 0.9790, 4: ..., n: ...: the expected best after 1, 2, 4, ... and all trials."""
+    e = s.expected_best()
+    ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k <= len(e)} | {len(e)}) if e else []
+    return ", ".join(f"k={k}: {e[k - 1]:.4f}" for k in ks) or "-"
+
+
+SCALING_NOTE = ("scale-batch's runs: per method and batch size, the median steps (and training seconds) to target "
+                "over seeds with that batch size's tuned setting; the critical batch size is the largest measured "
+                "batch whose steps stay within 20% of ideal linear scaling from the smallest batch, at it and every "
+                "smaller one (>= when every measured batch still scaled).")
+
+
+def scaling_table(scaling: dict) -> str:
+    import math
+
+    lines = ["| task | recipe | method | steps to target by batch size | critical batch | steps at it | "
+             "fastest in seconds |", "|---|---|---|---|---|---|---|"]
+    for (task, recipe, entry), by_batch in sorted(scaling.items()):
+        crit = batch_scaling.critical_batch({b: st.median for b, (st, _) in by_batch.items()})
+        steps = ", ".join(f"{b}: {'not reached' if math.isinf(st.median) else f'{st.median:.0f}'}"
+                          for b, (st, _) in sorted(by_batch.items()))
+        timed = [(tt.median, b) for b, (_, tt) in by_batch.items() if tt is not None and math.isfinite(tt.median)]
+        fastest = f"{min(timed)[0]:.1f} s at {min(timed)[1]}" if timed else "not reached"
+        at = "-" if crit.steps is None else f"{crit.steps:.0f}"
+        lines.append(f"| {task} | {recipe} | {entry} | {steps} | {crit.text()} | {at} | {fastest} |")
+    return "\n".join(lines) + "\n"
+
+
+CLAIMS_NOTE = ("Each claim judged on each setting that ran it (a recipe's to-target runs on the task): confirmed or "
+               "refuted by one-sided Mann-Whitney tests at the 5% level (fastest and slowest: every pair must agree "
+               "to confirm; one pair against, at 5% over the number of pairs, refutes), about-equal claims by the "
+               "speed-up's 95% interval against the tolerance, at-most claims by the median's interval; inconclusive "
+               "otherwise. Missing runs and tasks not run are said, never guessed.")
+
+
+def explanation(baseline: str) -> str:
+    return stats.EXPLANATION.replace("Against the baseline:", f"Against the baseline ({baseline}, within the same task, "
+                                                        f"recipe and target):")
