@@ -250,3 +250,20 @@ def test_adaptive_kfac_runs_get_a_figure_of_their_damping_gamma_and_step_size(st
     assert "*mnist: adaptive K-FAC per epoch, mean over seeds: lambda" in md
     rows, figures = write_report([r for r in runs if r.entry == "sgd"], tmp / "plain")
     assert not any("kfac_adaptation" in p.name for p in figures)
+
+
+def test_a_task_scored_by_f1_gets_its_f1_curves_not_accuracy_ones(store):
+    uri, tmp = store
+    tracker = Tracker(uri)
+    for seed in (0, 1):
+        run = tracker.start("ner", f"sgd s{seed}", {"training.batch_size": 2, "task.metric": "f1"},
+                            {"task": "ner", "method": "sgd", "entry": "sgd", "seed": seed, "outcome": "finished"})
+        for epoch in (1, 2):
+            run.log_metrics({"train_loss": 1.0 / epoch, "test_loss": 1.0, "test_f1": 0.4 * epoch, "test_accuracy": 0.9,
+                             "train_seconds": 3.0 * epoch, "steps": 10 * epoch}, step=epoch)
+        run.end("FINISHED")
+    rows, figures = write_report(collect(tracker.client, task="ner"), tmp / "ner")
+    names = {p.name for p in figures}
+    assert {"ner_test_f1.png", "ner_test_f1_seconds.png", "ner_test_loss.png", "ner_train_loss.png"} <= names
+    assert not any("accuracy" in n for n in names)
+    assert rows[0].best == pytest.approx(0.8) and rows[0].metric == "f1"

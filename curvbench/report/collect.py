@@ -13,6 +13,7 @@ from curvbench import record
 from curvbench.errors import CurvbenchError
 from curvbench.report import stats
 
+# the curves a report reads from every run (the test metric's own curve is read as well: see collect)
 CURVES = (record.split_metric("test", "accuracy"), record.split_metric("test", "loss"), record.TRAIN_LOSS)
 # what adaptive K-FAC chose per epoch: drawn in one figure per task when a run has them
 ADAPTATION = (record.KFAC_DAMPING, record.KFAC_GAMMA, record.KFAC_ALPHA, record.KFAC_MU)

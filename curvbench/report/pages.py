@@ -56,15 +56,18 @@ def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "s
     captions: dict[str, str] = {}
     tasks = sorted({r.task for r in runs})
     for task in tasks:
-        for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss"), ("train_loss", "train loss")):
-            if any(r.curves.get(key) for r in runs if r.task == task):
-                p = out / f"{task}_{key}.png"
-                captions[p.name] = curve_figure(runs, task, key, label, p)
+        metric = next(r.metric for r in runs if r.task == task)  # the recipe's task.metric: accuracy, f1, ...
+        key = record.split_metric("test", metric)
+        curves = ((key, f"test {metric}"), (record.split_metric("test", "loss"), "test loss"),
+                  (record.TRAIN_LOSS, "train loss"))
+        for curve, label in curves:
+            if any(r.curves.get(curve) for r in runs if r.task == task):
+                p = out / f"{task}_{curve}.png"
+                captions[p.name] = curve_figure(runs, task, curve, label, p)
                 figures.append(p)
-        key = record.split_metric("test", "accuracy")
         if any(r.curves.get(key) and r.curves.get(record.TRAIN_SECONDS) for r in runs if r.task == task):
-            p = out / f"{task}_test_accuracy_seconds.png"
-            captions[p.name] = time_curve_figure(runs, task, key, "test accuracy", p)
+            p = out / f"{task}_{key}_seconds.png"
+            captions[p.name] = time_curve_figure(runs, task, key, f"test {metric}", p)
             figures.append(p)
         if any(r.curves.get(record.KFAC_DAMPING) for r in runs if r.task == task):
             p = out / f"{task}_kfac_adaptation.png"

@@ -81,13 +81,16 @@ def summarise(runs: list[RunData], baseline: str = "sgd") -> list[Row]:
         spe = _mean([_mean(r.curve(record.EPOCH_SECONDS)) for r in rs])
         total = _mean([r.curve(record.TRAIN_SECONDS)[-1] if r.curve(record.TRAIN_SECONDS) else None for r in rs])
         ttt = _censored(rs, record.TIME_TO_TARGET)
-        rows.append(Row(task, entry, len(rs), best, final, spe, total, ttt, _censored(rs, record.EPOCHS_TO_TARGET),
-                        f"{ttt.reached}/{ttt.n}" if ttt else "", None, metric, rs[0].method,
-                        rs[0].study is not None, _mean([_sec_per_step(r) for r in rs]),
-                        sum(r.status == "FAILED" and r.outcome == "diverged" for r in rs),
-                        sum(r.status == "FAILED" and r.outcome is None for r in rs),
-                        _censored(rs, record.STEPS_TO_TARGET), rs[0].entry, rs[0].protocol, rs[0].recipe,
-                        rs[0].target, params=rs[0].params, busy=sum(r.timing == "busy" for r in rs)))
+        first = rs[0]  # every run of a row shares its settings but the seed
+        rows.append(Row(
+            task=task, entry=entry, runs=len(rs), best=best, final=final, sec_per_epoch=spe, total=total,
+            ttt=ttt, ett=_censored(rs, record.EPOCHS_TO_TARGET), stt=_censored(rs, record.STEPS_TO_TARGET),
+            reached=f"{ttt.reached}/{ttt.n}" if ttt else "", ratio_sgd=None, metric=metric, method=first.method,
+            tuned=first.study is not None, sec_per_step=_mean([_sec_per_step(r) for r in rs]),
+            failed=sum(r.status == "FAILED" and r.outcome == "diverged" for r in rs),
+            errors=sum(r.status == "FAILED" and r.outcome is None for r in rs),
+            name=first.entry, protocol=first.protocol, recipe=first.recipe, target=first.target,
+            params=first.params, busy=sum(r.timing == "busy" for r in rs)))
     # step time relative to SGD, within runs measured alike: searches' best trials against SGD's best trial,
     # the other runs against the other SGD runs (a search and a later comparison ran under different loads).
     # Seconds per step = training seconds / steps, so runs stopped inside an epoch (at a target) count right.
@@ -95,7 +98,7 @@ def summarise(runs: list[RunData], baseline: str = "sgd") -> list[Row]:
         batch = {r.batch_size for r in runs if r.task == task}
         for tuned in (False, True):
             same = [r for r in rows if r.task == task and r.tuned == tuned]
-            sgd = next((r for r in same if r.method == "sgd" and r.entry.split(" ")[0] == "sgd"), None)
+            sgd = next((r for r in same if r.method == "sgd" and r.name == "sgd"), None)  # the recipe's entry "sgd"
             if sgd and len(batch) == 1:  # the same batch size
                 for row in same:
                     if row.sec_per_step and sgd.sec_per_step:
