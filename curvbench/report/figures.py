@@ -14,6 +14,16 @@ from curvbench.report.summary import profile_values
 
 # ------------------------------------------------------------------------------------------------- figures
 BAND = "band: min to max over seeds"
+DPI = 110  # sharp in the HTML page at its width, small enough to inline eight of them
+
+
+def save(fig, path) -> None:
+    """Lay out, write as PNG and free the figure: every figure ends here."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
 
 
 def _legend(ax, n: int) -> None:
@@ -62,9 +72,7 @@ def curve_figure(runs, task, key, ylabel, path) -> str:
     ax.grid(alpha=0.3, which="both" if loss else "major")
     if ax.lines:
         _legend(ax, len(by_entry))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
     caption = f"{task}: {ylabel} per epoch, mean over seeds" + (f"; {BAND}" if banded else "")
     if left_out or never_drawn:
         caption += f"; left out (diverged): {', '.join(left_out + never_drawn)}"
@@ -102,9 +110,7 @@ def adaptation_figure(runs, task, path) -> str:
     ax.set_title(f"{task}: adaptive K-FAC's damping, gamma and step size")
     ax.grid(alpha=0.3, which="both")
     _legend(ax, len(ax.lines))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
     return (f"{task}: adaptive K-FAC per epoch, mean over seeds: lambda (the model's damping, solid) and gamma (the "
             f"factors', dashed) at the epoch's end, alpha (dotted) and mu (dash-dot, |mu|) averaged over its steps")
 
@@ -128,9 +134,7 @@ def bar_figure(labels, values, errs, ylabel, title, path, missing=()):
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def profile_figure(rows, path):
@@ -160,9 +164,7 @@ def profile_figure(rows, path):
     ax.set_title("performance profile")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
     return profile_values(times, tasks, entries)
 
 
@@ -193,9 +195,7 @@ def scaling_figure(scaling: dict, task, path) -> None:
     ax.grid(alpha=0.3, which="both")
     if ax.lines:
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def time_curve_figure(runs, task, key, ylabel, path) -> str:
@@ -223,9 +223,7 @@ def time_curve_figure(runs, task, key, ylabel, path) -> str:
     ax.grid(alpha=0.3)
     if ax.lines:
         _legend(ax, len(by_label))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
     return (f"{task}: {ylabel} against training seconds at each epoch's end, mean over seeds"
             + (f"; {BAND}" if banded else ""))
 
@@ -262,9 +260,7 @@ def interval_bars(labels, values: list, ylabel, title, path) -> None:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def expected_best_figure(found: list[Search], task, path) -> None:
@@ -280,6 +276,4 @@ def expected_best_figure(found: list[Search], task, path) -> None:
     ax.set_title(f"{task}: expected best score after k trials")
     ax.grid(alpha=0.3)
     _legend(ax, len(found))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
