@@ -72,6 +72,7 @@ def test_resnet18_cifar_variant_shape_and_parameters():
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_one_epoch_through_the_engine(cifar_recipe):
     from curvbench import methods
     from curvbench.recipe.loading import MethodEntry

@@ -58,14 +58,15 @@ def test_diverged_run_exits_nonzero_and_names_it(mnist_dir, write_recipe, tracki
     assert "diverged: diverged" not in result.output and "diverged (diverged" not in result.output
 
 
-def test_missing_data_is_one_line(tmp_path, write_recipe):
+def test_missing_data_is_one_line(tmp_path, write_recipe, tracking_uri):
     path = write_recipe(f'task: {{dataset: mnist, data_dir: "{tmp_path}/empty"}}\nmethods: [sgd]\n')
-    result = runner.invoke(app, ["train", str(path), "--no-download", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+    result = runner.invoke(app, ["train", str(path), "--no-download", "--tracking-uri", tracking_uri])
     assert result.exit_code == 2
     assert result.output.startswith("error: mnist: train-images-idx3-ubyte[.gz]")
     assert len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_sigterm_ends_the_run_as_killed_and_keeps_its_epochs(mnist_dir, write_recipe, tracking_uri):
     import os
     import signal

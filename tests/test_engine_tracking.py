@@ -161,6 +161,7 @@ def test_a_run_killed_inside_its_first_epoch_logs_the_steps_and_seconds_it_did(m
     assert steps.value == outcome.steps and seconds.value == pytest.approx(outcome.train_seconds) and seconds.value > 0
 
 
+@pytest.mark.slow
 def test_a_run_records_what_its_timing_depended_on_and_a_busy_machine_is_said_once_and_marked(
         mnist_recipe, tracking_uri, monkeypatch, capsys, tmp_path):
     from curvbench.report.collect import collect
@@ -211,6 +212,7 @@ def test_other_processes_cpu_share_sees_a_spinning_process():
         spinner.kill()
 
 
+@pytest.mark.slow
 def test_a_relative_sqlite_store_is_the_file_of_the_directory_it_is_opened_in(tmp_path, monkeypatch):
     """One process opening `sqlite:///store.db` in two directories writes two files: neither the tracking store
     nor the study storage goes on using the first directory's database (pooled connections, MLflow's store

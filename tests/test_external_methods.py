@@ -3,6 +3,7 @@ treatment chosen per entry, closures and train/eval modes handled, its source an
 
 import pytest
 import torch
+from conftest import new_store
 from helpers import TinyTask, batch
 from torch import nn
 
@@ -116,6 +117,7 @@ def test_a_step_without_closure_gets_fresh_gradients_every_step():
         torch.testing.assert_close(p, q)
 
 
+@pytest.mark.slow
 def test_train_eval_optimizers_evaluate_in_eval_mode_and_train_in_train_mode():
     from curvbench.training.runner import load_task
 
@@ -138,7 +140,7 @@ def test_an_imported_class_trains_and_its_source_and_version_are_logged(tmp_path
     from curvbench.training.progress import QuietReporter
     from curvbench.training.runner import run_recipe
 
-    uri = f"sqlite:///{tmp_path}/m.db"
+    uri = new_store(tmp_path / "m.db")
     r = parse({"radam": {"method": "torch.optim.RAdam", "lr": 0.003}})
     [outcome] = run_recipe(r, Tracker(uri), QuietReporter())
     assert outcome.status == "FINISHED"
@@ -179,6 +181,7 @@ def test_tuple_defaults_read_as_yaml_lists_and_reach_the_class_as_tuples():
     assert opt.param_groups[0]["betas"] == (0.8, 0.9)
 
 
+@pytest.mark.slow
 def test_tune_searches_an_imported_classs_keyword_arguments(tmp_path):
     from optuna.trial import TrialState
 
@@ -189,7 +192,7 @@ def test_tune_searches_an_imported_classs_keyword_arguments(tmp_path):
     r = recipe.parse({"task": "mnist-mini", "training": {"epochs": 1, "validation": 0.1, "device": "cpu"},
                       "methods": {"adam": {"method": "torch.optim.Adam"}},
                       "search": {"adam": {"lr": [0.01, 0.001], "amsgrad": [True, False]}}}, "r.yaml")
-    [res] = tune(r, Tracker(f"sqlite:///{tmp_path}/m.db"), QuietReporter(), storage=f"sqlite:///{tmp_path}/o.db")
+    [res] = tune(r, Tracker(new_store(tmp_path / "m.db")), QuietReporter(), storage=f"sqlite:///{tmp_path}/o.db")
     done = [t for t in res.trials if t.state == TrialState.COMPLETE]
     assert sorted((t.params["lr"], t.params["amsgrad"]) for t in done) == [
         (0.001, False), (0.001, True), (0.01, False), (0.01, True)]

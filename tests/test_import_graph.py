@@ -71,8 +71,8 @@ def test_the_vocabulary_depends_on_nothing_and_a_model_knows_no_optimizer():
 
 
 def test_no_import_cycles():
-    graph = {m: {t for t in ts if t in imports_keys and t not in (m, m.rsplit(".", 1)[0])} for m, ts in imports().items()
-             for imports_keys in [set(imports())]}
+    found = imports()
+    graph = {m: {t for t in ts if t in found and t not in (m, m.rsplit(".", 1)[0])} for m, ts in found.items()}
     state: dict[str, int] = {}
 
     def visit(m, path):

@@ -54,6 +54,7 @@ def mini_task():
 EPOCHS = {"kfac-adaptive": 3}
 
 
+@pytest.mark.slow  # seven methods trained for 2 epochs: the maths is checked by the fast tests
 @pytest.mark.parametrize("name", ALL)
 def test_method_trains_lenet5_on_mnist_mini_to_90_percent_in_2_epochs(name, mini_task):
     entry = MethodEntry(name, name, methods.get(name).defaults())

@@ -88,6 +88,7 @@ def test_a_plugin_method_and_task_train_end_to_end_and_log_their_source(plugin, 
     assert "method_source" not in runs["kfac"].data.params  # built-in
 
 
+@pytest.mark.slow
 def test_a_recipes_own_loader_trains_and_is_logged(write_recipe, tracking_uri, monkeypatch):
     monkeypatch.syspath_prepend(str(PLUGINS))
     path = write_recipe('task: {loader: "curvbench_demo_plugin:load_blobs", options: {n: 300}}\n'
@@ -101,6 +102,7 @@ def test_a_recipes_own_loader_trains_and_is_logged(write_recipe, tracking_uri, m
     assert run.data.metrics["test_accuracy"] > 0.9
 
 
+@pytest.mark.slow
 def test_a_task_without_a_fisher_loss_is_refused_for_kfac_before_training(write_recipe, tracking_uri, monkeypatch):
     monkeypatch.syspath_prepend(str(PLUGINS))
     text = ('task: {loader: "curvbench_demo_plugin:load_blobs_without_fisher", dataset: nofisher}\n'

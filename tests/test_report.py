@@ -1,6 +1,7 @@
 """report from a fixture store: every figure and table is written, and the tables hold the logged numbers."""
 
 import pytest
+from conftest import new_store
 from typer.testing import CliRunner
 
 from curvbench.cli.app import app
@@ -23,9 +24,11 @@ TARGET = {("mnist", "sgd", 0): (4.2, 2.0), ("mnist", "sgd", 1): None, ("mnist", 
           ("mnist", "kfac", 1): (6.0, 2.0), ("cifar10", "sgd", 0): None, ("cifar10", "kfac", 0): (28.0, 2.0)}
 
 
-@pytest.fixture
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+@pytest.fixture(scope="module")
+def filled_store(tmp_path_factory):
+    """The store every report test reads, filled once per module (each test gets its own copy)."""
+    db = tmp_path_factory.mktemp("filled") / "mlflow.db"
+    uri = new_store(db)
     tracker = Tracker(uri)
     for task, entries in CURVES.items():
         for entry, seeds in entries.items():
@@ -46,7 +49,16 @@ def store(tmp_path):
     parent.end("FINISHED")
     orphan = tracker.start("mnist", "mnist-sgd-s9", {}, {"task": "mnist", "entry": "sgd", "seed": 9})
     orphan.log_metrics({"test_accuracy": 0.1, "train_loss": 9.0}, step=1)  # never ended: left out of reports
-    return uri, tmp_path
+    return db
+
+
+@pytest.fixture
+def store(tmp_path, filled_store):
+    import shutil
+
+    (tmp_path / "store").mkdir()
+    shutil.copyfile(filled_store, tmp_path / "store" / "mlflow.db")
+    return f"sqlite:///{tmp_path}/store/mlflow.db", tmp_path
 
 
 def table_rows(md: str) -> dict:
@@ -193,6 +205,7 @@ def diverged_lion(uri: str, metrics: dict) -> Tracker:
     return tracker
 
 
+@pytest.mark.slow
 def test_figures_read_well_with_a_diverged_run_and_the_html_keeps_the_explanations(store):
     uri, tmp = store
     tracker = diverged_lion(uri, {"test_accuracy": 0.099, "test_loss": 5e10, "train_loss": 5.5e10, "train_seconds": 2.0})
@@ -217,6 +230,7 @@ def test_a_run_that_diverged_before_its_first_epoch_ended_is_still_counted(store
     assert "left out (diverged): lion" in md
 
 
+@pytest.mark.slow
 def test_a_run_ended_by_an_error_is_not_called_diverged(store):
     uri, tmp = store
     tracker = Tracker(uri)
@@ -230,6 +244,7 @@ def test_a_run_ended_by_an_error_is_not_called_diverged(store):
     assert "| 1 (1 failed by an error) |" in md and "1 diverged" not in md
 
 
+@pytest.mark.slow
 def test_adaptive_kfac_runs_get_a_figure_of_their_damping_gamma_and_step_size(store):
     uri, tmp = store
     tracker = Tracker(uri)

@@ -151,3 +151,20 @@ def test_a_command_that_ends_waits_for_a_server_that_comes_back_within_the_grace
     assert not (tmp_path / "mlruns" / "unlogged").exists()
     err = capsys.readouterr().err
     assert "trying again for up to 30 s" in err and "answers again" in err
+
+
+def test_fresh_connections_are_asked_for_only_where_curvbench_turned_them_on(monkeypatch):
+    """The installed request-header plugin is the one pyproject names; it adds `Connection: close` to MLflow's
+    requests only in a process that set CURVBENCH_FRESH_CONNECTIONS (a Tracker on an http(s) store)."""
+    from importlib.metadata import entry_points
+
+    from mlflow.tracking.request_header.registry import resolve_request_headers
+
+    from curvbench.tracking.http_headers import ENV, FreshConnections
+
+    [ep] = [e for e in entry_points(group="mlflow.request_header_provider") if e.name == "curvbench"]
+    assert ep.load() is FreshConnections
+    monkeypatch.delenv(ENV, raising=False)
+    assert resolve_request_headers().get("Connection") != "close"
+    monkeypatch.setenv(ENV, "1")
+    assert resolve_request_headers()["Connection"] == "close"

@@ -38,6 +38,7 @@ def completed_points(storage, name):
     return sorted((t.params["lr"], t.params["weight_decay"]) for t in done), study
 
 
+@pytest.mark.slow
 def test_tune_resumes_after_an_interruption_without_rerunning(tune_recipe, tmp_path, tracking_uri):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     r = recipe.load(str(tune_recipe))
@@ -75,6 +76,7 @@ def test_tune_resumes_after_an_interruption_without_rerunning(tune_recipe, tmp_p
     assert parent.data.tags["best.lr"] == str(res.best_params["lr"])
 
 
+@pytest.mark.slow
 def test_a_study_is_only_resumed_under_the_recipe_and_grid_it_was_run_with(tune_recipe, tmp_path):
     from curvbench.errors import CurvbenchError
 
@@ -127,6 +129,7 @@ def test_out_recipe_keeps_the_untuned_entries(tune_recipe, tmp_path, tracking_ur
     assert [m.name for m in best.methods] == ["sgd", "lion"] and best.entry("lion").hparams["lr"] == 3e-4
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_study_and_run_the_grid_once(tune_recipe, tmp_path, tracking_uri):
     storage = f"sqlite:///{tmp_path}/shared.db"
     cmd = [sys.executable, "-m", "curvbench", "tune", str(tune_recipe), "--storage", storage,
@@ -185,6 +188,7 @@ def test_to_target_not_reached_is_recorded(tune_recipe, tracking_uri):
     assert client.get_run(parent_id).data.metrics["sgd.reached"] == 0
 
 
+@pytest.mark.slow
 def test_tune_with_seeds_scores_each_trial_by_the_median_over_its_seeds(tune_recipe, tmp_path, tracking_uri):
     from typer.testing import CliRunner
 
@@ -230,6 +234,7 @@ def test_tune_on_test_says_so_and_tune_on_a_missing_split_is_refused(mnist_dir, 
     assert len(refused.output.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_worker_that_finishes_while_another_holds_a_point_says_its_result_is_partial(tune_recipe, tmp_path,
                                                                                         tracking_uri):
     """Another live worker (here a sleeping process) holds one grid point: this worker runs the other five, and

@@ -2,8 +2,10 @@
 budgets refused in one line, and the verdict protocol end to end, resumed without rerunning anything."""
 
 import math
+from pathlib import Path
 
 import pytest
+from conftest import new_store
 from typer.testing import CliRunner
 
 from curvbench.cli.app import app
@@ -23,8 +25,31 @@ RUNS = {
 }
 
 
+_CRAFTED: dict = {}  # (runs, recipe, task, target) -> a store holding just those runs, filled once
+
+
 def crafted_store(tmp_path, runs=RUNS, recipe="thesis", task="mnist", target=0.985):
-    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    """The store at tmp_path/store with these to-target runs added (a second call adds to the same store)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    db = tmp_path / "store" / "mlflow.db"
+    if db.exists():
+        _fill(f"sqlite:///{db}", runs, recipe, task, target)
+        return f"sqlite:///{db}"
+    key = (repr(runs), recipe, task, target)
+    if key not in _CRAFTED:
+        folder = Path(tempfile.mkdtemp(prefix="curvbench-crafted-"))
+        atexit.register(shutil.rmtree, folder, True)
+        _CRAFTED[key] = folder / "mlflow.db"
+        _fill(new_store(_CRAFTED[key]), runs, recipe, task, target)
+    db.parent.mkdir(parents=True)
+    shutil.copyfile(_CRAFTED[key], db)
+    return f"sqlite:///{db}"
+
+
+def _fill(uri, runs, recipe, task, target):
     tracker = Tracker(uri)
     for entry, seeds in runs.items():
         for seed, (secs, epochs) in enumerate(seeds):
@@ -40,7 +65,6 @@ def crafted_store(tmp_path, runs=RUNS, recipe="thesis", task="mnist", target=0.9
                 run.log_metrics({"time_to_target": secs, "epochs_to_target": epochs, "steps_to_target": 100 * epochs},
                                 step=0)
             run.end("FINISHED")
-    return uri
 
 
 def write_claims(tmp_path, text):
@@ -97,6 +121,7 @@ def test_each_claim_outcome_from_crafted_runs(tmp_path):
     assert "no runs of muon" in verdicts["muon-fastest"].evidence
 
 
+@pytest.mark.slow
 def test_a_claim_is_judged_on_each_setting_and_a_target_can_be_pinned(tmp_path):
     uri = crafted_store(tmp_path)
     # a second setting on the same task in which sgd and sam swap places
@@ -134,6 +159,7 @@ def test_a_bad_claims_file_is_one_line_exit_2(tmp_path, text, fragment):
     assert not (tmp_path / "r").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_report_with_claims_prints_and_writes_the_verdicts(tmp_path):
     uri = crafted_store(tmp_path)
     out = tmp_path / "rep"
