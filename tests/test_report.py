@@ -282,3 +282,20 @@ def test_a_task_scored_by_f1_gets_its_f1_curves_not_accuracy_ones(store):
     assert {"ner_test_f1.png", "ner_test_f1_seconds.png", "ner_test_loss.png", "ner_train_loss.png"} <= names
     assert not any("accuracy" in n for n in names)
     assert rows[0].best == pytest.approx(0.8) and rows[0].metric == "f1"
+
+
+def test_epoch_axes_are_ticked_at_whole_epochs_only():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from curvbench.report.figures import set_epoch_axis
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [0.5, 0.9])  # a two-epoch run: matplotlib alone ticks at 1.2, 1.4, ...
+    set_epoch_axis(ax)
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if 1 <= t <= 2]
+    plt.close(fig)
+    assert ticks and all(float(t).is_integer() for t in ticks) and ax.get_xlabel() == "epoch"

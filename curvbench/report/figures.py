@@ -7,6 +7,8 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+from matplotlib.ticker import MaxNLocator
+
 from curvbench import record
 from curvbench.report import batch_scaling
 from curvbench.report.collect import ADAPTATION, Search
@@ -15,6 +17,12 @@ from curvbench.report.summary import profile_values
 # ------------------------------------------------------------------------------------------------- figures
 BAND = "band: min to max over seeds"
 DPI = 110  # sharp in the HTML page at its width, small enough to inline eight of them
+
+
+def set_epoch_axis(ax) -> None:
+    """Epochs on the x axis, ticked at whole epochs only (a short run otherwise gets ticks at 1.2, 1.4)."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def save(fig, path) -> None:
@@ -66,7 +74,7 @@ def curve_figure(runs, task, key, ylabel, path) -> str:
             ax.fill_between(epochs, [min(v) for v in vals], [max(v) for v in vals], alpha=0.2, color=line.get_color())
     if loss:
         ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+    set_epoch_axis(ax)
     ax.set_ylabel(ylabel + (" (log scale)" if loss else ""))
     ax.set_title(f"{task}: {ylabel}")
     ax.grid(alpha=0.3, which="both" if loss else "major")
@@ -105,7 +113,7 @@ def adaptation_figure(runs, task, path) -> str:
             ls, name = styles[key]
             ax.plot(epochs, [abs(v) for v in mean], ls=ls, color=color, marker="o", ms=3, label=f"{label}: {name}")
     ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+    set_epoch_axis(ax)
     ax.set_ylabel("value (log scale)")
     ax.set_title(f"{task}: adaptive K-FAC's damping, gamma and step size")
     ax.grid(alpha=0.3, which="both")
@@ -271,6 +279,7 @@ def expected_best_figure(found: list[Search], task, path) -> None:
         e = s.expected_best()
         ax.plot(range(1, len(e) + 1), e, marker="o", ms=3, label=f"{s.entry} ({s.study})")
     ax.set_xlabel("trials k")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # k trials: whole numbers
     ax.set_ylabel("expected best validation score")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(f"{task}: expected best score after k trials")
