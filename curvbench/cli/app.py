@@ -223,7 +223,7 @@ def tune(
     from curvbench.search import tune as tuning
 
     sampler, trials = tuning.budget_mode(budget, sampler, trials)
-    tuning.check_arguments(sampler, pruner, objective, trials, seeds, on)
+    tuning.check_arguments(sampler, pruner, objective, trials, seeds, on, seed)
     pool.devices_of(workers, devices)  # --workers 0, a device list of the wrong length: refused before anything
     if out:
         tuning.check_writable_file(out, "--out")
@@ -296,7 +296,7 @@ def to_target(
     from curvbench.cli import workers as pool
     from curvbench.search.to_target import baseline_of, check_arguments
 
-    check_arguments(acc, eval_every, seeds, on)
+    check_arguments(acc, eval_every, seeds, on, seed)
     pool.devices_of(workers, devices)  # --workers 0, a device list of the wrong length: refused before anything
     seed_list = list(range(seeds)) if seeds is not None else seed
     flags = _flags(epochs=max_epochs, batch_size=batch_size, seeds=seed_list, device=device, threads=threads,

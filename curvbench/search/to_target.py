@@ -64,7 +64,11 @@ def baseline_of(entries: list[str], given: str | None, n_seeds: int) -> str | No
 MAX_SEEDS = 10_000  # seeds 0..N-1 of one command
 
 
-def check_arguments(acc: float | None, eval_every: int | None, seeds: int | None, on: str | None = None) -> None:
+def check_arguments(acc: float | None, eval_every: int | None, seeds: int | None, on: str | None = None,
+                    seed: list[int] | None = None) -> None:
+    if seeds is not None and seed:  # --seeds would silently win: say which one means what
+        raise CurvbenchError("--seed and --seeds: give one; --seed S runs seed S (repeat it for several), --seeds N "
+                             "runs seeds 0..N-1")
     if acc is not None and not 0 < acc <= 1:
         raise CurvbenchError(f"--acc: expected a number > 0 and <= 1, got {acc:g}")
     if eval_every is not None and not 1 <= eval_every <= 2**31 - 1:

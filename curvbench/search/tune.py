@@ -133,8 +133,11 @@ def budget_mode(budget: int | None, sampler: str, trials: int | None) -> tuple[s
 
 
 def check_arguments(sampler: str, pruner: str, objective: str, trials: int | None, seeds: int | None,
-                    on: str | None) -> None:
+                    on: str | None, seed: list[int] | None = None) -> None:
     """The search's own flags, before anything is loaded."""
+    if seeds is not None and seed:  # --seeds would silently win: say which one means what
+        raise CurvbenchError("--seed and --seeds: give one; --seed S trains every trial with seed S (the first, "
+                             "when repeated), --seeds N with each of seeds 0..N-1 and scores the median")
     if sampler not in SAMPLERS:
         raise CurvbenchError(f"--sampler: unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
     if pruner not in PRUNERS:
