@@ -167,10 +167,10 @@ def test_a_missing_peer_package_names_the_extra_and_other_entries_still_run(writ
     assert str(e.value).endswith("this recipe needs the extra: pip install 'curvbench[peers]'")
     chosen = recipe.load(str(path), recipe.Overrides(methods=["sgd"]))  # the entry that needs nothing
     assert [m.name for m in chosen.methods] == ["sgd"] and chosen.search == {}
-    listing = CliRunner().invoke(app, ["methods", str(path)])
-    assert listing.exit_code == 0
-    [warning] = [line for line in listing.output.splitlines() if line.startswith("warning:")]
-    assert "methods.soap: method 'no_such_package.SOAP': cannot import no_such_package" in warning
+    listing = CliRunner().invoke(app, ["methods", str(path)])  # the listing of a recipe that would not run
+    assert listing.exit_code == 2
+    [line] = [x for x in listing.output.splitlines() if x.strip()]
+    assert line.startswith("error: ") and "methods.soap: method 'no_such_package.SOAP': cannot import no_such_package" in line
 
 
 def test_tuple_defaults_read_as_yaml_lists_and_reach_the_class_as_tuples():

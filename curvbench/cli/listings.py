@@ -30,7 +30,9 @@ def _recipe_names(ref: str, section: str) -> list[tuple[str, str]]:
 
 
 def method_lines(recipe_ref: str | None = None) -> tuple[list[str], list[str]]:
-    """(lines to print, one-line problems): every registered method, then the recipe's imported ones."""
+    """(lines to print, one-line problems): every registered method, then the recipe's imported ones. A plugin
+    that fails to load is a problem (a warning); an entry of the named recipe that cannot be used is an error:
+    the user asked about that recipe, and it would not run."""
     from curvbench import methods
 
     lines: list[str] = []
@@ -44,8 +46,7 @@ def method_lines(recipe_ref: str | None = None) -> tuple[list[str], list[str]]:
             try:
                 spec = methods.get(name)
             except CurvbenchError as e:
-                problems.append(f"{recipe_ref}: methods.{entry}: {e}")
-                continue
+                raise CurvbenchError(f"{recipe_ref}: methods.{entry}: {e}") from None
             lines += _method_block(spec, entry)
     return lines, problems
 
@@ -69,8 +70,8 @@ def task_lines(recipe_ref: str | None = None) -> tuple[list[str], list[str]]:
                 continue
             try:
                 lines.append(_task_line(tasks.from_loader(name)))
-            except CurvbenchError as e:
-                problems.append(f"{recipe_ref}: task: {e}")
+            except CurvbenchError as e:  # the named recipe's task cannot be used: an error, as for a method
+                raise CurvbenchError(f"{recipe_ref}: task: {e}") from None
     return lines, problems
 
 
