@@ -125,3 +125,37 @@ def test_runs_that_never_reach_the_server_are_kept_and_marked_not_logged(tmp_pat
     assert len(kept) >= 3
     record = json.loads(kept[0].read_text())
     assert record["tracking_uri"] == server.uri and record["writes"]
+
+
+def test_curvbench_ui_serves_the_store_and_keeps_the_servers_log_out_of_the_terminal(tmp_path, empty_store_uri):
+    """`curvbench ui`: the link and where the log is, on the terminal; the server's access log and warnings in
+    that file; Ctrl-C stops the server and its workers, exit 0."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "curvbench", "ui", "--tracking-uri", empty_store_uri, "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search?max_results=5",
+                                       timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("the UI did not answer within 120 s")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert lines[0].startswith("MLflow UI for ") and "workflowType=machine_learning" in lines[0]
+    log = Path(lines[1].split("the server's log: ")[1].split(" ")[0])
+    assert len(lines) == 2, out  # nothing of the server's own
+    assert "experiments/search" in log.read_text()  # its access log went to the file
+
+
+@pytest.fixture
+def empty_store_uri(tmp_path):
+    from conftest import new_store
+
+    return new_store(tmp_path / "mlflow.db")

@@ -537,6 +537,8 @@ def list_tasks(recipe: Optional[str] = RecipeForListing):
 def ui(
     tracking_uri: Optional[str] = UriOpt,
     port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1.", metavar="PORT"),
+    verbose: bool = typer.Option(False, "--verbose", help="Show the server's access log and warnings here "
+                                 "(else they go to a log file, named when the server fails).", metavar=" "),
 ):
     """Start the MLflow UI on 127.0.0.1 against the same store."""
     import os
@@ -569,8 +571,16 @@ def ui(
     # MLflow 3's UI remembers a GenAI or model-training view per browser; this link opens the model-training one
     typer.echo(f"MLflow UI for {mask(uri)} at http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    log, out = None, None
+    if not verbose:  # hundreds of access-log lines and deprecation warnings: to a file, unless asked for
+        import tempfile
+
+        log = os.path.join(tempfile.gettempdir(), f"curvbench-ui-{port}.log")
+        out = open(log, "w")  # noqa: SIM115 - held open for the server's life
+        env = {**(env or os.environ), "PYTHONWARNINGS": "ignore"}
+        typer.echo(f"the server's log: {log} (--verbose shows it here)")
     # the server and its workers in a process group of their own: Ctrl-C or SIGTERM stops all of them
-    server = subprocess.Popen(cmd, start_new_session=True, env=env)
+    server = subprocess.Popen(cmd, start_new_session=True, env=env, stdout=out, stderr=out)
 
     def stop(signum, frame):
         with contextlib.suppress(ProcessLookupError):
@@ -588,7 +598,7 @@ def ui(
     signal.signal(signal.SIGINT, stop)
     code = server.wait()
     if code != 0:
-        _fail(f"the MLflow UI stopped with exit status {code}", 1)
+        _fail(f"the MLflow UI stopped with exit status {code}" + (f"; its log: {log}" if log else ""), 1)
 
 
 def _click_exceptions():
