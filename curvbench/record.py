@@ -50,6 +50,9 @@ TIMING = "timing"  # quiet, or busy: other processes used more of the machine th
 PARENT = "mlflow.parentRunId"
 RUN_KEY = "curvbench.run_key"  # made by the client: a create retried after a lost answer finds its run
 HOST, PID = "curvbench.host", "curvbench.pid"  # the process that runs a run or a trial (tags; trial user attrs)
+# what produced the numbers: curvbench and torch versions, the commit, the device and the threads torch used
+VERSION, GIT_COMMIT, TORCH_VERSION = "curvbench_version", "git_commit", "torch_version"
+DEVICE, THREADS = "device", "threads"
 # ---- params of runs whose method or task comes from outside curvbench: which code, which version
 METHOD_CLASS, METHOD_SOURCE, METHOD_VERSION = "method_class", "method_source", "method_version"
 TASK_SOURCE, TASK_VERSION = "task_source", "task_version"
@@ -59,6 +62,7 @@ TARGET, TARGET_REACHED = "target", "target_reached"
 # tags of a tune parent
 SEARCH_STATE, BEST_TRIAL, BEST_RUN_ID, SCORED_ON = "search_state", "best_trial", "best_run_id", "scored_on"
 SEARCH_SECONDS = "search_train_seconds"  # a tune parent (metric): training seconds of all its trials' runs
+SEEDS_PER_TRIAL = "seeds_per_trial"  # a tune parent (tag): seeds each trial is scored over (the median)
 TRIALS_RUN = "trials_run"  # a tune parent (metric): trials finished, complete or pruned
 # tags of a to-target parent
 BASELINE = "baseline"  # the entry the others were compared with

@@ -19,6 +19,7 @@ import inspect
 from functools import lru_cache
 from typing import Any
 
+from curvbench import record
 from curvbench.errors import CurvbenchError
 from curvbench.imports import import_object, package_version
 from curvbench.methods.base import COUPLED, DECOUPLED, BuildContext, HParam, MethodSpec
@@ -109,7 +110,7 @@ def spec_for(path: str) -> MethodSpec:
             raise CurvbenchError(f"method {path}: the constructor refused the recipe's arguments ({e})") from None
         if "closure" not in inspect.signature(opt.step).parameters:
             _compute_gradients_first(opt)
-        opt.tags = {"method_class": f"{cls.__module__}.{cls.__qualname__}", "method_version": version}
+        opt.tags = {record.METHOD_CLASS: f"{cls.__module__}.{cls.__qualname__}", record.METHOD_VERSION: version}
         return opt
 
     return MethodSpec(

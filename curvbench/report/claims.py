@@ -219,8 +219,15 @@ def _judge(c: Claim, v: dict[str, stats.Censored]) -> tuple[str, str]:
     return INCONCLUSIVE, text
 
 
+COLUMNS = ("claim", "task", "setting", "verdict", "evidence")
+
+
+def cells(v: Verdict, bold: bool = False) -> list[str]:
+    """A verdict's row: its outcome in bold where Markdown shows it."""
+    return [v.claim.text, v.claim.task, v.setting, f"**{v.outcome}**" if bold else v.outcome, v.evidence]
+
+
 def markdown(verdicts: list[Verdict]) -> str:
-    lines = ["| claim | task | setting | verdict | evidence |", "|---|---|---|---|---|"]
-    for v in verdicts:
-        lines.append(f"| {v.claim.text} | {v.claim.task} | {v.setting} | **{v.outcome}** | {v.evidence} |")
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cells(v, bold=True)) + " |" for v in verdicts]
     return "\n".join(lines) + "\n"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from curvbench.report.tables import CLAIMS_NOTE, COLUMNS, expected_text, row_cells
+from curvbench.report import claims
+from curvbench.report.tables import CLAIMS_NOTE, COLUMNS, SEARCH_COLUMNS, row_cells, search_cells
 
 
 def html_page(rows, figures, n, found=(), captions=None, notes=(), search_note="", generated="", verdicts=None) -> str:
@@ -19,14 +20,10 @@ def html_page(rows, figures, n, found=(), captions=None, notes=(), search_note="
     parts = [table_html(COLUMNS, [row_cells(r) for r in rows])]
     if found:
         parts.append(f"<h2>Searches</h2><p>{html.escape(search_note)}</p>")
-        parts.append(table_html(("task", "method", "study", "trials", "seeds per score", "best score", "best trial",
-                                 "its hyperparameters", "search s", "expected best after k trials"),
-                                [[s.task, s.entry, s.study, s.n_trials, len(s.best_runs), s.score_text(), s.best.trial,
-                                  s.chosen(), f"{s.seconds:.0f}", expected_text(s)] for s in found]))
+        parts.append(table_html(SEARCH_COLUMNS, [search_cells(s) for s in found]))
     if verdicts is not None:
         parts.append(f"<h2>Claims</h2><p>{html.escape(CLAIMS_NOTE)}</p>")
-        parts.append(table_html(("claim", "task", "setting", "verdict", "evidence"),
-                                [[v.claim.text, v.claim.task, v.setting, v.outcome, v.evidence] for v in verdicts]))
+        parts.append(table_html(claims.COLUMNS, [claims.cells(v) for v in verdicts]))
     imgs = [f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
             f'alt="{html.escape(captions.get(p.name, p.stem))}"><figcaption>{html.escape(captions.get(p.name, p.stem))}'
             f'</figcaption></figure>' for p in figures]

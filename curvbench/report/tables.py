@@ -46,18 +46,26 @@ def row_cells(r: Row) -> list[str]:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        lines.append("| " + " | ".join(row_cells(r)) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown(COLUMNS, [row_cells(r) for r in rows])
+
+
+SEARCH_COLUMNS = ("task", "method", "study", "trials", "seeds per score", "best score", "best trial",
+                  "its hyperparameters", "search s", "expected best after k trials")
+
+
+def search_cells(s: Search) -> list[str]:
+    return [s.task, s.entry, s.study, str(s.n_trials), str(len(s.best_runs)), s.score_text(), str(s.best.trial),
+            s.chosen(), f"{s.seconds:.0f}", expected_text(s)]
 
 
 def search_table(found: list[Search]) -> str:
-    lines = ["| task | method | study | trials | seeds per score | best score | best trial | its hyperparameters | "
-             "search s | expected best after k trials |", "|" + "---|" * 10]
-    for s in found:
-        lines.append(f"| {s.task} | {s.entry} | {s.study} | {s.n_trials} | {len(s.best_runs)} | {s.score_text()} | "
-                     f"{s.best.trial} | {s.chosen()} | {s.seconds:.0f} | {expected_text(s)} |")
+    return markdown(SEARCH_COLUMNS, [search_cells(s) for s in found])
+
+
+def markdown(columns, body) -> str:
+    """A Markdown table: the header, its rule, a line per row of cells."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines) + "\n"
 
 

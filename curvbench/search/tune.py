@@ -234,7 +234,7 @@ def tune(
                 record.KIND: record.TUNE, record.TASK: recipe.task.dataset, record.METHOD: entry.method,
                 record.ENTRY: entry.name, record.STUDY: name, record.RECIPE: recipe.name,
                 record.RECIPE_HASH: recipe.digest(), record.SCORED_ON: split,
-                "seeds_per_trial": len(run_seeds)})
+                record.SEEDS_PER_TRIAL: len(run_seeds)})
 
         def status() -> None:
             reporter.search_status(f"tune {entry.name}", *standing(study, budget))

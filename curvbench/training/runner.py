@@ -147,11 +147,11 @@ def run_one(
             record.SEED: seed,
             record.RECIPE: recipe.name,
             record.RECIPE_HASH: recipe.digest(),
-            "curvbench_version": __version__,
-            "git_commit": git_commit(),
-            "torch_version": torch.__version__,
-            "device": str(device),
-            "threads": torch.get_num_threads(),
+            record.VERSION: __version__,
+            record.GIT_COMMIT: git_commit(),
+            record.TORCH_VERSION: torch.__version__,
+            record.DEVICE: str(device),
+            record.THREADS: torch.get_num_threads(),
             **getattr(task, "run_tags", {}),  # a task's own (precision, memory format)
             **timing_tags,  # the CPU, the load, other processes' share, the GPU's clocks
             **(extra_tags or {}),
