@@ -24,7 +24,15 @@ from curvbench.report.figures import (
 )
 from curvbench.report.html import html_page
 from curvbench.report.summary import Row, link_searches, settings_of, summarise
-from curvbench.report.tables import CLAIMS_NOTE, SCALING_NOTE, explanation, markdown_table, scaling_table, search_table
+from curvbench.report.tables import (
+    CLAIMS_NOTE,
+    SCALING_NOTE,
+    SEARCH_NOTE,
+    markdown_table,
+    report_notes,
+    scaling_table,
+    search_table,
+)
 
 
 def check_out_folder(out: Path) -> None:
@@ -42,7 +50,8 @@ def check_out_folder(out: Path) -> None:
 
 
 def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "sgd") -> tuple[list[Row], list[Path]]:
-    """The report into `out`; with `claims` (curvbench.claims.Claim list) a section judging each claim."""
+    """The report into `out`: report.md, report.html and the figures; with `claims` (a list of claims.Claim) a
+    section judging each claim. Returns the rows and the figures' paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,105 +61,93 @@ def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "s
     rows = summarise(runs, baseline)
     link_searches(rows, found)
     out.mkdir(parents=True, exist_ok=True)
-    figures: list[Path] = []
-    captions: dict[str, str] = {}
-    tasks = sorted({r.task for r in runs})
-    for task in tasks:
-        metric = next(r.metric for r in runs if r.task == task)  # the recipe's task.metric: accuracy, f1, ...
-        key = record.split_metric("test", metric)
-        curves = ((key, f"test {metric}"), (record.split_metric("test", "loss"), "test loss"),
-                  (record.TRAIN_LOSS, "train loss"))
-        for curve, label in curves:
-            if any(r.curves.get(curve) for r in runs if r.task == task):
-                p = out / f"{task}_{curve}.png"
-                captions[p.name] = curve_figure(runs, task, curve, label, p)
-                figures.append(p)
-        if any(r.curves.get(key) and r.curves.get(record.TRAIN_SECONDS) for r in runs if r.task == task):
-            p = out / f"{task}_{key}_seconds.png"
-            captions[p.name] = time_curve_figure(runs, task, key, f"test {metric}", p)
-            figures.append(p)
-        if any(r.curves.get(record.KFAC_DAMPING) for r in runs if r.task == task):
-            p = out / f"{task}_kfac_adaptation.png"
-            captions[p.name] = adaptation_figure(runs, task, p)
-            figures.append(p)
-        trows = [r for r in rows if r.task == task]
-        p = out / f"{task}_train_time.png"
-        bar_figure([r.entry for r in trows], [r.total for r in trows], [(0, 0) for _ in trows],
-                    "training seconds", f"{task}: training time (evaluation excluded)", p)
-        captions[p.name] = f"{task}: total training seconds per configuration, mean over seeds (evaluation excluded)"
-        figures.append(p)
-        aimed = [r for r in trows if r.reached]
-        if aimed:
-            for attr, label, name in (("ttt", "seconds to target", "time_to_target"),
-                                      ("ett", "epochs to target", "epochs_to_target")):
-                p = out / f"{task}_{name}.png"
-                interval_bars([r.entry for r in aimed], [getattr(r, attr) for r in aimed], label,
-                               f"{task}: {label} (median over all seeds, interval)", p)
-                captions[p.name] = (f"{task}: {label}, median over all seeds (a seed that missed counts as not "
-                                    f"reached), whiskers its order-statistic interval; hatched: median not reached; "
-                                    f"an arrow: the interval's upper end is not reached")
-                figures.append(p)
-        tfound = [f for f in found if f.task == task and f.scores]
-        if tfound:
-            p = out / f"{task}_expected_best.png"
-            expected_best_figure(tfound, task, p)
-            captions[p.name] = (f"{task}: expected best validation score after k trials of each search (k-subsets "
-                                f"of its trials, Dodge et al. 2019)")
-            figures.append(p)
+    captions: dict[Path, str] = {}
+    for task in sorted({r.task for r in runs}):
+        captions |= task_figures(task, [r for r in runs if r.task == task], [r for r in rows if r.task == task],
+                                 [f for f in found if f.task == task and f.scores], out)
     scaling = batch_scaling.scaling_rows(rows)
-    for task in sorted({k[0] for k in scaling}):
-        p = out / f"{task}_steps_vs_batch.png"
-        scaling_figure({k: v for k, v in scaling.items() if k[0] == task}, task, p)
-        captions[p.name] = (f"{task}: median steps to target against batch size (log-log), each batch size tuned; "
-                            f"dotted: ideal linear scaling from the smallest batch; a ring: the critical batch size "
-                            f"(the largest within {batch_scaling.THRESHOLD:.0%} of ideal scaling)")
-        figures.append(p)
-    if len({r.task for r in rows if r.reached}) >= 2:
-        p = out / "performance_profile.png"
-        profile_figure(rows, p)
-        captions[p.name] = ("performance profile: the fraction of tasks on which each method reaches the target "
-                            "within tau times the fastest method's time")
-        figures.append(p)
+    captions |= overall_figures(rows, scaling, out)
     verdicts = None
     if claims is not None:
         from curvbench.report import claims as claims_mod
 
         verdicts = claims_mod.evaluate(claims, settings_of(rows))
     generated = dt.datetime.now().isoformat(timespec="seconds")
-    notes = [
-        "A row holds runs that differ only in their seed: the same entry, hyperparameters, training settings and "
-        "protocol; where runs of one entry differ, the label names what differs (lr=10) and runs stopped at a "
-        "target say so with the recipe they came from ([to-target >= 0.985, mnist]).",
-        "Metric columns: the task's metric (accuracy, or F1 where the recipe says so), mean over seeds. Times: "
-        "training seconds only (evaluation excluded); s/epoch over whole epochs only.",
-        "Time, epochs and steps to target: " + explanation(baseline),
-        "(busy: k/n) after a time: k of the row's n runs were timed while other processes used the cores their "
-        "threads needed (the `timing` tag); such times are not comparable with quiet ones.",
-        "With its search: the median seconds to target plus every training second of the search (all its trials) "
-        "that chose the row's hyperparameters, when that search is in the report.",
-        "A search (`tune`) is shown by its best trial. Step time / SGD: training seconds per step (seconds / steps) "
-        "against SGD's, runs of one kind (searches with searches).",
-    ]
-    search_note = ("Best score: the best validation value of the metric over the epochs of a trial, the median over "
-                   "its seeds when each trial ran several (`tune --seeds N`). Expected best after k trials: the mean "
-                   "of the best score over every k-subset of the search's trials (Dodge et al. 2019, exact), so that "
-                   "searches of different sizes compare at equal budgets. Search s: training seconds of all its "
-                   "trials.")
+    figures = list(captions)
+    notes = report_notes(baseline)
     md = ["# curvbench report", "", f"{n_read} runs; generated {generated}.", "", *notes, "", markdown_table(rows)]
     if found:
-        md += ["## Searches", "", search_note, "", search_table(found)]
+        md += ["## Searches", "", SEARCH_NOTE, "", search_table(found)]
     if verdicts is not None:
         from curvbench.report import claims as claims_mod
 
         md += ["## Claims", "", CLAIMS_NOTE, "", claims_mod.markdown(verdicts)]
     if scaling:
         md += ["## Steps to target against batch size", "", SCALING_NOTE, "", scaling_table(scaling)]
-    for p in figures:
-        md += [f"![{captions[p.name]}]({p.name})", "", f"*{captions[p.name]}*", ""]
+    for p, caption in captions.items():
+        md += [f"![{caption}]({p.name})", "", f"*{caption}*", ""]
     (out / "report.md").write_text("\n".join(md) + "\n")
-    (out / "report.html").write_text(html_page(rows, figures, n_read, found, captions, notes, search_note, generated,
-                                           verdicts))
+    (out / "report.html").write_text(html_page(rows, figures, n_read, found, {p.name: c for p, c in captions.items()},
+                                               notes, SEARCH_NOTE, generated, verdicts))
     return rows, figures
+
+
+def task_figures(task: str, runs: list[RunData], rows: list[Row], found: list, out: Path) -> dict[Path, str]:
+    """One task's figures, drawn into `out`, with their captions: its metric's curves against epochs and
+    seconds, the losses, what adaptive K-FAC chose, training time, time and epochs to target, expected best."""
+    drawn: dict[Path, str] = {}
+    metric = runs[0].metric  # the recipe's task.metric: accuracy, f1, ...
+    key = record.split_metric("test", metric)
+    curves = ((key, f"test {metric}"), (record.split_metric("test", "loss"), "test loss"),
+              (record.TRAIN_LOSS, "train loss"))
+    for curve, label in curves:
+        if any(r.curves.get(curve) for r in runs):
+            p = out / f"{task}_{curve}.png"
+            drawn[p] = curve_figure(runs, task, curve, label, p)
+    if any(r.curves.get(key) and r.curves.get(record.TRAIN_SECONDS) for r in runs):
+        p = out / f"{task}_{key}_seconds.png"
+        drawn[p] = time_curve_figure(runs, task, key, f"test {metric}", p)
+    if any(r.curves.get(record.KFAC_DAMPING) for r in runs):
+        p = out / f"{task}_kfac_adaptation.png"
+        drawn[p] = adaptation_figure(runs, task, p)
+    p = out / f"{task}_train_time.png"
+    bar_figure([r.entry for r in rows], [r.total for r in rows], [(0, 0) for _ in rows],
+               "training seconds", f"{task}: training time (evaluation excluded)", p)
+    drawn[p] = f"{task}: total training seconds per configuration, mean over seeds (evaluation excluded)"
+    aimed = [r for r in rows if r.reached]
+    for attr, label, name in (("ttt", "seconds to target", "time_to_target"),
+                              ("ett", "epochs to target", "epochs_to_target")):
+        if not aimed:
+            break
+        p = out / f"{task}_{name}.png"
+        interval_bars([r.entry for r in aimed], [getattr(r, attr) for r in aimed], label,
+                      f"{task}: {label} (median over all seeds, interval)", p)
+        drawn[p] = (f"{task}: {label}, median over all seeds (a seed that missed counts as not reached), whiskers "
+                    f"its order-statistic interval; hatched: median not reached; an arrow: the interval's upper end "
+                    f"is not reached")
+    if found:
+        p = out / f"{task}_expected_best.png"
+        expected_best_figure(found, task, p)
+        drawn[p] = (f"{task}: expected best validation score after k trials of each search (k-subsets of its "
+                    f"trials, Dodge et al. 2019)")
+    return drawn
+
+
+def overall_figures(rows: list[Row], scaling: dict, out: Path) -> dict[Path, str]:
+    """Figures across runs of several batch sizes or tasks: steps against batch size, the performance profile."""
+    drawn: dict[Path, str] = {}
+    for task in sorted({k[0] for k in scaling}):
+        p = out / f"{task}_steps_vs_batch.png"
+        scaling_figure({k: v for k, v in scaling.items() if k[0] == task}, task, p)
+        drawn[p] = (f"{task}: median steps to target against batch size (log-log), each batch size tuned; dotted: "
+                    f"ideal linear scaling from the smallest batch; a ring: the critical batch size (the largest "
+                    f"within {batch_scaling.THRESHOLD:.0%} of ideal scaling)")
+    if len({r.task for r in rows if r.reached}) >= 2:
+        p = out / "performance_profile.png"
+        profile_figure(rows, p)
+        drawn[p] = ("performance profile: the fraction of tasks on which each method reaches the target within tau "
+                    "times the fastest method's time")
+    return drawn
 
 
 def log_report(tracker, out: Path, figures: list[Path], selection: dict) -> str:

@@ -108,3 +108,27 @@ CLAIMS_NOTE = ("Each claim judged on each setting that ran it (a recipe's to-tar
 def explanation(baseline: str) -> str:
     return stats.EXPLANATION.replace("Against the baseline:", f"Against the baseline ({baseline}, within the same task, "
                                                         f"recipe and target):")
+
+
+def report_notes(baseline: str) -> list[str]:
+    """The paragraphs above the report's main table: what a row is and what each column means."""
+    return [
+        "A row holds runs that differ only in their seed: the same entry, hyperparameters, training settings and "
+        "protocol; where runs of one entry differ, the label names what differs (lr=10) and runs stopped at a "
+        "target say so with the recipe they came from ([to-target >= 0.985, mnist]).",
+        "Metric columns: the task's metric (accuracy, or F1 where the recipe says so), mean over seeds. Times: "
+        "training seconds only (evaluation excluded); s/epoch over whole epochs only.",
+        "Time, epochs and steps to target: " + explanation(baseline),
+        "(busy: k/n) after a time: k of the row's n runs were timed while other processes used the cores their "
+        "threads needed (the `timing` tag); such times are not comparable with quiet ones.",
+        "With its search: the median seconds to target plus every training second of the search (all its trials) "
+        "that chose the row's hyperparameters, when that search is in the report.",
+        "A search (`tune`) is shown by its best trial. Step time / SGD: training seconds per step (seconds / steps) "
+        "against SGD's, runs of one kind (searches with searches).",
+    ]
+
+
+SEARCH_NOTE = ("Best score: the best validation value of the metric over the epochs of a trial, the median over its "
+               "seeds when each trial ran several (`tune --seeds N`). Expected best after k trials: the mean of the "
+               "best score over every k-subset of the search's trials (Dodge et al. 2019, exact), so that searches of "
+               "different sizes compare at equal budgets. Search s: training seconds of all its trials.")
