@@ -217,21 +217,26 @@ def test_tune_with_seeds_scores_each_trial_by_the_median_over_its_seeds(tune_rec
     assert (found.n_trials, len(found.best_runs)) == (2, 3) and found.best_score == pytest.approx(top.value)
 
 
-def test_tune_on_test_says_so_and_tune_on_a_missing_split_is_refused(mnist_dir, write_recipe, tmp_path, tracking_uri):
+def test_tune_holds_out_a_validation_split_when_the_task_has_none_and_says_so(mnist_dir, write_recipe, tmp_path,
+                                                                             tracking_uri):
     from typer.testing import CliRunner
 
     from curvbench.cli.app import app
+    from curvbench.errors import CurvbenchError
 
     path = write_recipe(RECIPE.format(data=mnist_dir).replace("validation: 0.2", "validation: 0"), "novalid.yaml")
     args = ["--space", "sgd.lr=0.1", "--storage", f"sqlite:///{tmp_path}/o.db", "--tracking-uri", tracking_uri, "-q"]
     result = CliRunner().invoke(app, ["tune", str(path), *args])
     assert result.exit_code == 0, result.output
-    assert "warning: trials are scored on the test split" in result.output
-    assert "(scored on test)" in " ".join(result.output.split())
-    refused = CliRunner().invoke(app, ["tune", str(path), "--on", "val", *args])
-    assert refused.exit_code == 2
-    assert refused.output.strip().startswith("error: --on val: trials can be scored on val")
-    assert len(refused.output.strip().splitlines()) == 1
+    assert "note: trials are scored on val: 10% of train held out" in " ".join(result.output.split())
+    assert "(scored on val)" in " ".join(result.output.split()), result.output
+    assert "scored on the test split" not in result.output
+    on_test = CliRunner().invoke(app, ["tune", str(path), "--on", "test", "--study", "t", *args])
+    assert on_test.exit_code == 0, on_test.output
+    assert "warning: trials are scored on the test split" in on_test.output
+    assert "(scored on test)" in " ".join(on_test.output.split())
+    with pytest.raises(CurvbenchError, match=r"--on val: trials can be scored on val"):  # from Python: as given
+        tune(recipe.load(str(path)), None, QuietReporter(), "grid", on="val", storage=f"sqlite:///{tmp_path}/p.db")
 
 
 @pytest.mark.slow

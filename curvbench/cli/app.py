@@ -4,6 +4,7 @@ torch and mlflow are imported inside the commands only, so `curvbench --help` is
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from typing import List, Optional
@@ -230,6 +231,10 @@ def tune(
     flags = _flags(epochs=epochs, batch_size=batch_size, seeds=seed, device=device, threads=threads,
                    data_dir=data_dir, no_download=no_download, sets=set_, methods=methods, experiment=experiment)
     r = _load_recipe(recipe, flags)
+    held_out = tuning.scoring_overrides(r, on)  # trials scored on val, held out of train when the task has none
+    if held_out:
+        scored = dataclasses.replace(flags, sets=[*(flags.sets or []), *(f"{k}={v}" for k, v in held_out.items())])
+        r = _load_recipe(recipe, scored)
     r = r.with_search(parse_space_flags(space))
     if dry_run:
         for entry, todo in tuning.dry_run(r, sampler, trials, storage, study, objective=objective, on=on, seeds=seeds):
@@ -251,7 +256,8 @@ def tune(
     reporter = _reporter(quiet)
     try:
         results = tuning.tune(r, tracker, reporter, sampler, trials, storage, study, objective, on, pruner,
-                              sampler_seed, seeds=seeds, warn=lambda m: typer.echo(f"warning: {m}", err=True))
+                              sampler_seed, seeds=seeds, warn=lambda m: typer.echo(f"warning: {m}", err=True),
+                              note=lambda m: typer.echo(f"note: {m}", err=True))
     except Interrupted as e:
         reporter.close()
         _fail(f"{e.reason}: finished trials are kept; run the same command again to resume", EXIT_INTERRUPTED)

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from curvbench import record
 from curvbench.errors import CurvbenchError
 from curvbench.recipe import space as spaces_mod
-from curvbench.recipe.loading import MethodEntry, Recipe
+from curvbench.recipe.loading import MethodEntry, Recipe, holds_val
 from curvbench.search import studies
+from curvbench.tasks import spec_of
 from curvbench.search.studies import (
     held_elsewhere,
     open_storage,
@@ -102,6 +103,17 @@ def fingerprint(recipe: Recipe, entry: MethodEntry, space: dict, objective: str,
 FINGERPRINT_CLASH = ("was run with another recipe or search space (epochs, schedule, fixed hyperparameters, grid or "
                      "objective); pass --study NAME to start a new one")
 DEFAULT_TRIALS = 20  # trials per method when neither --trials nor a grid says how many
+
+
+VALIDATION_HELD_OUT = 0.1  # the fraction of train held out to score trials on, for tasks without a validation split
+
+
+def scoring_overrides(recipe: Recipe, on: str | None) -> dict:
+    """What tune changes in a recipe to score trials on a validation split when its task has none of its own and
+    none is held out: VALIDATION_HELD_OUT of train (the test split stays for the final runs), unless --on test."""
+    if on == "test" or holds_val(recipe.task, recipe.training.validation):
+        return {}
+    return {"training.validation": VALIDATION_HELD_OUT}
 
 
 def budget_of(trials: int | None, points: list[dict] | None) -> int:
@@ -189,10 +201,11 @@ def tune(
     seed: int = 0,
     seeds: int | None = None,
     warn=None,
+    note=None,
 ) -> list[TuneResult]:
     """Search each method entry's space. `seeds`: train every trial with seeds 0..N-1 (a child run each) and
-    score it by the median; default the recipe's first seed. `warn(message)`: told, once everything is checked,
-    when trials are scored on the test split."""
+    score it by the median; default the recipe's first seed. Once everything is checked, `warn(message)` is told
+    when trials are scored on the test split, and `note(message)` when on a validation split held out of train."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -212,6 +225,9 @@ def tune(
     if split == "test" and warn is not None:  # after every check: an error line is never preceded by a warning
         warn(f"trials are scored on the test split ({recipe.source} holds out no validation data; set "
              f"training.validation to tune on val)")
+    if split == "val" and note is not None and not spec_of(recipe.task).has_val:
+        note(f"trials are scored on val: {recipe.training.validation:.0%} of train held out (the task has no "
+             f"validation split of its own; --on test scores them on test)")
     results = []
     for entry in recipe.methods:
         space = spaces[entry.name]

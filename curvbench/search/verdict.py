@@ -19,7 +19,6 @@ from pathlib import Path
 from curvbench.errors import CurvbenchError
 from curvbench.recipe.loading import Overrides, Recipe
 
-TUNE_VALIDATION = 0.1  # the fraction of train held out to score trials on, for tasks without a validation split
 
 
 @dataclass
@@ -42,12 +41,9 @@ def check_plan(plan: VerdictPlan) -> None:
 
 def tuning_overrides(recipe: Recipe, base: Overrides, tune_epochs: int) -> Overrides:
     """The recipe as tune runs it: `tune_epochs` epochs, a validation split held out when the task has none."""
-    from curvbench.tasks import spec_of
+    from curvbench.search.tune import scoring_overrides
 
-    values = dict(base.values)
-    values["training.epochs"] = tune_epochs
-    if not spec_of(recipe.task).has_val and recipe.training.validation <= 0:
-        values["training.validation"] = TUNE_VALIDATION
+    values = {**base.values, "training.epochs": tune_epochs, **scoring_overrides(recipe, "val")}
     return Overrides(values, base.methods)
 
 
