@@ -327,3 +327,42 @@ def test_tune_progress_counts_the_trial_that_is_running(tune_recipe, tmp_path):
     tune(r, None, Watch(), "grid", trials=2, storage=f"sqlite:///{tmp_path}/o.db")
     before_runs = [shown[i - 1] for i, s in enumerate(shown) if s == "run"]
     assert before_runs == [(0, 1, 1), (1, 1, 0)]  # the running trial is counted while it trains
+
+
+def test_a_study_storage_that_goes_away_ends_the_parent_and_says_so(tmp_path, monkeypatch):
+    """PostgreSQL stopped mid-sweep: Optuna's commit error (whose own text speaks of max lengths) becomes one line
+    saying the storage went away, with the database's reason; the parent run ends FAILED, not left RUNNING."""
+    import optuna
+    from sqlalchemy.exc import OperationalError
+
+    from curvbench.errors import CurvbenchError
+    from curvbench.search import study_loop
+
+    class Parent:
+        ended = None
+
+        def end(self, status, reason=""):
+            self.ended = (status, reason)
+
+    storage = f"sqlite:///{tmp_path}/o.db"
+    study = study_loop.open_study("s", storage, "minimize", optuna.samplers.RandomSampler(), "mark", "other")
+    ran = []
+
+    def take(study, points, storage):
+        if ran:
+            try:
+                raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+            except OperationalError as e:
+                raise optuna.exceptions.StorageInternalError("An exception is raised during the commit") from e
+        return study.ask()
+
+    monkeypatch.setattr(study_loop.studies, "take", take)
+    parent = Parent()
+    with pytest.raises(CurvbenchError, match=r"study storage sqlite:///.*o\.db went away during the study "
+                                             r"\(database error: server closed the connection unexpectedly\)"):
+        study_loop.run_study(study, storage, None, lambda t: t.suggest_float("x", 0, 1),
+                             lambda t, x: (ran.append(x), study.tell(t, x)), parent)
+    assert len(ran) == 1 and parent.ended[0] == "FAILED" and "went away" in parent.ended[1]
+    ran.clear()
+    with pytest.raises(ZeroDivisionError):  # anything else is not the storage's: it goes on up as it is
+        study_loop.run_study(study, storage, None, lambda t: 1 / 0, lambda t, x: None, Parent())

@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import Callable
 
 from curvbench import stopping
+from curvbench.errors import CurvbenchError
 from curvbench.search import studies
+from curvbench.tracking.stores import explain, mask
 from curvbench.training.runner import Interrupted
 
 
@@ -54,3 +56,22 @@ def run_study(study, storage: str | None, points: list[dict] | None, suggest: Ca
         if parent is not None:
             parent.end("KILLED", e.reason)
         raise
+    except Exception as e:  # noqa: BLE001 - only the storage's own failures are turned into one line here
+        if not storage_failed(e):
+            raise
+        cause = e.__cause__ or e.__context__  # what Optuna's StorageInternalError wraps: the database's own error
+        why = explain(cause if cause is not None and storage_failed(cause) else e) or " ".join(str(e).split())[:200]
+        if parent is not None:
+            parent.end("FAILED", f"the study storage went away: {why}")
+        raise CurvbenchError(f"study storage {mask(storage or studies.DEFAULT_STORAGE)} went away during the study "
+                             f"({why}); the parent run is ended as FAILED and finished trials are kept: run the same "
+                             f"command again once the storage is back") from None
+
+
+def storage_failed(e: BaseException) -> bool:
+    """The study's database failed (a server gone, a connection cut), not the training: Optuna wraps a failed
+    commit in StorageInternalError, whose own text ("e.g. exceeding max length") misleads."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(e, (SQLAlchemyError, optuna.exceptions.StorageInternalError))

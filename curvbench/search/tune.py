@@ -18,7 +18,6 @@ from curvbench.errors import CurvbenchError
 from curvbench.recipe import space as spaces_mod
 from curvbench.recipe.loading import MethodEntry, Recipe, holds_val
 from curvbench.search import studies
-from curvbench.tasks import spec_of
 from curvbench.search.studies import (
     held_elsewhere,
     open_storage,
@@ -26,6 +25,7 @@ from curvbench.search.studies import (
     shared_parent,
 )
 from curvbench.search.study_loop import open_study, run_study
+from curvbench.tasks import spec_of
 from curvbench.training import engine
 from curvbench.training.runner import display_name, experiment_name, prepare, run_one
 

@@ -20,7 +20,6 @@ from curvbench.errors import CurvbenchError
 from curvbench.recipe.loading import Overrides, Recipe
 
 
-
 @dataclass
 class VerdictPlan:
     budget: int = 12
