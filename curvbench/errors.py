@@ -7,6 +7,7 @@ from typing import Any
 
 EXIT_DIVERGED = 1  # a run diverged or failed; the others went on
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: the shell's code for SIGINT
+EXIT_UNLOGGED = 3  # the command did its work, but some runs never reached the tracking store (kept to resend)
 
 
 class CurvbenchError(Exception):

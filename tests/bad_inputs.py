@@ -240,6 +240,7 @@ CASES = [
          lambda d: (d / "r.yaml").write_text("task: {loader: 'no_such_module_xyz:make', dataset: x}\nmethods: [sgd]\n")),
     Case("methods of a recipe naming a missing class", ["methods", "r.yaml"], 2, "r.yaml: methods.soap: ",
          lambda d: (d / "r.yaml").write_text("task: mnist-mini\nmethods: {soap: {method: no_such_pkg_xyz.SOAP}}\n")),
+    Case("resend without kept runs", ["resend"], 2, "mlruns/unlogged: no such folder of unlogged runs"),
     Case("to-target seed and seeds", ["to-target", "quickstart", *QUICK_TARGET, "--seed", "3", "--seeds", "2"], 2,
          "--seed and --seeds: give one"),
     Case("tune seed and seeds", ["tune", "quickstart", *QUICK, "--space", "sgd.lr=0.1", "--seed", "3", "--seeds", "2"],

@@ -168,3 +168,43 @@ def test_fresh_connections_are_asked_for_only_where_curvbench_turned_them_on(mon
     assert resolve_request_headers().get("Connection") != "close"
     monkeypatch.setenv(ENV, "1")
     assert resolve_request_headers()["Connection"] == "close"
+
+
+def test_kept_runs_are_resent_in_order_created_when_they_never_were_and_never_sent_twice(tmp_path, monkeypatch,
+                                                                                        capsys):
+    from mlflow.tracking import MlflowClient
+
+    from conftest import new_store
+    from curvbench.tracking.client import Tracker
+    from curvbench.tracking.resend import resend
+
+    monkeypatch.chdir(tmp_path)
+    uri = new_store(tmp_path / "store" / "mlflow.db")
+    started = Tracker(uri).start("mnist", "sgd s0", {}, {"task": "mnist"})  # created, then the server went away
+    server = FakeServer()
+    server.down = True
+    kept = TrackedRun(server, started.run_id, remote=True, name="sgd s0", uri="http://tracking")
+    for step in (1, 2, 3):
+        kept.log_metrics({"val_accuracy": 0.1 * step}, step=step)
+    kept.end("FINISHED")
+
+    def away():
+        raise ConnectionError("connection refused")
+
+    unstarted = TrackedRun(server, None, remote=True, create=away, name="lion s0", uri="http://tracking")
+    unstarted.creation = {"experiment": "mnist", "run_name": "lion s0", "tags": {"task": "mnist", "seed": "0"}}
+    unstarted.log_metrics({"val_accuracy": 0.5}, step=1)
+    unstarted.end("FAILED", "diverged")
+    assert tracked_run.settle_held(grace=0) == 2
+    folder = tmp_path / "mlruns" / "unlogged"
+    assert len(list(folder.glob("*.json"))) == 2
+
+    done = resend(folder, uri)
+    assert len(done.sent) == 2 and not done.left and not list(folder.glob("*.json"))
+    client = MlflowClient(uri)
+    assert [m.value for m in client.get_metric_history(started.run_id, "val_accuracy")] == pytest.approx([.1, .2, .3])
+    assert client.get_run(started.run_id).info.status == "FINISHED"
+    [lion] = client.search_runs([client.get_experiment_by_name("mnist").experiment_id], "tags.seed = '0'")
+    assert lion.info.run_name == "lion s0" and lion.info.status == "FAILED"
+    assert lion.data.tags["status_reason"] == "diverged" and lion.data.metrics["val_accuracy"] == 0.5
+    assert resend(folder, uri).sent == []  # the files moved to sent/: nothing goes twice

@@ -19,7 +19,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-from curvbench.errors import EXIT_DIVERGED, EXIT_INTERRUPTED
+from curvbench.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_UNLOGGED
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -59,7 +59,12 @@ def friendly(func):
             finally:
                 _settle_tracking()
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+            kept = _settle_tracking()
+            if kept:  # the work is done, but not all of it is in the store: not a plain success
+                _fail(f"{kept} run(s) did not reach the tracking store; their writes are kept in mlruns/unlogged/: "
+                      f"`curvbench resend` sends them once the store answers", EXIT_UNLOGGED)
+            return result
         except CurvbenchError as e:
             _fail(str(e), e.exit_code)
         except (typer.Exit, typer.Abort):
@@ -82,11 +87,11 @@ def friendly(func):
     return wrapper
 
 
-def _settle_tracking() -> None:
-    """Runs that ended while their tracking server was away: one last try, else kept in mlruns/unlogged/."""
+def _settle_tracking() -> int:
+    """Runs that ended while their tracking server was away: one last try, else kept in mlruns/unlogged/ (how
+    many were kept)."""
     tracked_run = sys.modules.get("curvbench.tracking.tracked_run")  # only where the command tracked anything
-    if tracked_run is not None:
-        tracked_run.settle_held()
+    return tracked_run.settle_held() if tracked_run is not None else 0
 
 
 # ---- options shared by the commands that train (gathered into one recipe.RunFlags)
@@ -514,6 +519,24 @@ def _print_listing(lines: list[str], problems: list[str]) -> None:
         typer.echo(line)
     for line in problems:
         typer.echo(f"warning: {line}", err=True)
+
+
+@app.command(epilog="Example: curvbench resend --tracking-uri http://mlflow.internal:5000")
+@friendly
+def resend(
+    folder: str = typer.Option("mlruns/unlogged", "--folder", help="Folder of the kept runs.", metavar="DIR"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Store to send them to (default: the "
+                                               "one each file names).", metavar="URI"),
+):
+    """Send the runs that never reached their tracking server (kept in mlruns/unlogged/) to the store now."""
+    from curvbench.tracking.resend import resend as send
+
+    done = send(folder, tracking_uri)
+    for line in done.sent:
+        typer.echo(f"sent {line}")
+    typer.echo(f"{len(done.sent)} run(s) sent; their files moved to {folder}/sent/")
+    if done.left:
+        _fail(f"{len(done.left)} file(s) not sent: " + "; ".join(done.left))
 
 
 @app.command("methods", epilog="Example: curvbench methods peers")

@@ -170,6 +170,7 @@ class Tracker:
             warn(f"tracking server {where} could not start run {run_name} ({short_error(e)}); training goes on and "
                  f"the run is created when the server answers")
             run = TrackedRun(self.client, None, remote=True, create=create, name=run_name, uri=where)
+            run.creation = {"experiment": experiment, "run_name": run_name, "tags": all_tags}  # for `resend`
             run._last_try = time.time()
         run.log_params(params or {})  # a write like the others: queued to a server, held with the rest while it is away
         return run

@@ -37,6 +37,7 @@ class TrackedRun:
         self.client, self.run_id = client, run_id
         self.remote, self.name, self.uri = remote, name, uri
         self._create = create  # run_id is None: the server was away when the run began; this creates it
+        self.creation: dict | None = None  # what `create` makes (experiment, name, tags): kept with unlogged writes
         self.pending: list[tuple[str, Any]] = []
         self._last_try = 0.0
         self.ended = False
@@ -150,6 +151,7 @@ class TrackedRun:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{(self.run_id or 'unstarted')[:8]}-{uuid.uuid4().hex[:6]}.json"
         path.write_text(json.dumps({"tracking_uri": self.uri, "run_id": self.run_id, "run_name": self.name,
+                                    "create": self.creation if self.run_id is None else None,
                                     "writes": self.pending}, default=str, indent=1))
         warn(f"run {self.name or self.run_id} is not logged: tracking server {self.uri} did not answer by its end; "
              f"its {len(self.pending)} write(s) are kept in {path}")
@@ -236,11 +238,11 @@ _SENDER = _Sender()
 _HELD: list[TrackedRun] = []  # runs that ended while their tracking server was away, still holding writes
 
 
-def settle_held(grace: float | None = None) -> None:
+def settle_held(grace: float | None = None) -> int:
     """When a command ends: every queued write delivered; runs still holding writes because their tracking server
     is away are tried again every few seconds for up to `grace` seconds (CURVBENCH_TRACKING_GRACE, default 60; a
     server being restarted comes back in that time); what still does not go through, or everything at once on
-    Ctrl-C, is kept in a file."""
+    Ctrl-C, is kept in a file (`curvbench resend` sends it later). Returns how many runs were kept so."""
     import os
 
     from curvbench import stopping
@@ -262,10 +264,11 @@ def settle_held(grace: float | None = None) -> None:
                 _HELD[0]._flush(force=True)
         except KeyboardInterrupt:
             pass
-        for run in _HELD:
-            if run.pending:
-                run._keep_unlogged()
+        kept = [run for run in _HELD if run.pending]
+        for run in kept:
+            run._keep_unlogged()
         _HELD.clear()
+    return len(kept)
 
 
 def short_error(e: Exception) -> str:
