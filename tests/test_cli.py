@@ -145,3 +145,19 @@ def test_time_left_comes_from_the_runs_own_pace_from_the_first_reports_on_even_f
     assert clock_text(3725.4) == "1:02:05"
     assert short_label("kfac lr=0.01 momentum=0 s2 to test_accuracy 0.985 (run 3 of 25)").endswith("…")
     assert len(short_label("x" * 100)) == 22
+
+
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_runs_kept_unlogged_make_a_finished_command_exit_3_with_or_without_debug(monkeypatch, capsys, debug):
+    import typer
+
+    from curvbench.cli import app as cli
+
+    monkeypatch.setenv("CURVBENCH_DEBUG", debug)
+    monkeypatch.setattr(cli, "_settle_tracking", lambda: 2)  # two runs' writes kept in mlruns/unlogged/
+    with pytest.raises(typer.Exit) as e:
+        cli.friendly(lambda: "done")()
+    assert e.value.exit_code == 3
+    assert capsys.readouterr().err.startswith("error: 2 run(s) did not reach the tracking store")
+    monkeypatch.setattr(cli, "_settle_tracking", lambda: 0)
+    assert cli.friendly(lambda: "done")() == "done"

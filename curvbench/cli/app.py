@@ -52,19 +52,14 @@ def friendly(func):
             import traceback
 
             try:
-                return func(*args, **kwargs)
+                return _settled(func(*args, **kwargs))
             except CurvbenchError as e:
                 traceback.print_exc()
                 _fail(str(e), e.exit_code)
             finally:
                 _settle_tracking()
         try:
-            result = func(*args, **kwargs)
-            kept = _settle_tracking()
-            if kept:  # the work is done, but not all of it is in the store: not a plain success
-                _fail(f"{kept} run(s) did not reach the tracking store; their writes are kept in mlruns/unlogged/: "
-                      f"`curvbench resend` sends them once the store answers", EXIT_UNLOGGED)
-            return result
+            return _settled(func(*args, **kwargs))
         except CurvbenchError as e:
             _fail(str(e), e.exit_code)
         except (typer.Exit, typer.Abort):
@@ -85,6 +80,16 @@ def friendly(func):
             _settle_tracking()
 
     return wrapper
+
+
+def _settled(result):
+    """A command's work is done: runs still holding writes are settled, and runs that never reached the tracking
+    store make it exit 3 (with or without CURVBENCH_DEBUG), not 0."""
+    kept = _settle_tracking()
+    if kept:  # the work is done, but not all of it is in the store: not a plain success
+        _fail(f"{kept} run(s) did not reach the tracking store; their writes are kept in mlruns/unlogged/: "
+              f"`curvbench resend` sends them once the store answers", EXIT_UNLOGGED)
+    return result
 
 
 def _settle_tracking() -> int:
