@@ -15,12 +15,15 @@ import socket
 from curvbench import record
 from curvbench.errors import CurvbenchError
 from curvbench.search import optuna_private
-from curvbench.tracking.client import owner_tags, process_alive, sqlite_lock
+from curvbench.tracking.client import SQLITE_LOCK_SECONDS, owner_tags, process_alive, sqlite_lock
 from curvbench.tracking.stores import absolute_sqlite, mask
 from curvbench.tracking.tracked_run import TrackedRun
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 
+
+HEARTBEAT_SECONDS = 30  # how often a running trial tells the storage that its process lives
+HEARTBEAT_GRACE = 120  # seconds without a heartbeat before another worker runs a trial's point again
 
 _OPENED: dict = {}  # url -> RDBStorage: one connection pool per storage and process, however often it is opened
 
@@ -44,15 +47,13 @@ def _open_storage(url: str):
 
     check_study_storage(url)  # scheme, file, folder, driver, server: one line naming the URL, before any training
     # a heartbeat lets a later start see the trials of a process that died, and run their points again
-    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    kwargs = {"connect_args": {"timeout": SQLITE_LOCK_SECONDS}} if url.startswith("sqlite") else {}
     try:
         with sqlite_lock(url):  # a new database's tables are created by one process at a time
-            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, engine_kwargs=kwargs)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=HEARTBEAT_GRACE,
+                                              engine_kwargs=kwargs)
     except Exception as e:  # noqa: BLE001 - a broken or foreign database: one line naming it
         raise CurvbenchError(f"study storage {mask(url)}: {explain(e) or f'{e.__class__.__name__}: {e}'}") from None
-
-
-HEARTBEAT_GRACE = 120  # seconds without a heartbeat before another worker runs a trial's point again
 
 
 def fail_dead_trials(study) -> list[int]:
