@@ -135,6 +135,17 @@ class Tracker:
                     self.client.set_experiment_tag(exp.experiment_id, *next(iter(kind.items())))
         return self._experiments[name]
 
+    def create_run(self, experiment: str, run_name: str, tags: dict[str, str], look_first: bool = True) -> str:
+        """The run `tags[RUN_KEY]` names: with `look_first`, the one an earlier try made when there is one (its
+        answer lost), else a new one. Its id."""
+        exp = self.experiment_id(experiment)
+        key = tags.get(record.RUN_KEY)
+        if look_first and key:
+            found = self.client.search_runs([exp], f"tags.`{record.RUN_KEY}` = '{key}'", max_results=1)
+            if found:
+                return found[0].info.run_id
+        return self.client.create_run(exp, run_name=run_name, tags=tags).info.run_id
+
     def start(
         self,
         experiment: str,
@@ -149,17 +160,13 @@ class Tracker:
         all_tags.update(owner_tags())
         if parent_run_id:
             all_tags[record.PARENT] = parent_run_id
-        key = all_tags[record.RUN_KEY] = uuid.uuid4().hex  # a retried create finds the run an earlier try made
+        all_tags[record.RUN_KEY] = uuid.uuid4().hex  # a retried create finds the run an earlier try made
         tries = []
 
         def create() -> str:
-            exp = self.experiment_id(experiment)
-            found = []
-            if tries:  # the server may have made the run and lost the answer: never make it twice
-                found = self.client.search_runs([exp], f"tags.`{record.RUN_KEY}` = '{key}'", max_results=1)
+            look = bool(tries)  # the server may have made the run and lost the answer: never make it twice
             tries.append(1)
-            return found[0].info.run_id if found else self.client.create_run(
-                exp, run_name=run_name, tags=all_tags).info.run_id
+            return self.create_run(experiment, run_name, all_tags, look_first=look)
 
         where = mask_uri(self.uri)
         try:

@@ -10,7 +10,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curvbench import record
 from curvbench.errors import CurvbenchError
 from curvbench.tracking.client import Tracker
 from curvbench.tracking.tracked_run import UNLOGGED_DIR, TrackedRun
@@ -44,8 +43,10 @@ def resend(folder: str | Path = UNLOGGED_DIR, uri: str | None = None) -> Resent:
         if target not in trackers:
             trackers[target] = Tracker(target)  # checked: one line naming the store when it cannot be used
         tracker = trackers[target]
-        run_id = data.get("run_id") or _created(tracker, data.get("create"))
-        if run_id is None:
+        creation = data.get("create")
+        run_id = data.get("run_id") or (creation and tracker.create_run(creation["experiment"], creation["run_name"],
+                                                                        creation["tags"]))
+        if not run_id:
             out.left.append(f"{path}: the run was never created and the file does not say how to create it")
             continue
         run = TrackedRun(tracker.client, run_id, name=data.get("run_name", ""), uri=tracker.shown_uri)
@@ -56,16 +57,3 @@ def resend(folder: str | Path = UNLOGGED_DIR, uri: str | None = None) -> Resent:
         out.sent.append(f"{data.get('run_name') or run_id} ({run_id})")
     return out
 
-
-def _created(tracker: Tracker, creation: dict | None) -> str | None:
-    """The run a kept file's writes belong to, when its server was away at the run's start: the one an earlier
-    try made (found by its key), else a new one."""
-    if not creation:
-        return None
-    exp = tracker.experiment_id(creation["experiment"])
-    key = creation["tags"].get(record.RUN_KEY)
-    if key:
-        found = tracker.client.search_runs([exp], f"tags.`{record.RUN_KEY}` = '{key}'", max_results=1)
-        if found:
-            return found[0].info.run_id
-    return tracker.client.create_run(exp, run_name=creation["run_name"], tags=creation["tags"]).info.run_id
