@@ -148,8 +148,9 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
                        trial=int(tags.get(record.TRIAL, -1)) if trial else None, params=dict(r.data.params),
                        protocol=protocol, outcome=tags.get(record.OUTCOME), recipe=recipe, timing=tags.get(record.TIMING),
                        target=float(tags[record.TARGET]) if to_target else None)
-        for key in CURVES + ADAPTATION + (record.EPOCH_SECONDS, record.TRAIN_SECONDS, record.STEPS,
-                            record.split_metric("test", data.metric), record.split_metric("val", data.metric)):
+        keys = CURVES + ADAPTATION + (record.EPOCH_SECONDS, record.TRAIN_SECONDS, record.STEPS,
+                                      record.split_metric("test", data.metric), record.split_metric("val", data.metric))
+        for key in dict.fromkeys(keys):  # once each: test_accuracy is both a curve and, mostly, the task's metric
             data.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
         runs.append(data)
     return runs
