@@ -45,26 +45,30 @@ def mnist_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-_EMPTY_STORE: list[Path] = []
+_TEMPLATES: dict = {}  # key -> a store made (and filled) once per session, copied by every test that wants it
 
 
-def new_store(db: Path) -> str:
-    """A fresh MLflow SQLite store at `db`, its URL: a copy of an empty store made once per session (a new store
-    spends seconds in MLflow's migrations, a copy milliseconds). It holds no run, and no experiment but MLflow's
-    Default."""
+def new_store(db: Path, key=None, fill=None) -> str:
+    """A fresh MLflow SQLite store at `db`, its URL: a copy of a store made once per session (a new store spends
+    seconds in MLflow's migrations, a copy milliseconds). Without `key` it is empty (no run, no experiment but
+    MLflow's Default); with one, it holds what `fill(uri)` logged into it the first time `key` was asked for."""
     import atexit
     import shutil
     import tempfile
 
-    if not _EMPTY_STORE:
+    if key not in _TEMPLATES:
         from curvbench.tracking.client import Tracker
 
-        folder = Path(tempfile.mkdtemp(prefix="curvbench-empty-store-"))
+        folder = Path(tempfile.mkdtemp(prefix="curvbench-store-"))
         atexit.register(shutil.rmtree, folder, True)
-        Tracker(f"sqlite:///{folder / 'mlflow.db'}")
-        _EMPTY_STORE.append(folder / "mlflow.db")
+        template = folder / "mlflow.db"
+        if key is None:
+            Tracker(f"sqlite:///{template}")
+        else:
+            fill(new_store(template))
+        _TEMPLATES[key] = template
     db.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(_EMPTY_STORE[0], db)
+    shutil.copyfile(_TEMPLATES[key], db)
     return f"sqlite:///{db}"
 
 

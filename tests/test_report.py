@@ -24,11 +24,8 @@ TARGET = {("mnist", "sgd", 0): (4.2, 2.0), ("mnist", "sgd", 1): None, ("mnist", 
           ("mnist", "kfac", 1): (6.0, 2.0), ("cifar10", "sgd", 0): None, ("cifar10", "kfac", 0): (28.0, 2.0)}
 
 
-@pytest.fixture(scope="module")
-def filled_store(tmp_path_factory):
-    """The store every report test reads, filled once per module (each test gets its own copy)."""
-    db = tmp_path_factory.mktemp("filled") / "mlflow.db"
-    uri = new_store(db)
+def fill_store(uri: str) -> None:
+    """The runs every report test reads: logged once per session, then copied for each test."""
     tracker = Tracker(uri)
     for task, entries in CURVES.items():
         for entry, seeds in entries.items():
@@ -49,16 +46,11 @@ def filled_store(tmp_path_factory):
     parent.end("FINISHED")
     orphan = tracker.start("mnist", "mnist-sgd-s9", {}, {"task": "mnist", "entry": "sgd", "seed": 9})
     orphan.log_metrics({"test_accuracy": 0.1, "train_loss": 9.0}, step=1)  # never ended: left out of reports
-    return db
 
 
 @pytest.fixture
-def store(tmp_path, filled_store):
-    import shutil
-
-    (tmp_path / "store").mkdir()
-    shutil.copyfile(filled_store, tmp_path / "store" / "mlflow.db")
-    return f"sqlite:///{tmp_path}/store/mlflow.db", tmp_path
+def store(tmp_path):
+    return new_store(tmp_path / "store" / "mlflow.db", "report", fill_store), tmp_path
 
 
 def table_rows(md: str) -> dict:

@@ -172,9 +172,9 @@ def test_fresh_connections_are_asked_for_only_where_curvbench_turned_them_on(mon
 
 def test_kept_runs_are_resent_in_order_created_when_they_never_were_and_never_sent_twice(tmp_path, monkeypatch,
                                                                                         capsys):
+    from conftest import new_store
     from mlflow.tracking import MlflowClient
 
-    from conftest import new_store
     from curvbench.tracking.client import Tracker
     from curvbench.tracking.resend import resend
 

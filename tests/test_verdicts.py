@@ -2,7 +2,6 @@
 budgets refused in one line, and the verdict protocol end to end, resumed without rerunning anything."""
 
 import math
-from pathlib import Path
 
 import pytest
 from conftest import new_store
@@ -25,28 +24,14 @@ RUNS = {
 }
 
 
-_CRAFTED: dict = {}  # (runs, recipe, task, target) -> a store holding just those runs, filled once
-
-
 def crafted_store(tmp_path, runs=RUNS, recipe="thesis", task="mnist", target=0.985):
     """The store at tmp_path/store with these to-target runs added (a second call adds to the same store)."""
-    import atexit
-    import shutil
-    import tempfile
-
     db = tmp_path / "store" / "mlflow.db"
     if db.exists():
         _fill(f"sqlite:///{db}", runs, recipe, task, target)
         return f"sqlite:///{db}"
-    key = (repr(runs), recipe, task, target)
-    if key not in _CRAFTED:
-        folder = Path(tempfile.mkdtemp(prefix="curvbench-crafted-"))
-        atexit.register(shutil.rmtree, folder, True)
-        _CRAFTED[key] = folder / "mlflow.db"
-        _fill(new_store(_CRAFTED[key]), runs, recipe, task, target)
-    db.parent.mkdir(parents=True)
-    shutil.copyfile(_CRAFTED[key], db)
-    return f"sqlite:///{db}"
+    return new_store(db, ("crafted", repr(runs), recipe, task, target),
+                     lambda uri: _fill(uri, runs, recipe, task, target))
 
 
 def _fill(uri, runs, recipe, task, target):
