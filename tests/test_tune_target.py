@@ -217,6 +217,7 @@ def test_tune_with_seeds_scores_each_trial_by_the_median_over_its_seeds(tune_rec
     assert (found.n_trials, len(found.best_runs)) == (2, 3) and found.best_score == pytest.approx(top.value)
 
 
+@pytest.mark.slow  # two tunes through the command line
 def test_tune_holds_out_a_validation_split_when_the_task_has_none_and_says_so(mnist_dir, write_recipe, tmp_path,
                                                                              tracking_uri):
     from typer.testing import CliRunner
