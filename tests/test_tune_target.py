@@ -178,6 +178,39 @@ def test_to_target_reports_the_first_evaluation_at_the_target(tune_recipe, track
     assert sorted(run.steps for run in s.runs) == [8, 14]
 
 
+def test_a_queued_to_target_run_killed_mid_run_resumes_from_its_last_epoch(tune_recipe, tmp_path, tracking_uri):
+    """Ctrl-C in epoch 2 of a queued 3-epoch run; the same command resumes it after epoch 1 from the checkpoint
+    beside the SQLite storage, in a new run tagged resumed_at_epoch whose curve is the unstopped run's."""
+    r = recipe.load(str(tune_recipe), recipe.Overrides({"training.epochs": 3}))
+    client = MlflowClient(tracking_uri)
+
+    def curve(run_id):
+        return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, "val_accuracy"),
+                                                   key=lambda m: m.step)]
+
+    [straight], _, _ = run_to_target(r, Tracker(tracking_uri), QuietReporter(), target=1.0,
+                                     storage=f"sqlite:///{tmp_path}/straight.db")
+
+    class CtrlCInEpoch2(QuietReporter):
+        def epoch_end(self, epoch_record):
+            if epoch_record.epoch == 2:
+                raise KeyboardInterrupt
+
+    storage = f"sqlite:///{tmp_path}/queue.db"
+    with pytest.raises(Interrupted):
+        run_to_target(r, Tracker(tracking_uri), CtrlCInEpoch2(), target=1.0, storage=storage)
+    [saved] = (tmp_path / "checkpoints").iterdir()
+    [resumed], _, _ = run_to_target(r, Tracker(tracking_uri), QuietReporter(), target=1.0, storage=storage)
+    [a], [b] = straight.runs, resumed.runs
+    run = client.get_run(b.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_at_epoch"] == "1"
+    assert len(curve(a.run_id)) == 3 and curve(b.run_id) == curve(a.run_id)
+    assert [e.metrics["val_accuracy"] for e in b.evaluations] == [e.metrics["val_accuracy"] for e in a.evaluations]
+    assert not saved.exists()  # the finished run's checkpoint is gone
+    killed = client.search_runs([run.info.experiment_id], "attributes.status = 'KILLED'")
+    assert len(killed) == 1 and "resumed_at_epoch" not in killed[0].data.tags
+
+
 def test_to_target_not_reached_is_recorded(tune_recipe, tracking_uri):
     r = recipe.load(str(tune_recipe))
     [s], parent_id, _ = run_to_target(r, Tracker(tracking_uri), QuietReporter(), target=1.0)

@@ -304,6 +304,7 @@ def to_target(
     workers: int = typer.Option(1, "--workers", help="Worker processes sharing the runs (each its share of the CPU cores, or one of --devices).", metavar="N"),
     devices: Optional[str] = typer.Option(None, "--devices", help="One device per worker: cuda:0,cuda:1.", metavar="A,B"),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Entry the others are tested against (default: sgd when run).", metavar="ENTRY"),
+    checkpoints: Optional[str] = typer.Option(None, "--checkpoints", help="Folder of the queued runs' epoch checkpoints, from which a killed run resumes (default: checkpoints/ beside a SQLite --storage).", metavar="DIR"),
 ):
     """Train each method until its metric first reaches the target: training seconds, steps and epochs to it,
     over every seed (a seed that misses counts as not reached), each tested against the baseline.
@@ -330,7 +331,8 @@ def to_target(
     tracker = _open_tracker(tracking_uri)
     reporter = _reporter(quiet)
     try:
-        summaries, parent, key = run_to_target(r, tracker, reporter, acc, eval_every, on, storage, baseline)
+        summaries, parent, key = run_to_target(r, tracker, reporter, acc, eval_every, on, storage, baseline,
+                                               checkpoints)
     except Interrupted as e:
         reporter.close()
         _fail(f"{e.reason}: the current run was ended as KILLED; everything logged so far is kept", EXIT_INTERRUPTED)

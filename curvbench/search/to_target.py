@@ -100,11 +100,14 @@ def run_to_target(
     on: str | None = None,
     storage: str | None = None,
     baseline: str | None = None,
+    checkpoints: str | None = None,
 ) -> tuple[list[TargetSummary], str | None, str]:
     """Runs every method entry and seed of `recipe` (its epochs are the budget). Returns the summaries, the
     parent run's id and the metric key aimed at (e.g. val_accuracy). With a study `storage` the runs are a queue
     that several workers share (`--workers`, or the same command on several machines). `baseline`: the entry
-    the others are tested against (default sgd when the recipe has it)."""
+    the others are tested against (default sgd when the recipe has it). A queued run is checkpointed at every
+    epoch end in the folder `checkpoints` (default: checkpoints/ beside a SQLite storage, none for a server's), so
+    that a run killed after hours resumes from its last epoch when the queue is taken up again."""
     target = target_of(recipe, target)
     baseline = baseline_of([m.name for m in recipe.methods], baseline, len(recipe.training.seeds))
     device, task = prepare(recipe)
@@ -121,6 +124,7 @@ def run_to_target(
     reporter.expect_runs(len(recipe.methods) * len(recipe.training.seeds))  # method x seed, k of N
     job = _JobRunner(recipe, task, device, tracker, reporter, key, target, every, on)
     if storage is not None:
+        job.checkpoints = checkpoints or checkpoint_folder(storage)
         return _shared(recipe, job, storage, tracker, target, key, every, baseline)
     summaries: list[TargetSummary] = []
     try:
@@ -194,6 +198,7 @@ class _JobRunner:
     def __init__(self, recipe, task, device, tracker, reporter, key, target, every, on):
         self.recipe, self.task, self.device, self.tracker, self.reporter = recipe, task, device, tracker, reporter
         self.key, self.target, self.every, self.on = key, target, every, on
+        self.checkpoints: str | None = None  # the folder of the queued runs' checkpoints
 
     def run(self, entry, seed: int, parent) -> TargetRun:
         key, target = self.key, self.target
@@ -204,10 +209,17 @@ class _JobRunner:
             return point.metrics[key] >= target
 
         schedule = engine.EvalSchedule(self.every, self.on, stop)
+        checkpoints = None
+        if self.checkpoints:
+            from curvbench.training.checkpoints import Checkpoints, key_of
+
+            name = key_of(self.recipe.name, self.recipe.digest(), entry.name, seed, key, target, self.every)
+            checkpoints = Checkpoints(self.checkpoints, name)
         outcome = run_one(self.recipe, self.task, entry, seed, self.device, self.tracker, self.reporter,
                           parent_run_id=parent and parent.run_id, eval_schedule=schedule,
                           extra_tags={record.KIND: record.TO_TARGET_RUN, record.TARGET: target},
-                          run_name=display_name(self.recipe, entry, seed, suffix=f"to {key} {target:g}"))
+                          run_name=display_name(self.recipe, entry, seed, suffix=f"to {key} {target:g}"),
+                          checkpoints=checkpoints)
         hit = first_reaching(points, key, target)
         r = TargetRun(entry.name, entry.method, seed, hit is not None, outcome.status,
                       evaluations=points, run_id=outcome.run_id)
@@ -226,6 +238,17 @@ class _JobRunner:
 
 # ---------------------------------------------------------------------------------------------- shared queue
 RESULT_FIELDS = ("reached", "status", "seconds", "steps", "epochs", "value", "run_id")
+
+
+def checkpoint_folder(storage: str) -> str | None:
+    """checkpoints/ beside a SQLite study storage; None (no checkpoints) for a database server, whose workers
+    may be on other machines: pass --checkpoints for a folder they share."""
+    from curvbench.tracking.stores import sqlite_path
+
+    path = sqlite_path(storage)
+    if path is None or str(path) in ("", ".", ":memory:"):
+        return None
+    return str(path.resolve().parent / "checkpoints")
 
 
 def queue_name(recipe: Recipe, target: float, key: str) -> str:

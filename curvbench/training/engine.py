@@ -43,6 +43,7 @@ class RunResult:
     stopped_early: bool = False
     tags: dict[str, str] = field(default_factory=dict)  # what the method reports about itself
     model: Any = None  # the trained network, for callers that inspect it
+    resumed_at_epoch: int = 0  # epochs restored from a checkpoint (0: trained from the start)
 
 
 class Callbacks(Protocol):
@@ -187,6 +188,7 @@ def train(
     device: torch.device,
     callbacks: Callbacks | None = None,
     eval_schedule: EvalSchedule | None = None,
+    checkpoints=None,
 ) -> RunResult:
     """Train `entry` (a recipe MethodEntry) on `task` for `training.epochs` epochs.
 
@@ -194,7 +196,11 @@ def train(
     KeyboardInterrupt propagates after the epochs already reported stay reported.
 
     Every epoch record holds the cumulative `steps` and `train_seconds`; `epoch_seconds` only for epochs that ran
-    all their steps (a run stopped inside an epoch, at a target, logs no partial epoch time)."""
+    all their steps (a run stopped inside an epoch, at a target, logs no partial epoch time).
+
+    `checkpoints` (training/checkpoints.Checkpoints): saved at every epoch end but the last; a run that finds one
+    resumes after its epoch (the epochs and evaluations before it are replayed to the callbacks), and it is
+    deleted when the run ends other than by Ctrl-C or SIGTERM."""
     cb = callbacks or NoCallbacks()
     configure_cpu()
     seed_everything(seed)
@@ -211,9 +217,12 @@ def train(
     cb.on_start(total, steps_per_epoch)
     step, log_every = 0, training.log_every
     explosion = ExplosionCheck(training.explode_factor, training.explode_checks)
+    points: list[EvalPoint] = []  # every evaluation inside the run, kept for a checkpoint
+    if checkpoints is not None:
+        step = resume(checkpoints, task, model, opt, gen, watch, explosion, result, points, cb, eval_schedule)
     model.train()
     try:
-        for epoch in range(training.epochs):
+        for epoch in range(result.resumed_at_epoch, training.epochs):
             epoch_start = watch.total
             loss_sum = torch.zeros((), device=device)
             batches = 0
@@ -247,6 +256,7 @@ def train(
                     watch.stop()
                     point = EvalPoint(step, step / steps_per_epoch, watch.total,
                                       evaluate(task, model, [eval_schedule.split], opt))
+                    points.append(point)
                     if eval_schedule.stop(point):
                         result.stopped_early = True
                         break
@@ -267,8 +277,11 @@ def train(
             cb.on_epoch_end(epoch_record)
             if result.stopped_early:
                 break
+            if checkpoints is not None and epoch + 1 < training.epochs:  # off the clock: the watch is stopped
+                checkpoints.save(checkpoint_state(epoch + 1, step, gen, watch, explosion, result, points),
+                                 model, opt, task)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the caller ends the run; `finally` fills in its time
-        result.status = KILLED
+        result.status = KILLED  # its checkpoint stays, for the run's resumption
         e.partial_result = result
         raise
     except StopTraining as e:
@@ -280,5 +293,40 @@ def train(
         if watch.running:
             watch.stop()
         result.steps, result.train_seconds = step, watch.total
+    if checkpoints is not None:
+        checkpoints.discard()
     result.model = model
     return result
+
+
+def checkpoint_state(epochs_done: int, step: int, gen, watch, explosion, result, points) -> dict:
+    """What the next epoch depends on besides the model and the optimizer (training/checkpoints.py)."""
+    state = {"epoch": epochs_done, "step": step, "train_seconds": watch.total, "data_rng": gen.get_state(),
+             "torch_rng": torch.get_rng_state(), "initial_loss": explosion.initial, "strikes": explosion.strikes,
+             "epochs": list(result.epochs), "evaluations": list(points)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def resume(checkpoints, task, model, opt, gen, watch, explosion, result, points, cb, eval_schedule) -> int:
+    """Restore a checkpoint's run, if there is one, and replay its epochs and evaluations to the callbacks (a
+    tracked run logs them again, a to-target run sees its earlier evaluations). Returns the steps done."""
+    saved = checkpoints.load(model, opt, task)
+    if saved is None:
+        return 0
+    gen.set_state(saved["data_rng"])
+    torch.set_rng_state(saved["torch_rng"])
+    if "cuda_rng" in saved:
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    watch.total = saved["train_seconds"]
+    explosion.initial, explosion.strikes = saved["initial_loss"], saved["strikes"]
+    result.resumed_at_epoch, result.epochs = saved["epoch"], saved["epochs"]
+    result.steps, result.train_seconds = saved["step"], watch.total
+    for e in result.epochs:
+        cb.on_epoch_end(e)
+    for p in saved["evaluations"]:
+        points.append(p)
+        if eval_schedule is not None:
+            eval_schedule.stop(p)
+    return saved["step"]

@@ -130,6 +130,7 @@ def run_one(
     extra_tags: dict | None = None,
     run_name: str | None = None,
     epoch_hook=None,
+    checkpoints=None,
 ) -> RunOutcome:
     import yaml
 
@@ -163,7 +164,7 @@ def run_one(
     outcome = RunOutcome(name, entry.name, entry.method, seed, engine.FAILED, run_id=run and run.run_id)
     relay = _Relay(run, reporter, name, recipe.training.epochs, epoch_hook)
     try:
-        result = engine.train(task, entry, recipe.training, seed, device, relay, eval_schedule)
+        result = engine.train(task, entry, recipe.training, seed, device, relay, eval_schedule, checkpoints)
     except KeyboardInterrupt as e:
         outcome.status, outcome.reason = engine.KILLED, interruption(e)
         outcome.epochs = relay.records
@@ -186,7 +187,8 @@ def run_one(
     if run is not None:
         relay.log_unfinished_epoch(result.steps, result.train_seconds)  # a run that diverged or stopped mid-epoch
         outcome_tag = "stopped early" if result.stopped_early else result.status.lower()
-        run.set_tags({record.OUTCOME: outcome_tag, **result.tags,
+        resumed = {record.RESUMED_AT_EPOCH: result.resumed_at_epoch} if result.resumed_at_epoch else {}
+        run.set_tags({record.OUTCOME: outcome_tag, **result.tags, **resumed,
                       **machine.after_run(torch.get_num_threads(), timing_tags)})
         run.log_metrics(summary_metrics(result.epochs), step=0)
         run.end("FINISHED" if result.status == engine.FINISHED else "FAILED", result.reason)
