@@ -201,3 +201,95 @@ def test_nan_logits_end_the_run_as_diverged_not_with_an_error():
     result = engine.train(task, entry, r.training, 0, torch.device("cpu"))
     assert result.status == engine.DIVERGED, result.reason
     assert "loss" in result.reason
+
+
+def strided_convnet():
+    torch.manual_seed(4)
+    return nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=2, dilation=2), nn.Tanh(), nn.Flatten(),
+                         nn.Linear(3 * 3 * 3, 3))
+
+
+def explicit_reduce_factors(model, b, targets):
+    """K-FAC-reduce, one sample and one position at a time: A = E_i[abar abar^T] with abar the mean of the
+    sample's patches (a 1 appended), G = E_i[gsum gsum^T] with gsum the sum of its output gradients."""
+    conv, lin = model[0], model[3]
+    (s,), (d,), (p,) = conv.stride[:1], conv.dilation[:1], conv.padding[:1]
+    n, k = b.inputs.shape[0], conv.kernel_size[0]
+    A, G = torch.zeros(2 * 9 + 1, 2 * 9 + 1), torch.zeros(3, 3)
+    A2, G2 = torch.zeros(lin.in_features + 1, lin.in_features + 1), torch.zeros(3, 3)
+    for i in range(n):
+        x = b.inputs[i : i + 1]
+        out_conv = conv(x)
+        h = torch.tanh(out_conv).flatten(1)
+        out = lin(h)
+        loss = F.cross_entropy(out, targets[i : i + 1], reduction="sum")
+        gs, gout = torch.autograd.grad(loss, [out_conv, out])
+        xp = F.pad(x[0], (p, p, p, p))
+        positions = [(r, c) for r in range(out_conv.shape[2]) for c in range(out_conv.shape[3])]
+        abar = torch.zeros(2 * 9)
+        for r, c in positions:
+            rows = [r * s + u * d for u in range(k)]
+            cols = [c * s + v * d for v in range(k)]
+            abar += xp[:, rows][:, :, cols].reshape(-1) / len(positions)
+        a = torch.cat([abar, torch.ones(1)])
+        gsum = gs[0].sum((1, 2))
+        A += torch.outer(a, a) / n
+        G += torch.outer(gsum, gsum) / n
+        a2 = torch.cat([h[0].detach(), torch.ones(1)])
+        A2 += torch.outer(a2, a2) / n
+        G2 += torch.outer(gout[0], gout[0]) / n
+    return [A, A2], [G, G2]
+
+
+@pytest.mark.parametrize("make,features", [(convnet, (2, 4, 4)), (strided_convnet, (2, 6, 6))],
+                         ids=["padded", "strided-dilated"])
+def test_reduce_factors_and_three_updates_equal_a_dense_reference(make, features):
+    """conv_factors=reduce over three steps: each step's factors against the explicit per-sample sums, their
+    running averages (decay 0.9) and the update against a dense solve with the Kronecker product of the averaged,
+    damped factors (momentum 0, inverses every step)."""
+    lr, damping, decay = 0.2, 0.05, 0.9
+    model = make()
+    opt = KFAC(model, TinyTask().fisher_loss, lr=lr, momentum=0, damping=damping, kl_clip=None, factor_every=1,
+               inverse_every=1, fisher="empirical", factor_decay=decay, conv_factors="reduce")
+    assert [blk.kind for blk in opt.blocks] == ["conv2d-reduce", "linear"]
+    avg_A = avg_G = None
+    for step in range(3):
+        b = batch(10, features, 3, seed=20 + step)
+        before = [p.detach().clone() for p in model.parameters()]
+        loss = F.cross_entropy(model(b.inputs), b.targets)
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        A, G = explicit_reduce_factors(model, b, b.targets)
+        if avg_A is None:
+            avg_A, avg_G = A, G
+        else:
+            avg_A = [decay * old + (1 - decay) * new for old, new in zip(avg_A, A)]
+            avg_G = [decay * old + (1 - decay) * new for old, new in zip(avg_G, G)]
+        opt.step(_closure(model, opt, b))
+        for block, a, g in zip(opt.blocks, avg_A, avg_G):
+            torch.testing.assert_close(block.A, a, rtol=1e-9, atol=1e-12)
+            torch.testing.assert_close(block.G, g, rtol=1e-9, atol=1e-12)
+        for l, layer in enumerate(m for m in model if isinstance(m, (nn.Linear, nn.Conv2d))):
+            gw, gb = grads[2 * l], grads[2 * l + 1]
+            V = torch.cat([gw.reshape(gw.shape[0], -1), gb[:, None]], dim=1)
+            a, g = avg_A[l], avg_G[l]
+            pi = math.sqrt((torch.trace(a) / a.shape[0]) / (torch.trace(g) / g.shape[0]))
+            Ad = a + pi * math.sqrt(damping) * torch.eye(a.shape[0])
+            Gd = g + math.sqrt(damping) / pi * torch.eye(g.shape[0])
+            U = torch.linalg.solve(torch.kron(Gd, Ad), V.reshape(-1)).reshape(V.shape)
+            torch.testing.assert_close(layer.weight.detach(), before[2 * l] - lr * U[:, :-1].reshape(gw.shape),
+                                       rtol=1e-8, atol=1e-10)
+            torch.testing.assert_close(layer.bias.detach(), before[2 * l + 1] - lr * U[:, -1], rtol=1e-8, atol=1e-10)
+
+
+def test_reduce_and_expand_differ_on_a_conv_layer():
+    """The two approximations are not the same matrix (the reduce test cannot pass on expand's factors)."""
+    b = batch(10, (2, 4, 4), 3, seed=3)
+    blocks = {}
+    for approx in ("expand", "reduce"):
+        model = convnet()
+        opt = KFAC(model, TinyTask().fisher_loss, lr=0.1, momentum=0, kl_clip=None, factor_every=1,
+                   inverse_every=1, fisher="empirical", conv_factors=approx)
+        opt.step(_closure(model, opt, b))
+        blocks[approx] = opt.blocks[0]
+    assert not torch.allclose(blocks["expand"].A, blocks["reduce"].A)
+    assert not torch.allclose(blocks["expand"].G, blocks["reduce"].G)

@@ -43,7 +43,7 @@ import torch
 
 from curvbench import record
 from curvbench.methods.base import COUPLED, BuildContext, MethodConfig, MethodSpec, NonFinite, hp, weight_decay_field
-from curvbench.methods.kfac import KFAC, _full, model_blocks
+from curvbench.methods.kfac import CONV_FACTORS, CONV_FACTORS_HELP, KFAC, _full, model_blocks
 from curvbench.schema import Choice, Number
 
 
@@ -68,6 +68,7 @@ class AdaptiveKFACConfig(MethodConfig):
     factor_every: int = hp(10, Number(integer=True, ge=1), "steps between factor updates")
     inverse_every: int = hp(20, Number(integer=True, ge=1), "T3: steps between inverse updates (Martens & Grosse: 20)")
     fisher: str = hp("true", Choice(("true", "empirical")), "targets for G: sampled from the model, or the labels")
+    conv_factors: str = hp("expand", Choice(CONV_FACTORS), CONV_FACTORS_HELP)
 
 
 @contextmanager
