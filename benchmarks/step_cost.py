@@ -56,13 +56,14 @@ def make_task(name: str, data_dir: str | None, device: torch.device, method_name
 
 def _random_cifar(device: torch.device):
     from curvbench.tasks.base import Split
-    from curvbench.tasks.cifar import CifarTask
+    from curvbench.tasks.cifar import CifarTask, effective
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(2000, 3, 32, 32, generator=g), torch.randint(0, 10, (2000,), generator=g)
-    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    options = {"augment": True, "channels_last": "auto", "bf16": "auto"}  # as a recipe that sets none
+    channels_last, _ = effective(options, device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     split = Split(x.to(device).contiguous(memory_format=fmt), y.to(device))
-    options = {"augment": True, "channels_last": True, "bf16": True}
     return CifarTask("cifar10", "resnet18", "accuracy", split, split, 10, options=options, device=device)
 
 
@@ -120,7 +121,7 @@ class Stepper:
     def __init__(self, entry: MethodEntry, task, batch_size, device):
         self.name, self.task, self.device = entry.name, task, device
         torch.manual_seed(0)
-        self.model = task.build_model(method=entry.method).to(device)
+        self.model = engine.build_model(task, methods.get(entry.method).model_needs).to(device)
         if hasattr(task, "prepare_model"):
             self.model = task.prepare_model(self.model)
         self.opt, self.l2 = engine.build_optimizer(task, self.model, entry, 100, 100, 0)

@@ -122,11 +122,16 @@ def _with_options(tmp_path, **options):
                          "training": {"epochs": 1, "batch_size": 20, "device": "cpu"}, "methods": ["sgd"]}, "t")
 
 
-def test_cpu_defaults_stay_float32_and_contiguous_and_say_so(tmp_path):
+def test_cpu_defaults_are_float32_and_channels_last_and_say_so(tmp_path):
     task = load_task(_with_options(tmp_path), torch.device("cpu"))
-    assert not task.bf16 and not task.channels_last
-    assert task.run_tags == {"precision": "float32", "memory_format": "contiguous"}
-    assert task.splits["train"].x.is_contiguous()
+    assert not task.bf16 and task.channels_last
+    assert task.run_tags == {"precision": "float32", "memory_format": "channels_last"}
+    assert task.splits["train"].x.is_contiguous(memory_format=torch.channels_last)
+    model = task.prepare_model(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    (tmp_path / "off").mkdir()
+    off = load_task(_with_options(tmp_path / "off", channels_last=False), torch.device("cpu"))
+    assert off.run_tags["memory_format"] == "contiguous" and off.splits["train"].x.is_contiguous()
 
 
 def test_bf16_on_the_cpu_when_asked_autocasts_the_model_and_keeps_the_logits_and_kfac_statistics_float32(

@@ -1,0 +1,155 @@
+"""ResNet-18 step time under each execution option, for SGD and K-FAC: float32, channels_last, bf16 autocast and
+torch.compile of the model, as ratios to the float32 SGD step, measured in one interleaved run.
+
+    python benchmarks/cifar_speed.py [--data-dir DIR] [--methods sgd,kfac] [--variants float32,channels_last,...]
+                                     [--rounds 3] [--block 10] [--device cpu|cuda] [--threads 2]
+
+Variants (combined with +): channels_last (model and images in NHWC), bf16 (autocast of the model's forward;
+loss and K-FAC's statistics stay float32), compile (torch.compile of the model, default mode). bf16 on a CPU
+without bf16 instructions is listed as unavailable, not timed: there it runs emulated and measures nothing a
+user would choose. Compilation is timed apart (the first block of a compiled variant, minus an uncompiled
+block's time), as AlgoPerf does; a variant whose compilation or step fails is reported with its error. Each
+measurement is a block of `--block` consecutive steps (K-FAC's factor and inverse work counted at their default
+intervals when the block is a multiple of them); variants are interleaved block by block and each ratio is taken
+against the float32 SGD block of the same round: median [min, max] over rounds."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from curvbench import methods
+from curvbench.recipe.loading import MethodEntry
+from curvbench.tasks.base import Split
+from curvbench.tasks.cifar import CifarTask, cpu_has_bf16
+from curvbench.training import engine
+from curvbench.training.timing import configure_cpu, synchronize
+
+OPTIONS = ("channels_last", "bf16", "compile")
+
+
+def base_splits(data_dir: str | None, device: torch.device) -> Split:
+    if data_dir:
+        from curvbench.recipe import loading as recipe
+        from curvbench.training.runner import load_task
+
+        r = recipe.parse({"task": {"dataset": "cifar10", "data_dir": data_dir, "download": False,
+                                   "options": {"channels_last": False, "bf16": False}},
+                          "methods": ["sgd"]}, "cifar_speed")
+        return load_task(r, device).splits["train"]
+    g = torch.Generator().manual_seed(0)
+    return Split(torch.randn(2000, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (2000,), generator=g))
+
+
+class Variant:
+    def __init__(self, name: str, method: str, train: Split, batch_size: int, device: torch.device):
+        self.name, self.method, self.device, self.batch_size = name, method, device, batch_size
+        opts = set(name.split("+")) - {"float32"}
+        unknown = opts - set(OPTIONS)
+        if unknown:
+            raise SystemExit(f"--variants: unknown option(s) {', '.join(sorted(unknown))} (known: {', '.join(OPTIONS)})")
+        fmt = torch.channels_last if "channels_last" in opts else torch.contiguous_format
+        split = Split(train.x.contiguous(memory_format=fmt), train.y)
+        options = {"augment": True, "channels_last": "channels_last" in opts, "bf16": "bf16" in opts}
+        self.task = CifarTask("cifar10", "resnet18", "accuracy", split, split, 10, options=options, device=device)
+        torch.manual_seed(0)
+        self.model = self.task.prepare_model(self.task.build_model().to(device))
+        entry = MethodEntry(method, method, methods.get(method).defaults())
+        self.opt, self.l2 = engine.build_optimizer(self.task, self.model, entry, 500, 20, 0)
+        self.params = list(self.model.parameters())
+        self.forward_model = torch.compile(self.model) if "compile" in opts else self.model
+        self.gen = torch.Generator().manual_seed(0)
+        self.batches = iter(())
+        self.error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.name}"
+
+    def next_batch(self):
+        try:
+            return next(self.batches)
+        except StopIteration:
+            self.batches = self.task.train_batches(self.batch_size, self.gen)
+            return next(self.batches)
+
+    def run(self, steps: int) -> float | None:
+        if self.error:
+            return None
+        batches = [self.next_batch() for _ in range(steps)]
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        try:
+            for b in batches:
+                self.opt.step(engine.make_closure(self.forward_model, self.task, self.opt, b, self.params, self.l2))
+        except Exception as e:  # noqa: BLE001 - reported in the table; the other variants go on
+            self.error = " ".join(f"{e.__class__.__name__}: {e}".split())[:120]
+            return None
+        synchronize(self.device)
+        return (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=None, help="real CIFAR-10 (else random images of its shape)")
+    ap.add_argument("--methods", default="sgd,kfac")
+    ap.add_argument("--variants", default="float32,channels_last,bf16,bf16+channels_last,compile,"
+                                          "compile+channels_last")
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--block", type=int, default=10)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    configure_cpu()
+    device = torch.device(args.device)
+    names = [v.strip() for v in args.variants.split(",")]
+    if "float32" not in names:
+        names.insert(0, "float32")
+    skipped = {}
+    if device.type == "cpu" and not cpu_has_bf16():
+        skipped = {n: "unavailable: this CPU has no bf16 instructions (avx512_bf16 or amx_bf16)"
+                   for n in names if "bf16" in n.split("+")}
+    train = base_splits(args.data_dir, device)
+    variants = [Variant(n, m, train, args.batch_size, device)
+                for m in args.methods.split(",") for n in names if n not in skipped]
+    first = {}
+    for v in variants:  # warm-up block; a compiled variant's first block holds its compilation
+        t0 = time.perf_counter()
+        v.run(args.block)
+        first[v.label] = time.perf_counter() - t0
+    times = {v.label: [] for v in variants}
+    for _ in range(args.rounds):
+        for v in variants:
+            t = v.run(args.block)
+            if t is not None:
+                times[v.label].append(t)
+    reference = times["sgd float32"]
+    print(f"ResNet-18, batch {args.batch_size}, device {device}, threads {torch.get_num_threads()}, "
+          f"{'real CIFAR-10' if args.data_dir else 'random images'}: median of {args.rounds} interleaved blocks "
+          f"of {args.block} steps")
+    print("| method | variant | ms/step | ratio to SGD float32 [min, max] | ratio to its method's float32 | "
+          "compile (s) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for v in variants:
+        if v.error or not times[v.label]:
+            print(f"| {v.method} | {v.name} | failed: {v.error} | | | |")
+            continue
+        ratios = [t / r for t, r in zip(times[v.label], reference)]
+        own = times.get(f"{v.method} float32") or []
+        own_ratio = statistics.median(t / r for t, r in zip(times[v.label], own)) if own else float("nan")
+        ms = statistics.median(times[v.label]) * 1e3
+        compile_s = first[v.label] - statistics.median(times[v.label]) * args.block if "compile" in v.name else None
+        print(f"| {v.method} | {v.name} | {ms:.0f} | {statistics.median(ratios):.2f} [{min(ratios):.2f}, "
+              f"{max(ratios):.2f}] | {own_ratio:.2f} | {'' if compile_s is None else f'{compile_s:.0f}'} |")
+    for n, why in skipped.items():
+        print(f"| all | {n} | {why} | | | |")
+
+
+if __name__ == "__main__":
+    main()
