@@ -162,6 +162,22 @@ def test_report_with_claims_prints_and_writes_the_verdicts(tmp_path):
     assert (out / "mnist_test_accuracy_seconds.png").stat().st_size > 5000
 
 
+def test_one_seed_to_target_with_sgd_in_the_recipe_runs_without_a_baseline_test(mnist_dir, write_recipe,
+                                                                                  tracking_uri):
+    """The thesis's recipes run one seed with sgd among the methods: the default baseline needs no second seed
+    (the command once resolved it and then refused it as if the user had named it)."""
+    recipe = write_recipe(f"""
+task: {{dataset: mnist, data_dir: {mnist_dir}}}
+training: {{epochs: 1, batch_size: 100, seeds: [0], target: 0.05}}
+methods: {{sgd: {{lr: 0.1}}, lion: {{lr: 0.001}}}}
+""")
+    result = CliRunner().invoke(app, ["to-target", str(recipe), "--tracking-uri", tracking_uri, "-q"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.output.splitlines() if line.split()[:1] in (["sgd"], ["lion"])}
+    assert "1/1" in rows["sgd"] and "baseline" in rows["sgd"], result.output
+    assert "1/1" in rows["lion"] and "no test (fewer than 2 seeds)" in rows["lion"], result.output
+
+
 def test_baseline_and_budget_refusals_are_one_line_exit_2(tmp_path, mnist_dir, write_recipe, tracking_uri):
     recipe = write_recipe(f"""
 task: {{dataset: mnist, data_dir: {mnist_dir}}}

@@ -319,13 +319,15 @@ def to_target(
     flags = _flags(epochs=max_epochs, batch_size=batch_size, seeds=seed_list, device=device, threads=threads,
                    data_dir=data_dir, no_download=no_download, sets=set_, methods=methods, experiment=experiment)
     r = _load_recipe(recipe, flags)
-    baseline = baseline_of([m.name for m in r.methods], baseline, len(r.training.seeds))
+    # checked here, before any run; the library resolves the default again (it would take a resolved "sgd" for
+    # one the user named, and refuse it with a single seed)
+    shown_baseline = baseline_of([m.name for m in r.methods], baseline, len(r.training.seeds))
     from curvbench.search.to_target import run_to_target, summary_markdown, target_of
     from curvbench.training.progress import console
     from curvbench.training.runner import Interrupted
 
     if workers > 1 or devices:
-        pool.to_target_pool(r, workers, devices, storage, acc, on, baseline, _open_tracker(tracking_uri),
+        pool.to_target_pool(r, workers, devices, storage, acc, on, shown_baseline, _open_tracker(tracking_uri),
                             _reporter(quiet))
         return
     tracker = _open_tracker(tracking_uri)
@@ -339,7 +341,7 @@ def to_target(
     reporter.close()
     from rich.markdown import Markdown
 
-    console.print(Markdown(summary_markdown(summaries, target_of(r, acc), key, baseline)))
+    console.print(Markdown(summary_markdown(summaries, target_of(r, acc), key, shown_baseline)))
     console.print(f"parent run {parent} in {tracker.shown_uri}")
 
 
