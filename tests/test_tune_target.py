@@ -178,6 +178,7 @@ def test_to_target_reports_the_first_evaluation_at_the_target(tune_recipe, track
     assert sorted(run.steps for run in s.runs) == [8, 14]
 
 
+@pytest.mark.slow  # two 3-epoch queues; the resumed maths is checked fast, per method, in test_checkpoints
 def test_a_queued_to_target_run_killed_mid_run_resumes_from_its_last_epoch(tune_recipe, tmp_path, tracking_uri):
     """Ctrl-C in epoch 2 of a queued 3-epoch run; the same command resumes it after epoch 1 from the checkpoint
     beside the SQLite storage, in a new run tagged resumed_at_epoch whose curve is the unstopped run's."""
