@@ -29,7 +29,7 @@ from curvbench.training.timing import configure_cpu
 from step_cost import make_task  # noqa: E402 - the benchmarks folder's sibling script
 
 
-TRAIN_EXAMPLES = {"cifar10": 50_000, "mnist": 60_000, "conll": 14_041}  # the real training sets' sizes
+TRAIN_EXAMPLES = {"cifar10": 50_000, "mnist": 60_000, "fashion-mnist": 60_000, "conll": 14_041}  # the real training sets' sizes
 
 
 def build(task, name, hparams, device):
@@ -45,7 +45,7 @@ def build(task, name, hparams, device):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--task", default="cifar10", choices=("mnist", "conll", "cifar10"))
+    ap.add_argument("--task", default="cifar10", choices=("mnist", "fashion-mnist", "conll", "cifar10"))
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--steps", type=int, default=3)

@@ -36,7 +36,7 @@ from curvbench.training import engine
 from curvbench.training.runner import load_task
 from curvbench.training.timing import configure_cpu, synchronize
 
-TASKS = {"mnist": "mnist", "conll": "conll2003", "cifar10": "cifar10"}
+TASKS = {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "conll": "conll2003", "cifar10": "cifar10"}
 CONLL_TRAIN_SENTENCES, CONLL_WORDS, CONLL_TAGS = 14041, 23623, ("O", "I-PER", "I-ORG", "I-LOC", "I-MISC", "B-MISC",
                                                                   "B-ORG", "B-LOC")
 
