@@ -20,12 +20,22 @@ def import_object(path: str, what: str):
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise CurvbenchError(f"{what}: cannot import {module_name} ({e}); is its package installed?") from None
+    except (Exception, SystemExit) as e:  # the module's own code failed, or called sys.exit, as it was imported
+        raise CurvbenchError(f"{what}: importing {module_name} failed: {failure(e)}") from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise CurvbenchError(f"{what}: {module_name} has no {attr}")
         obj = getattr(obj, part)
     return obj
+
+
+def failure(e: BaseException) -> str:
+    """An exception from user code in one line: its class and the first line of its message (sys.exit's code)."""
+    if isinstance(e, SystemExit):
+        return f"it called sys.exit({e.code!r})"
+    text = str(e).strip().splitlines()
+    return f"{e.__class__.__name__}: {text[0][:200]}" if text else e.__class__.__name__
 
 
 def package_version(module: str) -> str:

@@ -42,6 +42,8 @@ def load(group: str, spec_type: type, builtin: set[str]) -> tuple[list[Loaded], 
     """Every entry point of `group` loaded as a `spec_type`; failures collected, never raised."""
     from importlib import metadata
 
+    from curvbench.imports import failure
+
     loaded: list[Loaded] = []
     broken: list[Broken] = []
     seen: set[str] = set()
@@ -61,8 +63,8 @@ def load(group: str, spec_type: type, builtin: set[str]) -> tuple[list[Loaded], 
                 obj = obj()
             if not isinstance(obj, spec_type):
                 raise TypeError(f"expected a {spec_type.__module__}.{spec_type.__name__}, got {type(obj).__name__}")
-        except Exception as e:  # an ImportError, an error in the plugin's own code, a wrong type
-            broken.append(Broken(ep.name, source, f"{e.__class__.__name__}: {e}".splitlines()[0]))
+        except (Exception, SystemExit) as e:  # an ImportError, the plugin's own code failing or calling sys.exit
+            broken.append(Broken(ep.name, source, failure(e)))
             continue
         spec = dataclasses.replace(obj, name=ep.name, source=source, version=version)
         loaded.append(Loaded(ep.name, spec, source))

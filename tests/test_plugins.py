@@ -13,6 +13,7 @@ PLUGINS = Path(__file__).parent / "plugins"
 ENTRY_POINTS = """[curvbench.methods]
 signsgd = curvbench_demo_plugin:SIGNSGD
 broken = curvbench_demo_plugin.missing:SPEC
+exits = curvbench_demo_plugin.exits:SPEC
 [curvbench.tasks]
 blobs = curvbench_demo_plugin:BLOBS
 """
@@ -54,8 +55,11 @@ def test_listing_names_each_source_and_a_broken_plugin_in_one_line(plugin):
     assert any(line.startswith("sgd: ") and line.endswith("(built-in)") for line in lines)
     [signsgd] = [line for line in lines if line.startswith("signsgd: ")]
     assert "entry point curvbench-demo-plugin 0.1 (curvbench_demo_plugin:SIGNSGD)" in signsgd
-    [warning] = [line for line in lines if line.startswith("warning:")]
-    assert "'broken'" in warning and "ModuleNotFoundError" in warning and "curvbench_demo_plugin.missing" in warning
+    warnings = [line for line in lines if line.startswith("warning:")]
+    [warning] = [w for w in warnings if "'broken'" in w]
+    assert "ModuleNotFoundError" in warning and "curvbench_demo_plugin.missing" in warning
+    [exits] = [w for w in warnings if "'exits'" in w]  # a plugin that calls sys.exit at import ends nothing
+    assert "it called sys.exit(4)" in exits and len(warnings) == 2
     result = runner.invoke(app, ["tasks"])
     assert result.exit_code == 0
     assert any(line.startswith("blobs ") and "entry point curvbench-demo-plugin" in line
@@ -123,10 +127,32 @@ def test_a_task_without_a_fisher_loss_is_refused_for_kfac_before_training(write_
     ("curvbench_demo_plugin:nothing", "task.loader: task loader 'curvbench_demo_plugin:nothing': "
                                       "curvbench_demo_plugin has no nothing"),
     ("curvbench_demo_plugin:SIGNSGD", "task.loader: task loader 'curvbench_demo_plugin:SIGNSGD': expected a function"),
+    ("curvbench_demo_plugin.exits:make", "task loader 'curvbench_demo_plugin.exits:make': importing "
+                                         "curvbench_demo_plugin.exits failed: it called sys.exit(4)"),
+    ("curvbench_demo_plugin.raises:make", "task loader 'curvbench_demo_plugin.raises:make': importing "
+                                          "curvbench_demo_plugin.raises failed: RuntimeError: a module that fails"),
+    ("curvbench_demo_plugin:load_raising", "task loader 'curvbench_demo_plugin:load_raising' failed: RuntimeError: "
+                                           "the blobs are out of stock"),
+    ("curvbench_demo_plugin:load_wrong_signature", "task loader 'curvbench_demo_plugin:load_wrong_signature' failed: "
+                                                   "TypeError: load_wrong_signature() takes 0 positional arguments"),
 ])
 def test_bad_loaders_are_one_line_errors_naming_the_field(write_recipe, tracking_uri, monkeypatch, loader, expected):
     monkeypatch.syspath_prepend(str(PLUGINS))
     result = train(write_recipe(f'task: {{loader: "{loader}"}}\nmethods: [sgd]\n'), tracking_uri)
-    assert result.exit_code == 2
+    assert result.exit_code == 2, result.output
     [line] = [x for x in result.output.splitlines() if x.strip()]
     assert expected in line, line
+    assert runs_of(tracking_uri, loader) == [] or all(r.info.status != "RUNNING" for r in runs_of(tracking_uri, loader))
+
+
+@pytest.mark.parametrize("module, expected", [
+    ("curvbench_demo_plugin.raises", "importing curvbench_demo_plugin.raises failed: RuntimeError: a module that fails"),
+    ("curvbench_demo_plugin.exits", "importing curvbench_demo_plugin.exits failed: it called sys.exit(4)"),
+])
+def test_a_method_module_that_fails_or_exits_at_import_is_one_line_exit_2(write_recipe, tracking_uri, monkeypatch,
+                                                                            module, expected):
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    result = train(write_recipe(f"task: mnist-mini\nmethods: {{x: {{method: {module}.Opt}}}}\n"), tracking_uri)
+    assert result.exit_code == 2, result.output
+    [line] = [x for x in result.output.splitlines() if x.strip()]
+    assert line.startswith("error: ") and "methods.x.method" in line and expected in line, line

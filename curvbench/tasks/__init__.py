@@ -25,9 +25,18 @@ class TaskSpec:
     version: str | None = None  # the installed version of the package that provides it (plugins, loaders)
 
     def load(self, config, device):
-        from curvbench.imports import import_object
+        from curvbench.errors import CurvbenchError
+        from curvbench.imports import failure, import_object
 
-        return import_object(self.loader, f"task loader {self.loader!r}")(config, device)
+        loader = import_object(self.loader, f"task loader {self.loader!r}")
+        if self.loader.startswith("curvbench."):  # curvbench's own: its errors are its own, a bug stays a bug
+            return loader(config, device)
+        try:
+            return loader(config, device)
+        except CurvbenchError:
+            raise
+        except (Exception, SystemExit) as e:  # a plugin's loader that fails, has another signature or exits
+            raise CurvbenchError(f"task loader {self.loader!r} failed: {failure(e)}") from None
 
 
 TASKS: dict[str, TaskSpec] = {

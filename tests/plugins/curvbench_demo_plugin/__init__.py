@@ -90,3 +90,14 @@ class NoFisher:
 def load_blobs_without_fisher(config, device):
     """Blobs, without a Fisher loss."""
     return NoFisher(load_blobs(config, device))
+
+
+# ---- loaders that fail as user code does
+def load_raising(config, device):
+    """A loader whose own code fails."""
+    raise RuntimeError("the blobs are out of stock")
+
+
+def load_wrong_signature():
+    """A loader that takes no arguments."""
+    return None
