@@ -241,6 +241,16 @@ CASES = [
          lambda d: (d / "r.yaml").write_text("task: {loader: 'no_such_module_xyz:make', dataset: x}\nmethods: [sgd]\n")),
     Case("methods of a recipe naming a missing class", ["methods", "r.yaml"], 2, "r.yaml: methods.soap: ",
          lambda d: (d / "r.yaml").write_text("task: mnist-mini\nmethods: {soap: {method: no_such_pkg_xyz.SOAP}}\n")),
+    Case("storage mysql without its driver", ["tune", "quickstart", "--space", "sgd.lr=0.1", *QUICK, "--storage",
+                                              "mysql://u:s3cr3t@127.0.0.1:1/db"], 2,
+         "study storage mysql://u:***@127.0.0.1:1/db: the database driver MySQLdb is not installed; pip install "
+         "mysqlclient"),
+    Case("tracking uri mysql without its driver", ["train", "quickstart", *QUICK, "--tracking-uri",
+                                                   "mysql://u:s3cr3t@127.0.0.1:1/db"], 2,
+         "tracking store mysql://u:***@127.0.0.1:1/db: the database driver MySQLdb is not installed"),
+    Case("storage with a dialect driver curvbench does not know", ["to-target", "quickstart", *QUICK_TARGET, "--acc", "0.5",
+         "--storage", "mysql+mysqlconnector://u:s3cr3t@127.0.0.1:1/db"], 2, "the database driver mysql is not "
+         "installed"),
     Case("resend without kept runs", ["resend"], 2, "mlruns/unlogged: no such folder of unlogged runs"),
     Case("to-target seed and seeds", ["to-target", "quickstart", *QUICK_TARGET, "--seed", "3", "--seeds", "2"], 2,
          "--seed and --seeds: give one"),
@@ -324,6 +334,8 @@ class Outcome:
             out.append(f"does not say {c.says!r}")
         if self.running:
             out.append(f"{self.running} run(s) left RUNNING")
+        if "s3cr3t" in self.output:  # the password the URL cases carry
+            out.append("the password is printed")
         if self.seconds > c.within:
             out.append(f"took {self.seconds:.0f} s (limit {c.within:.0f} s)")
         return out

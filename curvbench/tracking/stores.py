@@ -19,6 +19,7 @@ DRIVERS = {  # scheme -> (module to import, package to install)
     "postgresql+psycopg": ("psycopg", "psycopg[binary]"),
     "postgresql+pg8000": ("pg8000", "pg8000"),
     "mysql": ("MySQLdb", "mysqlclient"),
+    "mysql+mysqldb": ("MySQLdb", "mysqlclient"),
     "mysql+pymysql": ("pymysql", "pymysql"),
     "mssql": ("pyodbc", "pyodbc"),
     "mssql+pyodbc": ("pyodbc", "pyodbc"),
@@ -121,6 +122,9 @@ def check_database(url: str, label: str) -> None:
         engine.dispose()
     except sqlalchemy.exc.ArgumentError as e:
         raise CurvbenchError(f"{label} {mask(url)}: not a database URL ({one_line(e)})") from None
+    except ImportError as e:  # a dialect whose driver the table above does not know
+        raise CurvbenchError(f"{label} {mask(url)}: the database driver {e.name or one_line(e)} is not installed; "
+                             f"install the package that provides it") from None
     except sqlalchemy.exc.SQLAlchemyError as e:
         raise CurvbenchError(f"{label} {mask(url)}: cannot connect ({one_line(getattr(e, 'orig', e))})") from None
 
