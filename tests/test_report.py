@@ -128,8 +128,25 @@ def test_a_search_is_shown_by_its_best_trial_and_a_table_of_its_own(store):
     assert labels["sgd (best of 3 trials)"].best == 0.7 and labels["sgd (best of 3 trials)"].ratio_sgd == 1.0
     assert labels["sgd"].runs == 2  # the two seeds; neither the trials nor the orphaned run
     md = (out / "report.md").read_text()
-    assert "| mnist | sgd | m-sgd-grid | 3 | 1 | 0.8000 (val) | 1 | lr=0.1 | 6 |" in md  # 1 + 2 + 3 search seconds
+    # the whole chosen point (momentum did not vary, and is shown); 1 + 2 + 3 search seconds
+    assert "| mnist | sgd | m-sgd-grid | 3 | 1 | 0.8000 (val) | 1 | lr=0.1, momentum=0.0 | 6 |" in md
     assert md.startswith("# curvbench report\n\n7 runs")
+    # the run left RUNNING is counted, not dropped without a word; a killed one too
+    assert "Left out: 1 running run(s), whose curves are incomplete" in md
+    killed = tracker.start("mnist", "mnist-sgd-s8", {}, {"task": "mnist", "entry": "sgd", "seed": 8})
+    killed.log_metrics({"test_accuracy": 0.2, "train_loss": 5.0}, step=1)
+    killed.end("KILLED")
+    # a second study of the same entry: each row names its study
+    run = tracker.start("mnist", "mnist-sgd-other", {"methods.sgd.lr": 0.5, "methods.sgd.momentum": 0.9,
+                                                      "training.batch_size": 100},
+                        {"task": "mnist", "entry": "sgd", "method": "sgd", "kind": "trial", "trial": 0,
+                         "study": "m-sgd-random"})
+    run.log_metrics({"val_accuracy": 0.4, "test_accuracy": 0.4, "train_loss": 1.0, "train_seconds": 1.0}, step=1)
+    run.end("FINISHED")
+    rows, _ = write_report(collect(tracker.client, task="mnist"), tmp / "t2")
+    assert {r.entry for r in rows} == {"sgd", "kfac", "sgd (best of 3 trials of m-sgd-grid)",
+                                       "sgd (best of 1 trials of m-sgd-random)"}
+    assert "Left out: 1 killed, 1 running run(s)" in (tmp / "t2" / "report.md").read_text()
 
 
 def test_filters_and_the_report_run(store):

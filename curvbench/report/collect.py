@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from curvbench import record
@@ -76,7 +76,12 @@ class Search:
     seconds: float = 0.0  # training seconds of every run of the search, pruned and diverged ones included
 
     def chosen(self) -> str:
-        return ", ".join(f"{k}={_short_value(v)}" for k, v in self.varied.items()) or "-"
+        """The best trial's whole point: every hyperparameter of its entry, those the trials varied first."""
+        own = f"methods.{self.entry}."
+        point = {k[len(own):]: v for k, v in sorted(self.best.params.items())
+                 if k.startswith(own) and k[len(own):] != "method"}
+        ordered = {**{k: point.get(k, v) for k, v in self.varied.items()}, **point}
+        return ", ".join(f"{k}={_short_value(v)}" for k, v in ordered.items()) or "-"
 
     def expected_best(self) -> list[float]:
         """The expected best score after k = 1 .. n trials (Dodge et al. 2019; k-subsets of the trials)."""
@@ -97,6 +102,22 @@ def _short_value(v) -> str:
     except (TypeError, ValueError):
         return str(v)
     return f"{f:.4g}" if "." in str(v) or "e" in str(v).lower() else str(v)
+
+
+class Collected(list):
+    """The runs a report shows, and how many of the selected runs it left out, by status (killed, running)."""
+
+    left_out: dict
+
+
+def left_out_note(runs) -> str | None:
+    """The report's sentence on the runs it does not show (killed or still running: incomplete curves)."""
+    left = dict(getattr(runs, "left_out", {}) or {})
+    if not left:
+        return None
+    parts = [f"{n} {status}" for status, n in sorted(left.items())]
+    return (f"Left out: {', '.join(parts)} run(s), whose curves are incomplete (a killed to-target run that resumed "
+            f"from its checkpoint is shown by the run that went on).")
 
 
 def collect(client, experiment=None, parent=None, task=None, methods=None, since=None) -> list[RunData]:
@@ -121,20 +142,21 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
         if start.tzinfo is None:
             start = start.astimezone()
         filters.append(f"attributes.start_time >= {int(start.timestamp() * 1000)}")
-    runs = []
+    runs, left_out = Collected(), Counter()
     for r in _search_all(client, exp_ids, " and ".join(filters)):
         tags = r.data.tags
         if tags.get(record.KIND) in record.PARENT_KINDS:
             continue
-        if record.TRAIN_LOSS not in r.data.metrics and r.info.status != "FAILED":
-            continue  # nothing to show (a run that diverged before its first epoch ended still counts, as diverged)
-        if r.info.status in ("RUNNING", "SCHEDULED", "KILLED"):
-            continue  # still going, orphaned or interrupted: its curves are incomplete
         if task and tags.get(record.TASK) != task:  # compared here, not in MLflow's filter: any text is safe
             continue
         entry = tags.get(record.ENTRY, tags.get(record.METHOD, "?"))
         if methods and entry not in methods and tags.get(record.METHOD) not in methods:
             continue
+        if r.info.status in ("RUNNING", "SCHEDULED", "KILLED"):
+            left_out[r.info.status.lower()] += 1  # said in the report, never dropped without a word
+            continue  # still going, orphaned or interrupted: its curves are incomplete
+        if record.TRAIN_LOSS not in r.data.metrics and r.info.status != "FAILED":
+            continue  # nothing to show (a run that diverged before its first epoch ended still counts, as diverged)
         trial = tags.get(record.KIND) == record.TRIAL_RUN
         to_target = tags.get(record.KIND) == record.TO_TARGET_RUN and record.TARGET in tags
         recipe = tags.get(record.RECIPE, "?")
@@ -153,6 +175,7 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
         for key in dict.fromkeys(keys):  # once each: test_accuracy is both a curve and, mostly, the task's metric
             data.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
         runs.append(data)
+    runs.left_out = dict(left_out)
     return runs
 
 
@@ -214,7 +237,13 @@ def compared(runs: list[RunData], found: list[Search]) -> list[RunData]:
     import dataclasses
 
     plain = [r for r in runs if r.study is None]
-    tuned = [dataclasses.replace(r, label=f"{s.entry} (best of {s.n_trials} trials)") for s in found for r in s.best_runs]
+    studies_of = Counter((s.task, s.entry) for s in found)  # two studies of one entry: each row names its study
+
+    def label(s: Search) -> str:
+        of = f" of {s.study}" if studies_of[(s.task, s.entry)] > 1 else ""
+        return f"{s.entry} (best of {s.n_trials} trials{of})"
+
+    tuned = [dataclasses.replace(r, label=label(s)) for s in found for r in s.best_runs]
     assign_labels(plain)
     return plain + tuned
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from curvbench import record
 from curvbench.errors import CurvbenchError
 from curvbench.report import batch_scaling
-from curvbench.report.collect import RunData, compared, searches
+from curvbench.report.collect import RunData, compared, left_out_note, searches
 from curvbench.report.figures import (
     adaptation_figure,
     bar_figure,
@@ -55,7 +55,7 @@ def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "s
     import matplotlib
 
     matplotlib.use("Agg")
-    n_read = len(runs)
+    n_read, runs_read = len(runs), runs
     found = searches(runs)
     runs = compared(runs, found)
     rows = summarise(runs, baseline)
@@ -75,6 +75,9 @@ def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "s
     generated = dt.datetime.now().isoformat(timespec="seconds")
     figures = list(captions)
     notes = report_notes(baseline)
+    left = left_out_note(runs_read)
+    if left:
+        notes = [left, *notes]
     md = ["# curvbench report", "", f"{n_read} runs; generated {generated}.", "", *notes, "", markdown_table(rows)]
     if found:
         md += ["## Searches", "", SEARCH_NOTE, "", search_table(found)]
