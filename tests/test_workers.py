@@ -93,6 +93,38 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_next_tune_resumes(tmp_path):
     assert sorted(t.params["lr"] for t in trials if t.state.name == "COMPLETE") == [0.01, 0.03, 0.1, 0.3]
 
 
+def test_a_worker_killed_mid_trial_leaves_its_point_to_the_other_and_is_named(tmp_path):
+    """SIGKILL of one of two workers while both train: the survivor runs the dead worker's point again (a dead
+    process of this host is seen at once), every point is finished, the dead worker's run is ended as FAILED, and
+    the command says in one line which worker died and how."""
+    import os
+
+    proc = tune(tmp_path, write(tmp_path, 6))
+    deadline, victim = time.time() + 300, None
+    while time.time() < deadline and victim is None:
+        time.sleep(1)
+        try:
+            trials, runs = state(tmp_path)
+        except Exception:  # the study or the experiment is not there yet
+            continue
+        in_trial = [r for r in runs if r.info.status == "RUNNING" and r.data.tags.get("kind") == "trial"]
+        running = [t for t in trials if t.state.name == "RUNNING"]
+        if len(running) == 2 and len(in_trial) == 2:
+            victim = int(running[0].user_attrs["curvbench.pid"])
+    assert victim is not None, "the two workers never trained at once"
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err
+    trials, runs = state(tmp_path)
+    assert sorted(t.params["lr"] for t in trials if t.state.name == "COMPLETE") == [0.01, 0.03, 0.1, 0.3]
+    assert [t.state.name for t in trials].count("RUNNING") == 0
+    assert all(r.info.status != "RUNNING" for r in runs)
+    [dead] = [r for r in runs if r.data.tags.get("curvbench.pid") == str(victim) and r.info.status == "FAILED"]
+    warning = [line for line in (out + err).splitlines() if line.startswith("warning: worker")]
+    assert len(warning) == 1 and f"(pid {victim}) was killed by SIGKILL" in warning[0], out + err
+    assert "the other workers ran its trial again" in warning[0]
+
+
 def test_to_target_with_two_workers_gives_the_summary_one_worker_gives(tmp_path):
     from mlflow.tracking import MlflowClient
 

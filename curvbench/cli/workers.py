@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from curvbench.errors import EXIT_INTERRUPTED, CurvbenchError, Stopped
+from curvbench.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, CurvbenchError, Stopped
 
 # the flags this process consumes: the workers get the rest of the command line as it was typed
 OWN_FLAGS = {"--workers": 1, "--devices": 1}
@@ -80,8 +80,29 @@ def plan(argv: list[str], workers: int, devices: list[str] | None, cores: int | 
     return out
 
 
-def run(workers: list[Worker], progress, poll_seconds: float = 2.0) -> int:
-    """Start the workers, call `progress()` every poll until all have exited, and return the combined exit code.
+class Exits(list):
+    """(worker number, pid, exit code) of every worker, as `run` saw them end."""
+
+    def killed(self) -> list[str]:
+        """The workers a signal ended (SIGKILL, the out-of-memory killer, a crash), each in words."""
+        out = []
+        for n, pid, code in self:
+            if code < 0:
+                try:
+                    how = signal.Signals(-code).name
+                except ValueError:
+                    how = f"signal {-code}"
+                out.append(f"worker {n} (pid {pid}) was killed by {how}")
+        return out
+
+    def failed(self) -> int:
+        """The first exit code of a worker that ended with an error of its own (its one line is above)."""
+        return next((code for _, _, code in self if code > 0), 0)
+
+
+def run(workers: list[Worker], progress, poll_seconds: float = 2.0):
+    """Start the workers, call `progress()` every poll until all have exited, and return their Exits
+    (EXIT_INTERRUPTED when this command was interrupted).
     Ctrl-C or SIGTERM here is passed to every worker, which ends its running trial; the workers' own errors go to
     this terminal's stderr."""
     procs: list[subprocess.Popen] = []
@@ -113,8 +134,7 @@ def run(workers: list[Worker], progress, poll_seconds: float = 2.0) -> int:
                 p.wait()
     if stopping["signal"] is not None:
         return EXIT_INTERRUPTED
-    codes = [p.returncode for p in procs]
-    return next((c for c in codes if c != 0), 0)
+    return Exits([(i + 1, p.pid, p.returncode) for i, p in enumerate(procs)])
 
 
 def devices_of(workers: int, devices: str | None) -> list[str] | None:
@@ -124,22 +144,44 @@ def devices_of(workers: int, devices: str | None) -> list[str] | None:
     return devs
 
 
-def run_pool(argv: list[str], workers: int, devs: list[str] | None, progress, reporter, unit: str) -> int:
+def run_pool(argv: list[str], workers: int, devs: list[str] | None, progress, reporter, unit: str) -> Exits:
     """Start the workers (this command's own arguments), show `progress` until they are done; Ctrl-C: Stopped
-    (exit 130) once every worker has ended its running `unit`. Returns the combined exit code."""
-    code = run(plan(argv, workers, devs), progress)
+    (exit 130) once every worker has ended its running `unit`. Returns how each worker ended."""
+    exits = run(plan(argv, workers, devs), progress)
     reporter.close()
-    if code == EXIT_INTERRUPTED:
+    if exits == EXIT_INTERRUPTED:
         raise Stopped(f"interrupted: every worker ended its running {unit}; finished {unit}s are kept; run the same "
                       f"command again to resume")
-    return code
+    return exits
 
 
-def _check_code(code: int) -> None:
+def end_runs_of_killed(exits: Exits, tracker) -> None:
+    """A worker killed by a signal could not end its MLflow run: ended here as FAILED, with the reason."""
+    if exits.killed() and tracker is not None:
+        from curvbench.tracking.client import end_orphaned_runs
+
+        end_orphaned_runs(tracker.client)
+
+
+def _check_exits(exits: Exits, unit: str, left: int) -> None:
+    """The command's end after its summary: a worker's own error is above (its exit code is the command's); a
+    worker killed by a signal left its {unit} to the others (a warning when they finished everything, else an
+    error, exit 1, saying that the same command finishes it)."""
+    from curvbench.training.progress import console
+
+    code, killed = exits.failed(), exits.killed()
     if code:
         error = CurvbenchError(f"a worker exited with code {code}; its error is above")
         error.exit_code = code
         raise error
+    if killed and left:
+        error = CurvbenchError(f"{'; '.join(killed)}; {left} {unit}(s) not finished: run the same command again to "
+                               f"finish them")
+        error.exit_code = EXIT_DIVERGED
+        raise error
+    if killed:
+        console.print(f"warning: {'; '.join(killed)}; the other workers ran its {unit} again", highlight=False,
+                      soft_wrap=True)
 
 
 def tune_pool(recipe, workers, devices, sampler, trials, storage, study, on, seeds, tracker, reporter) -> None:
@@ -159,11 +201,13 @@ def tune_pool(recipe, workers, devices, sampler, trials, storage, study, on, see
                 shown[entry] = state
                 reporter.search_status(f"tune {entry}", *state)
 
-    code = run_pool(sys.argv[1:], workers, devs, progress, reporter, "trial")
+    exits = run_pool(sys.argv[1:], workers, devs, progress, reporter, "trial")
+    end_runs_of_killed(exits, tracker)
     for res in tuning.study_results(recipe, sampler, storage, study, on, seeds):
         console.print(tune_table(res))
         console.print(tuning.result_line(res, tracker.shown_uri))
-    _check_code(code)
+    standing = tuning.study_progress(recipe, sampler, trials, storage, study).values()
+    _check_exits(exits, "trial", sum(running + left for _, running, left, _ in standing))
 
 
 def to_target_pool(recipe, workers, devices, storage, acc, on, baseline, tracker, reporter) -> None:
@@ -190,8 +234,9 @@ def to_target_pool(recipe, workers, devices, storage, acc, on, baseline, tracker
             reporter.search_status("to-target", *state, None)
 
     argv = sys.argv[1:] + ([] if any(a.split("=")[0] == "--storage" for a in sys.argv) else ["--storage", storage])
-    code = run_pool(argv, workers, devs, progress, reporter, "run")
+    exits = run_pool(argv, workers, devs, progress, reporter, "run")
+    end_runs_of_killed(exits, tracker)
     summaries, left, parent = queue_summaries(recipe, storage, target, key)
     console.print(Markdown(summary_markdown(summaries, target, key, baseline)))
     console.print(f"parent run {parent} in {tracker.shown_uri}" + (f"; {left} run(s) not finished" if left else ""))
-    _check_code(code)
+    _check_exits(exits, "run", left)

@@ -201,6 +201,7 @@ def _pop(study, points: list[dict]):
     import optuna
     from optuna.trial import TrialState
 
+    fail_dead_trials(study)  # a worker of this host that died mid-trial: its point is missing again, and run now
     enqueue_missing(study, points)
     optuna_private.forget_cached_trials(study)  # the sampler reads the trials afresh
     for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
