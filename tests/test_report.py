@@ -308,3 +308,20 @@ def test_epoch_axes_are_ticked_at_whole_epochs_only():
     ticks = [t for t in ax.get_xticks() if 1 <= t <= 2]
     plt.close(fig)
     assert ticks and all(float(t).is_integer() for t in ticks) and ax.get_xlabel() == "epoch"
+
+
+def test_the_time_chart_says_when_its_bars_trained_for_different_numbers_of_epochs(tmp_path):
+    from curvbench.tracking.stores import absolute_sqlite
+
+    uri = absolute_sqlite(f"sqlite:///{tmp_path}/m.db")
+    tracker = Tracker(uri)
+    for entry, epochs in (("sgd", 3), ("lion", 1)):
+        r = tracker.start("mnist", entry, {f"methods.{entry}.lr": 0.1, "training.batch_size": 100},
+                          {"task": "mnist", "method": entry, "entry": entry, "seed": 0})
+        for e in range(1, epochs + 1):
+            r.log_metrics({"test_accuracy": 0.5, "train_loss": 1.0, "train_seconds": 2.0 * e}, step=e)
+        r.end("FINISHED")
+    write_report(collect(tracker.client, task="mnist"), tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    [caption] = [line for line in md.splitlines() if line.startswith("*mnist: total training seconds")]
+    assert "trained for different numbers of epochs" in caption and "s/epoch" in caption

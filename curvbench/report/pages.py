@@ -95,6 +95,17 @@ def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "s
     return rows, figures
 
 
+def epochs_trained(runs: list[RunData], rows: list[Row]) -> dict[str, float]:
+    """Per row, the mean number of epochs its runs trained (their logged epochs)."""
+    import statistics
+
+    out = {}
+    for row in rows:
+        counts = [len(r.curve(record.TRAIN_LOSS)) for r in runs if (r.label or r.entry) == row.entry]
+        out[row.entry] = statistics.mean(counts) if counts else 0.0
+    return out
+
+
 def task_figures(task: str, runs: list[RunData], rows: list[Row], found: list, out: Path) -> dict[Path, str]:
     """One task's figures, drawn into `out`, with their captions: its metric's curves against epochs and
     seconds, the losses, what adaptive K-FAC chose, training time, time and epochs to target, expected best."""
@@ -114,9 +125,14 @@ def task_figures(task: str, runs: list[RunData], rows: list[Row], found: list, o
         p = out / f"{task}_kfac_adaptation.png"
         drawn[p] = adaptation_figure(runs, task, p)
     p = out / f"{task}_train_time.png"
-    bar_figure([r.entry for r in rows], [r.total for r in rows], [(0, 0) for _ in rows],
+    epochs = epochs_trained(runs, rows)
+    differ = len(set(epochs.values())) > 1
+    names = [f"{r.entry} ({epochs[r.entry]:g} ep)" if differ else r.entry for r in rows]
+    bar_figure(names, [r.total for r in rows], [(0, 0) for _ in rows],
                "training seconds", f"{task}: training time (evaluation excluded)", p)
-    drawn[p] = f"{task}: total training seconds per configuration, mean over seeds (evaluation excluded)"
+    drawn[p] = f"{task}: total training seconds per configuration, mean over seeds (evaluation excluded)" + (
+        "; the configurations trained for different numbers of epochs (in the labels: a to-target run stops at "
+        "its target), so compare the table's s/epoch, not these bars" if differ else "")
     aimed = [r for r in rows if r.reached]
     for attr, label, name in (("ttt", "seconds to target", "time_to_target"),
                               ("ett", "epochs to target", "epochs_to_target")):
