@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A throw-away PostgreSQL cluster and an MLflow tracking server on it, for the tests that need real services.
-#   source .ci/services.sh start   -> exports CURVBENCH_TEST_POSTGRES, CURVBENCH_TEST_TRACKING, CURVBENCH_SERVICES_DIR
+#   source .ci/services.sh start   -> exports CURVBENCH_TEST_POSTGRES, CURVBENCH_TEST_TRACKING,
+#                                     CURVBENCH_TEST_SECRET_POSTGRES (a server URL without database), CURVBENCH_SERVICES_DIR
 #   .ci/services.sh stop DIR       -> stops both and removes DIR
 # PostgreSQL refuses to run as root: the cluster belongs to the `postgres` user, in a temporary folder, on
 # 127.0.0.1 and a free port. Installs Debian's postgresql package when it is missing.
@@ -26,6 +27,10 @@ services_start() {
   psql_ "CREATE USER curvbench PASSWORD 'curvbench'"
   psql_ "CREATE DATABASE optuna OWNER curvbench"
   psql_ "CREATE DATABASE mlflow OWNER curvbench"
+  # a role whose password appears nowhere else, for the test that greps everything a sweep writes for it
+  psql_ "CREATE USER keeper PASSWORD 'Pw9-kX2q-zZ'"
+  psql_ "CREATE DATABASE secret_optuna OWNER keeper"
+  psql_ "CREATE DATABASE secret_mlflow OWNER keeper"
   ml_port=$(services_free_port)
   (cd "$dir" && nohup "${CURVBENCH_PYTHON:-python3}" -m mlflow server \
       --backend-store-uri "postgresql://curvbench:curvbench@127.0.0.1:$pg_port/mlflow" \
@@ -45,6 +50,7 @@ PY
   export CURVBENCH_SERVICES_DIR="$dir"
   export CURVBENCH_TEST_POSTGRES="postgresql://curvbench:curvbench@127.0.0.1:$pg_port/optuna"
   export CURVBENCH_TEST_TRACKING="http://127.0.0.1:$ml_port"
+  export CURVBENCH_TEST_SECRET_POSTGRES="postgresql://keeper:Pw9-kX2q-zZ@127.0.0.1:$pg_port"
   echo "services: PostgreSQL on 127.0.0.1:$pg_port, MLflow tracking server on 127.0.0.1:$ml_port ($dir)" >&2
 }
 

@@ -161,3 +161,50 @@ def test_bad_credentials_or_database_are_one_line_errors_with_the_password_maske
     [line] = err.strip().splitlines()
     assert line.startswith("error: study storage postgresql://curvbench:***@") and expected in line
     assert "curvbench:curvbench@" not in line and "curvbench:wrong@" not in line
+
+
+SECRET = os.environ.get("CURVBENCH_TEST_SECRET_POSTGRES")  # postgresql://keeper:PASSWORD@host:port
+
+
+def everything_stored(url: str) -> str:
+    """Every row of every table of a PostgreSQL database, as text."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    text = []
+    with engine.connect() as conn:
+        for table in sqlalchemy.inspect(conn).get_table_names():
+            for row in conn.execute(sqlalchemy.text(f'SELECT * FROM "{table}"')):
+                text.append(" ".join(map(str, row)))
+    engine.dispose()
+    return "\n".join(text)
+
+
+@pytest.mark.skipif(not SECRET, reason="no role with a secret password: .ci/services.sh makes one")
+def test_a_password_in_a_store_url_or_the_environment_is_never_printed_logged_or_stored(tmp_path):
+    """tune with two workers, to-target and report against a PostgreSQL study storage and a PostgreSQL MLflow
+    store whose URLs carry a password, and a tracking password in the environment: the password is in none of
+    the output, no row of either database, no file written."""
+    password = SECRET.split(":")[2].split("@")[0]
+    storage, store = f"{SECRET}/secret_optuna", f"{SECRET}/secret_mlflow"
+    env = dict(os.environ, MLFLOW_TRACKING_PASSWORD="Env-Pw-7731", MLFLOW_TRACKING_USERNAME="someone")
+    path = recipe(tmp_path, grid="search: {sgd: {lr: [0.3, 0.1]}}\n")
+    path.write_text(path.read_text().replace("threads: 1}", "threads: 1, target: 0.2}"))
+    outputs = []
+    for args in (["tune", str(path), "--workers", "2", "--storage", storage, "--tracking-uri", store],
+                 ["tune", str(path), "--storage", storage, "--tracking-uri", store, "--dry-run"],
+                 ["to-target", str(path), "--storage", storage, "--tracking-uri", store],
+                 ["report", "--tracking-uri", store, "--out", str(tmp_path / "report")],
+                 ["tune", str(path), "--storage", storage.replace(password, "wrong"), "--tracking-uri", store]):
+        code, out, err = finish(curvbench(*args, cwd=tmp_path, env=env))
+        outputs.append(out + err)
+        assert code == (2 if "wrong" in " ".join(args) else 0), (args, out + err)
+    written = [p.read_bytes().decode("utf-8", "replace") for p in tmp_path.rglob("*") if p.is_file()]
+    studies, runs = everything_stored(storage), everything_stored(store)
+    assert "mlflow_parent" in studies and "methods.sgd.lr" in runs and "report.md" in " ".join(
+        str(p) for p in tmp_path.rglob("*"))  # what is searched holds the sweep
+    for text, where in ((" ".join(outputs), "the output"), (studies, "the study storage"),
+                        (runs, "the MLflow store"), ("\n".join(written), "a file written")):
+        assert password not in text, where
+        assert "Env-Pw-7731" not in text, where
+    assert "keeper:***@" in " ".join(outputs)  # the URL is shown, masked
