@@ -401,3 +401,28 @@ def test_a_study_storage_that_goes_away_ends_the_parent_and_says_so(tmp_path, mo
     ran.clear()
     with pytest.raises(ZeroDivisionError):  # anything else is not the storage's: it goes on up as it is
         study_loop.run_study(study, storage, None, lambda t: 1 / 0, lambda t, x: None, Parent())
+
+
+def test_dry_run_lists_the_points_and_what_they_will_cost(tune_recipe, tracking_uri):
+    """Trials x seeds x epochs x steps always; the time once the store holds a finished run of the same task,
+    method and batch size, at that run's own seconds per step."""
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from curvbench.cli.app import app
+
+    args = ["tune", str(tune_recipe), "--space", "sgd.lr=0.2,0.05", "--seeds", "2", "--dry-run",
+            "--tracking-uri", tracking_uri]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    # the synthetic training digits, 20% held out (the recipe's validation): 5 steps of 100 an epoch
+    assert "cost: 2 trial(s) x 2 seed(s) x 1 epoch(s) x 5 steps = 20 steps; no finished sgd run on mnist" in first.output
+    train = CliRunner().invoke(app, ["train", str(tune_recipe), "--tracking-uri", tracking_uri, "-q"])
+    assert train.exit_code == 0, train.output
+    client = MlflowClient(tracking_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
+    per_step = run.data.metrics["train_seconds"] / run.data.metrics["steps"]
+    second = CliRunner().invoke(app, args)
+    assert f"= 20 steps, about {20 * per_step:.0f} s of training at {per_step * 1e3:.1f} ms a step (the median of 1 " \
+           in second.output, second.output
+    assert client.search_runs([run.info.experiment_id], "tags.kind = 'trial'") == []  # a dry run runs nothing

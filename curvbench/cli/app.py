@@ -247,13 +247,19 @@ def tune(
         r = _load_recipe(recipe, scored)
     r = r.with_search(parse_space_flags(space))
     if dry_run:
-        for entry, todo in tuning.dry_run(r, sampler, trials, storage, study, objective=objective, on=on, seeds=seeds):
-            if isinstance(todo, str):
-                typer.echo(f"{entry}: {todo}")
-            else:
-                typer.echo(f"{entry}: {len(todo)} trial(s) to run")
-                for p in todo:
-                    typer.echo("    " + ", ".join(f"{k}={v}" for k, v in p.items()))
+        from curvbench.training.runner import prepare
+
+        plans = tuning.dry_run(r, sampler, trials, storage, study, objective=objective, on=on, seeds=seeds)
+        steps_per_epoch = prepare(r)[1].steps_per_epoch(r.training.batch_size)  # the data, not a model, is loaded
+        client = _open_tracker(tracking_uri).client
+        entries = {e.name: e for e in r.methods}
+        for entry, todo in plans:
+            n = len(todo) if not isinstance(todo, str) else int(todo.split()[0])
+            typer.echo(f"{entry}: {todo if isinstance(todo, str) else f'{n} trial(s) to run'}")
+            for p in [] if isinstance(todo, str) else todo:
+                typer.echo("    " + ", ".join(f"{k}={v}" for k, v in p.items()))
+            if n:
+                typer.echo("    cost: " + tuning.dry_run_cost(r, entries[entry], n, seeds, steps_per_epoch, client))
         return
     from curvbench.training.progress import console, tune_table
     from curvbench.training.runner import Interrupted

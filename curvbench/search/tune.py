@@ -457,3 +457,38 @@ def dry_run(recipe: Recipe, sampler: str, trials: int | None, storage: str | Non
             n = (trials or DEFAULT_TRIALS) - len(finished)
             out.append((entry.name, f"{max(0, n)} trial(s) drawn by {sampler} from {space}"))
     return out
+
+
+def seconds_per_step(client, task: str, method: str, batch_size: int) -> tuple[float | None, int]:
+    """The median training seconds per step of the store's finished runs of `method` on `task` at `batch_size`
+    (up to 50 recent ones), and how many there were: what a dry run times its trials by."""
+    import statistics
+
+    found = []
+    for exp in client.search_experiments():
+        found += client.search_runs([exp.experiment_id], f"tags.{record.TASK} = '{task}' and tags.{record.METHOD} = "
+                                    f"'{method}' and attributes.status = 'FINISHED'", max_results=50)
+    per_step = [r.data.metrics[record.TRAIN_SECONDS] / r.data.metrics[record.STEPS] for r in found
+                if r.data.params.get("training.batch_size") == str(batch_size)
+                and r.data.metrics.get(record.STEPS) and record.TRAIN_SECONDS in r.data.metrics]
+    return (statistics.median(per_step) if per_step else None), len(per_step)
+
+
+def dry_run_cost(recipe: Recipe, entry: MethodEntry, n_trials: int, seeds: int | None, steps_per_epoch: int,
+                 client=None) -> str:
+    """What `n_trials` trials of `entry` will cost: trials x seeds x epochs x steps, and the time at the step cost
+    of earlier runs of the same task, method and batch size in the store, when there are any."""
+    n_seeds = len(trial_seeds(recipe, seeds))
+    epochs, batch = recipe.training.epochs, recipe.training.batch_size
+    steps = n_trials * n_seeds * epochs * steps_per_epoch
+    text = (f"{n_trials} trial(s) x {n_seeds} seed(s) x {epochs} epoch(s) x {steps_per_epoch} steps = {steps:,} "
+            f"steps")
+    per_step, n = seconds_per_step(client, recipe.task.dataset, entry.method, batch) if client else (None, 0)
+    if per_step is None:
+        return text + f"; no finished {entry.method} run on {recipe.task.dataset} at batch {batch} in the store to " \
+                      f"time them by"
+    seconds = steps * per_step
+    took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
+    return text + (f", about {took} of training at {per_step * 1e3:.1f} ms a step (the median of {n} earlier "
+                   f"run(s); evaluation not counted)")
