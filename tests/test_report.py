@@ -269,11 +269,11 @@ def test_adaptive_kfac_runs_get_a_figure_of_their_damping_gamma_and_step_size(st
     damping = sorted([v for _, v in r.curves["kfac_damping"]] for r in runs if r.entry == "kfac-adaptive")
     assert damping == [[150.0, 1.0, 1e-3], [300.0, 2.0, 2e-3]]
     rows, figures = write_report(runs, tmp / "adaptive")
-    assert tmp / "adaptive" / "mnist_kfac_adaptation.png" in figures
+    assert tmp / "adaptive" / "mnist_kfac-adaptive_per_epoch.png" in figures  # what the method declares
     md = (tmp / "adaptive" / "report.md").read_text()
-    assert "*mnist: adaptive K-FAC per epoch, mean over seeds: lambda" in md
+    assert "*mnist: what kfac-adaptive reports per epoch, mean over seeds: lambda (solid), gamma (dashed)" in md
     rows, figures = write_report([r for r in runs if r.entry == "sgd"], tmp / "plain")
-    assert not any("kfac_adaptation" in p.name for p in figures)
+    assert not any("per_epoch" in p.name for p in figures)
 
 
 def test_a_task_scored_by_f1_gets_its_f1_curves_not_accuracy_ones(store):

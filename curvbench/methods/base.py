@@ -37,6 +37,15 @@ class BuildContext:
 
 
 @dataclass(frozen=True)
+class EpochMetric:
+    """A value a method reports per epoch: its metric key, what the report's legend calls it, its line style."""
+
+    key: str
+    label: str
+    style: str = "-"
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     name: str
     description: str
@@ -57,6 +66,9 @@ class MethodSpec:
     # network unrolled over time so that each time step's layer inputs and outputs can be observed
     model_needs: tuple[str, ...] = ()
     config: type | None = None  # the method's frozen config dataclass (MethodConfig)
+    # what the optimizer's epoch_metrics() reports at every epoch's end (its adaptive choices): logged with the
+    # epoch, and drawn by the report, one figure per method, on a log scale
+    epoch_metrics: tuple["EpochMetric", ...] = ()
 
     def configure(self, hparams: dict):
         """What build() is given: the config built from resolved hyperparameters (checked again as it is built)."""

@@ -42,7 +42,16 @@ from dataclasses import asdict, dataclass
 import torch
 
 from curvbench import record
-from curvbench.methods.base import COUPLED, BuildContext, MethodConfig, MethodSpec, NonFinite, hp, weight_decay_field
+from curvbench.methods.base import (
+    COUPLED,
+    BuildContext,
+    EpochMetric,
+    MethodConfig,
+    MethodSpec,
+    NonFinite,
+    hp,
+    weight_decay_field,
+)
 from curvbench.methods.kfac import CONV_FACTORS, CONV_FACTORS_HELP, KFAC, _full, model_blocks
 from curvbench.schema import Choice, Number
 
@@ -306,4 +315,6 @@ SPEC = MethodSpec(
     needs=("fisher_loss",),
     model_needs=("per_step_layers",),
     config=AdaptiveKFACConfig,
+    epoch_metrics=(EpochMetric(record.KFAC_DAMPING, "lambda", "-"), EpochMetric(record.KFAC_GAMMA, "gamma", "--"),
+                   EpochMetric(record.KFAC_ALPHA, "alpha", ":"), EpochMetric(record.KFAC_MU, "|mu|", "-.")),
 )

@@ -16,7 +16,15 @@ from curvbench.report import stats
 # the curves a report reads from every run (the test metric's own curve is read as well: see collect)
 CURVES = (record.split_metric("test", "accuracy"), record.split_metric("test", "loss"), record.TRAIN_LOSS)
 # what adaptive K-FAC chose per epoch: drawn in one figure per task when a run has them
-ADAPTATION = (record.KFAC_DAMPING, record.KFAC_GAMMA, record.KFAC_ALPHA, record.KFAC_MU)
+def epoch_metrics_of(method: str) -> tuple:
+    """What a method declares it reports per epoch (MethodSpec.epoch_metrics); none for a method this
+    installation does not know (a plugin not installed here)."""
+    from curvbench import methods
+
+    try:
+        return methods.get(method).epoch_metrics
+    except Exception:  # noqa: BLE001 - an unknown or unimportable method: its runs are shown without them
+        return ()
 
 
 @dataclass
@@ -170,7 +178,8 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
                        trial=int(tags.get(record.TRIAL, -1)) if trial else None, params=dict(r.data.params),
                        protocol=protocol, outcome=tags.get(record.OUTCOME), recipe=recipe, timing=tags.get(record.TIMING),
                        target=float(tags[record.TARGET]) if to_target else None)
-        keys = CURVES + ADAPTATION + (record.EPOCH_SECONDS, record.TRAIN_SECONDS, record.STEPS,
+        own = tuple(m.key for m in epoch_metrics_of(data.method))
+        keys = CURVES + own + (record.EPOCH_SECONDS, record.TRAIN_SECONDS, record.STEPS,
                                       record.split_metric("test", data.metric), record.split_metric("val", data.metric))
         for key in dict.fromkeys(keys):  # once each: test_accuracy is both a curve and, mostly, the task's metric
             data.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]

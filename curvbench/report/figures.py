@@ -11,7 +11,7 @@ from matplotlib.ticker import MaxNLocator
 
 from curvbench import record
 from curvbench.report import batch_scaling
-from curvbench.report.collect import ADAPTATION, Search
+from curvbench.report.collect import Search
 from curvbench.report.summary import profile_values
 
 # ------------------------------------------------------------------------------------------------- figures
@@ -89,38 +89,41 @@ def curve_figure(runs, task, key, ylabel, path) -> str:
     return caption
 
 
-def adaptation_figure(runs, task, path) -> str:
-    """Adaptive K-FAC's choices per epoch, mean over seeds per label, on a log axis: the damping lambda (solid),
-    the factors' gamma (dashed), the mean step size alpha (dotted) and, where used, the mean momentum mu."""
+def epoch_metrics_figure(runs, task, method: str, metrics, path) -> str:
+    """What `method` reports per epoch (MethodSpec.epoch_metrics: adaptive K-FAC's damping, gamma, step size and
+    momentum), mean over seeds per label, on a log axis (absolute values); a metric that is 0 throughout (a
+    momentum turned off) is left out."""
     import matplotlib.pyplot as plt
 
     by_label: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
-        if r.task == task and r.curves.get(record.KFAC_DAMPING):
-            for key in ADAPTATION:
-                if r.curves.get(key):
-                    by_label[r.label or r.entry][key].append(dict(r.curves[key]))
+        if r.task == task and r.method == method:
+            for m in metrics:
+                if r.curves.get(m.key):
+                    by_label[r.label or r.entry][m.key].append(dict(r.curves[m.key]))
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    styles = {record.KFAC_DAMPING: ("-", "lambda"), record.KFAC_GAMMA: ("--", "gamma"),
-              record.KFAC_ALPHA: (":", "alpha"), record.KFAC_MU: ("-.", "mu")}
     for i, (label, curves) in enumerate(sorted(by_label.items())):
-        color = f"C{i}"
-        for key, seeds in curves.items():
+        for m in metrics:
+            seeds = curves.get(m.key)
+            if not seeds:
+                continue
             epochs = sorted(set().union(*seeds))
             mean = [statistics.fmean([c[e] for c in seeds if e in c]) for e in epochs]
-            if key == record.KFAC_MU and not any(mean):
-                continue  # momentum off
-            ls, name = styles[key]
-            ax.plot(epochs, [abs(v) for v in mean], ls=ls, color=color, marker="o", ms=3, label=f"{label}: {name}")
+            if not any(mean):
+                continue
+            ax.plot(epochs, [abs(v) for v in mean], ls=m.style, color=f"C{i}", marker="o", ms=3,
+                    label=f"{label}: {m.label}")
     ax.set_yscale("log")
     set_epoch_axis(ax)
     ax.set_ylabel("value (log scale)")
-    ax.set_title(f"{task}: adaptive K-FAC's damping, gamma and step size")
+    names = ", ".join(m.label for m in metrics)
+    ax.set_title(f"{task}: {method}'s {names} per epoch")
     ax.grid(alpha=0.3, which="both")
     _legend(ax, len(ax.lines))
     save(fig, path)
-    return (f"{task}: adaptive K-FAC per epoch, mean over seeds: lambda (the model's damping, solid) and gamma (the "
-            f"factors', dashed) at the epoch's end, alpha (dotted) and mu (dash-dot, |mu|) averaged over its steps")
+    styles = {"-": "solid", "--": "dashed", ":": "dotted", "-.": "dash-dot"}
+    return (f"{task}: what {method} reports per epoch, mean over seeds: " +
+            ", ".join(f"{m.label} ({styles.get(m.style, m.style)})" for m in metrics))
 
 
 def bar_figure(labels, values, errs, ylabel, title, path, missing=()):

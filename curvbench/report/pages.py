@@ -11,11 +11,11 @@ from pathlib import Path
 from curvbench import record
 from curvbench.errors import CurvbenchError
 from curvbench.report import batch_scaling
-from curvbench.report.collect import RunData, compared, left_out_note, searches
+from curvbench.report.collect import RunData, compared, epoch_metrics_of, left_out_note, searches
 from curvbench.report.figures import (
-    adaptation_figure,
     bar_figure,
     curve_figure,
+    epoch_metrics_figure,
     expected_best_figure,
     interval_bars,
     profile_figure,
@@ -121,9 +121,11 @@ def task_figures(task: str, runs: list[RunData], rows: list[Row], found: list, o
     if any(r.curves.get(key) and r.curves.get(record.TRAIN_SECONDS) for r in runs):
         p = out / f"{task}_{key}_seconds.png"
         drawn[p] = time_curve_figure(runs, task, key, f"test {metric}", p)
-    if any(r.curves.get(record.KFAC_DAMPING) for r in runs):
-        p = out / f"{task}_kfac_adaptation.png"
-        drawn[p] = adaptation_figure(runs, task, p)
+    for method in sorted({r.method for r in runs}):  # what each method declares it reports per epoch
+        metrics = epoch_metrics_of(method)
+        if metrics and any(r.curves.get(m.key) for r in runs if r.method == method for m in metrics):
+            p = out / f"{task}_{method}_per_epoch.png"
+            drawn[p] = epoch_metrics_figure(runs, task, method, metrics, p)
     p = out / f"{task}_train_time.png"
     epochs = epochs_trained(runs, rows)
     differ = len(set(epochs.values())) > 1
