@@ -20,14 +20,12 @@ import time
 
 import torch
 import yaml
+from step_cost import make_task  # noqa: E402 - the benchmarks folder's sibling script
 
 from curvbench import methods
 from curvbench.recipe.loading import MethodEntry
 from curvbench.training import engine
 from curvbench.training.timing import configure_cpu
-
-from step_cost import make_task  # noqa: E402 - the benchmarks folder's sibling script
-
 
 TRAIN_EXAMPLES = {"cifar10": 50_000, "mnist": 60_000, "fashion-mnist": 60_000, "conll": 14_041}  # the real training sets' sizes
 

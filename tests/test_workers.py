@@ -51,6 +51,22 @@ def state(tmp_path):
     return s.get_trials(deepcopy=False), runs
 
 
+def both_training(tmp_path, within: float = 300) -> list:
+    """Wait until both workers hold a RUNNING trial and each has its MLflow run; returns the two trials."""
+    deadline = time.time() + within
+    while time.time() < deadline:
+        time.sleep(1)
+        try:
+            trials, runs = state(tmp_path)
+        except Exception:  # the study or the experiment is not there yet
+            continue
+        in_trial = [r for r in runs if r.info.status == "RUNNING" and r.data.tags.get("kind") == "trial"]
+        running = [t for t in trials if t.state.name == "RUNNING"]
+        if len(running) == 2 and len(in_trial) == 2:
+            return running
+    raise AssertionError("the two workers never trained at once")
+
+
 def test_two_workers_share_the_grid_and_the_parent_shows_one_combined_view(tmp_path):
     proc = tune(tmp_path, write(tmp_path, 1))
     out, err = proc.communicate(timeout=600)
@@ -67,16 +83,7 @@ def test_two_workers_share_the_grid_and_the_parent_shows_one_combined_view(tmp_p
 def test_ctrl_c_stops_every_worker_cleanly_and_the_next_tune_resumes(tmp_path):
     path = write(tmp_path, 12)
     proc = tune(tmp_path, path)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        time.sleep(1)
-        try:
-            trials, runs = state(tmp_path)
-        except Exception:  # the study or the experiment is not there yet
-            continue
-        in_trial = [r for r in runs if r.info.status == "RUNNING" and r.data.tags.get("kind") == "trial"]
-        if sum(t.state.name == "RUNNING" for t in trials) == 2 and len(in_trial) == 2:  # each has its run too
-            break
+    both_training(tmp_path)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130
@@ -100,18 +107,7 @@ def test_a_worker_killed_mid_trial_leaves_its_point_to_the_other_and_is_named(tm
     import os
 
     proc = tune(tmp_path, write(tmp_path, 6))
-    deadline, victim = time.time() + 300, None
-    while time.time() < deadline and victim is None:
-        time.sleep(1)
-        try:
-            trials, runs = state(tmp_path)
-        except Exception:  # the study or the experiment is not there yet
-            continue
-        in_trial = [r for r in runs if r.info.status == "RUNNING" and r.data.tags.get("kind") == "trial"]
-        running = [t for t in trials if t.state.name == "RUNNING"]
-        if len(running) == 2 and len(in_trial) == 2:
-            victim = int(running[0].user_attrs["curvbench.pid"])
-    assert victim is not None, "the two workers never trained at once"
+    victim = int(both_training(tmp_path)[0].user_attrs["curvbench.pid"])
     os.kill(victim, signal.SIGKILL)
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err
