@@ -128,7 +128,8 @@ def report_notes(baseline: str) -> list[str]:
     ]
 
 
-SEARCH_NOTE = ("Best score: the best validation value of the metric over the epochs of a trial, the median over its "
-               "seeds when each trial ran several (`tune --seeds N`). Expected best after k trials: the mean of the "
+SEARCH_NOTE = ("Best score: the best value of the metric over the epochs of a trial on the split the search was scored "
+               "on, named beside it (val; test for a search without a validation split), the median over its seeds "
+               "when each trial ran several (`tune --seeds N`). Expected best after k trials: the mean of the "
                "best score over every k-subset of the search's trials (Dodge et al. 2019, exact), so that searches of "
                "different sizes compare at equal budgets. Search s: training seconds of all its trials.")
