@@ -20,13 +20,14 @@ import statistics
 import time
 
 import torch
+from step_cost import timing_flags, timing_setup  # noqa: E402 - the benchmarks folder's sibling script
 
 from curvbench import methods
 from curvbench.recipe.loading import MethodEntry
 from curvbench.tasks.base import Split
 from curvbench.tasks.cifar import CifarTask, cpu_has_bf16
 from curvbench.training import engine
-from curvbench.training.timing import configure_cpu, synchronize
+from curvbench.training.timing import synchronize
 
 OPTIONS = ("channels_last", "bf16", "compile")
 
@@ -99,15 +100,9 @@ def main() -> None:
     ap.add_argument("--variants", default="float32,channels_last,bf16,bf16+channels_last,compile,"
                                           "compile+channels_last")
     ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--block", type=int, default=10)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None)
+    timing_flags(ap, rounds=3, block=10)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    configure_cpu()
-    device = torch.device(args.device)
+    device = timing_setup(args)
     names = [v.strip() for v in args.variants.split(",")]
     if "float32" not in names:
         names.insert(0, "float32")

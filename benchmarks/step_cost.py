@@ -160,6 +160,22 @@ def entries(recipe_ref: str | None, wanted: str | None) -> list[MethodEntry]:
     return sorted(chosen, key=lambda e: e.name != "sgd")
 
 
+def timing_flags(ap: argparse.ArgumentParser, rounds: int, block: int) -> None:
+    """The flags every interleaved timing script takes: rounds, steps a block, device, threads."""
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--block", type=int, default=block)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+
+
+def timing_setup(args) -> torch.device:
+    """Threads and denormal flushing as the engine sets them; the device to time on."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    configure_cpu()
+    return torch.device(args.device)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default=None, choices=tuple(TASKS), help="default: --recipe's task, else mnist")
@@ -167,15 +183,9 @@ def main() -> None:
     ap.add_argument("--recipe", default=None, help="time this recipe's entries (e.g. recipes/peers.yaml)")
     ap.add_argument("--methods", default=None, help="entries of --recipe, or method names / import paths")
     ap.add_argument("--batch-size", type=int, default=None, help="default: --recipe's training.batch_size, else 100")
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--block", type=int, default=100)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None)
+    timing_flags(ap, rounds=7, block=100)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    configure_cpu()  # as the engine does
-    device = torch.device(args.device)
+    device = timing_setup(args)
     chosen = entries(args.recipe, args.methods)
     if args.recipe:  # the recipe's own training settings, unless the flags say otherwise
         own = recipe.load(args.recipe)
