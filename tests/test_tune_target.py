@@ -403,6 +403,7 @@ def test_a_study_storage_that_goes_away_ends_the_parent_and_says_so(tmp_path, mo
         study_loop.run_study(study, storage, None, lambda t: 1 / 0, lambda t, x: None, Parent())
 
 
+@pytest.mark.slow  # trains a run through the command line between two dry runs
 def test_dry_run_lists_the_points_and_what_they_will_cost(tune_recipe, tracking_uri):
     """Trials x seeds x epochs x steps always; the time once the store holds a finished run of the same task,
     method and batch size, at that run's own seconds per step."""

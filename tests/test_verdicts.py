@@ -162,6 +162,7 @@ def test_report_with_claims_prints_and_writes_the_verdicts(tmp_path):
     assert (out / "mnist_test_accuracy_seconds.png").stat().st_size > 5000
 
 
+@pytest.mark.slow  # two to-target runs through the command line
 def test_one_seed_to_target_with_sgd_in_the_recipe_runs_without_a_baseline_test(mnist_dir, write_recipe,
                                                                                   tracking_uri):
     """The thesis's recipes run one seed with sgd among the methods: the default baseline needs no second seed
