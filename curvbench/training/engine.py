@@ -229,19 +229,9 @@ def train(
             lr = 0.0
             watch.start()
             for batch in task.train_batches(training.batch_size, gen):
-                factor = lr_factor(training.schedule, epoch, training.epochs, step, total)
-                for g in opt.param_groups:
-                    g["lr"] = g["initial_lr"] * factor
-                lr = opt.param_groups[0]["lr"]
-                try:
-                    loss = opt.step(make_closure(model, task, opt, batch, params, l2))
-                except RuntimeError as e:  # a step too large for the parameters' dtype (lr 1e300)
-                    if "overflow" not in str(e):
-                        raise
-                    raise Diverged(f"diverged: the update overflowed {params[0].dtype} at lr {lr:g} in epoch "
-                                   f"{epoch + 1}, step {step + 1}") from None
-                except NonFinite as e:  # the method's own numbers (adaptive K-FAC's model) went non-finite
-                    raise Diverged(f"diverged: {e} in epoch {epoch + 1}, step {step + 1}") from None
+                lr = set_lr(opt, lr_factor(training.schedule, epoch, training.epochs, step, total))
+                loss = take_step(opt, make_closure(model, task, opt, batch, params, l2), params[0].dtype, lr,
+                                 f"in epoch {epoch + 1}, step {step + 1}")
                 loss_sum += loss
                 stopping.check()  # a worker asked to stop: here, between steps, not inside a database write
                 if step == 0:
@@ -265,12 +255,9 @@ def train(
             train_loss = loss_sum.item() / max(1, batches)
             if not math.isfinite(train_loss):
                 raise Diverged(f"diverged: loss {train_loss} in epoch {epoch + 1}")
-            metrics = {record.TRAIN_LOSS: train_loss, record.LR: lr, record.STEPS: step, record.TRAIN_SECONDS: watch.total}
-            if batches == steps_per_epoch:  # a whole epoch: its time is an epoch time
-                metrics[record.EPOCH_SECONDS] = watch.total - epoch_start
-            if callable(getattr(opt, "epoch_metrics", None)):  # what a method reports per epoch (adaptive K-FAC)
-                metrics.update(opt.epoch_metrics())
-            metrics.update(evaluate(task, model, training.eval_splits, opt))
+            epoch_seconds = watch.total - epoch_start if batches == steps_per_epoch else None  # whole epochs only
+            metrics = epoch_end_metrics(task, model, opt, training.eval_splits, train_loss, lr, step, watch.total,
+                                        epoch_seconds)
             epoch_record = EpochRecord(epoch + 1, step, metrics)
             result.epochs.append(epoch_record)
             result.steps, result.train_seconds = step, watch.total
@@ -297,6 +284,39 @@ def train(
         checkpoints.discard()
     result.model = model
     return result
+
+
+def set_lr(opt, factor: float) -> float:
+    """Every group's learning rate at `factor` times its initial one (the schedule); returns the first group's."""
+    for g in opt.param_groups:
+        g["lr"] = g["initial_lr"] * factor
+    return opt.param_groups[0]["lr"]
+
+
+def take_step(opt, closure, dtype, lr: float, where: str) -> torch.Tensor:
+    """One optimizer step; an update that overflows the parameters' dtype (lr 1e300) or a method's own numbers
+    going non-finite (adaptive K-FAC's model) end the run as diverged, `where` ("in epoch E, step S") saying when."""
+    try:
+        return opt.step(closure)
+    except RuntimeError as e:
+        if "overflow" not in str(e):
+            raise
+        raise Diverged(f"diverged: the update overflowed {dtype} at lr {lr:g} {where}") from None
+    except NonFinite as e:
+        raise Diverged(f"diverged: {e} {where}") from None
+
+
+def epoch_end_metrics(task, model, opt, splits, train_loss: float, lr: float, step: int, train_seconds: float,
+                      epoch_seconds: float | None) -> dict[str, float]:
+    """An epoch's record: its loss, lr and the cumulative steps and seconds, its own seconds when it ran all its
+    steps, what the method reports per epoch (adaptive K-FAC's damping), and the evaluation of `splits`."""
+    metrics = {record.TRAIN_LOSS: train_loss, record.LR: lr, record.STEPS: step, record.TRAIN_SECONDS: train_seconds}
+    if epoch_seconds is not None:
+        metrics[record.EPOCH_SECONDS] = epoch_seconds
+    if callable(getattr(opt, "epoch_metrics", None)):
+        metrics.update(opt.epoch_metrics())
+    metrics.update(evaluate(task, model, splits, opt))
+    return metrics
 
 
 def checkpoint_state(epochs_done: int, step: int, gen, watch, explosion, result, points) -> dict:
