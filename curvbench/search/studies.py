@@ -204,12 +204,11 @@ def _pop(study, points: list[dict]):
     fail_dead_trials(study)  # a worker of this host that died mid-trial: its point is missing again, and run now
     enqueue_missing(study, points)
     optuna_private.forget_cached_trials(study)  # the sampler reads the trials afresh
-    def place(trial) -> int:  # the queue's own order: a point run again (its run killed) before later ones
-        return next((i for i, p in enumerate(points) if trial.params == p or trial.system_attrs.get(
-            "fixed_params") == p), len(points))
 
-    waiting_trials = sorted(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), key=place)
-    for waiting in waiting_trials:
+    def place(trial) -> int:  # the queue's own order: a point run again (its run killed) before later ones
+        return next((i for i, p in enumerate(points) if same_point(point_of(trial), p)), len(points))
+
+    for waiting in sorted(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), key=place):
         try:
             trial = optuna_private.claim_waiting(study, waiting)
             if trial is not None:
