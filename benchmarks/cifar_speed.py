@@ -20,7 +20,7 @@ import statistics
 import time
 
 import torch
-from step_cost import timing_flags, timing_setup  # noqa: E402 - the benchmarks folder's sibling script
+from step_cost import endless_batches, timing_flags, timing_setup  # noqa: E402 - the benchmarks folder's sibling script
 
 from curvbench import methods
 from curvbench.recipe.loading import MethodEntry
@@ -47,7 +47,7 @@ def base_splits(data_dir: str | None, device: torch.device) -> Split:
 
 class Variant:
     def __init__(self, name: str, method: str, train: Split, batch_size: int, device: torch.device):
-        self.name, self.method, self.device, self.batch_size = name, method, device, batch_size
+        self.name, self.method, self.device = name, method, device
         opts = set(name.split("+")) - {"float32"}
         unknown = opts - set(OPTIONS)
         if unknown:
@@ -63,7 +63,7 @@ class Variant:
         self.params = list(self.model.parameters())
         self.forward_model = torch.compile(self.model) if "compile" in opts else self.model
         self.gen = torch.Generator().manual_seed(0)
-        self.batches = iter(())
+        self.batches = endless_batches(self.task, batch_size, self.gen)
         self.error: str | None = None
 
     @property
@@ -71,11 +71,7 @@ class Variant:
         return f"{self.method} {self.name}"
 
     def next_batch(self):
-        try:
-            return next(self.batches)
-        except StopIteration:
-            self.batches = self.task.train_batches(self.batch_size, self.gen)
-            return next(self.batches)
+        return next(self.batches)
 
     def run(self, steps: int) -> float | None:
         if self.error:

@@ -20,7 +20,7 @@ import time
 
 import torch
 import yaml
-from step_cost import make_task  # noqa: E402 - the benchmarks folder's sibling script
+from step_cost import endless_batches, make_task  # noqa: E402 - the benchmarks folder's sibling script
 
 from curvbench import methods
 from curvbench.recipe.loading import MethodEntry
@@ -58,16 +58,10 @@ def main() -> None:
     # an epoch of the real training set, also when the steps are timed on generated data of its shapes
     per_epoch = task.steps_per_epoch(args.batch_size) if args.data_dir else -(-TRAIN_EXAMPLES[args.task] //
                                                                               args.batch_size)
-    gen = torch.Generator().manual_seed(0)
-    batches = task.train_batches(args.batch_size, gen)
+    batches = endless_batches(task, args.batch_size, torch.Generator().manual_seed(0))
 
     def batch():
-        nonlocal batches
-        try:
-            return next(batches)
-        except StopIteration:
-            batches = task.train_batches(args.batch_size, gen)
-            return next(batches)
+        return next(batches)
 
     extra = dict(s.split("=", 1) for s in args.set)
     extra = {k: yaml.safe_load(v) for k, v in extra.items()}

@@ -117,6 +117,12 @@ def state_bytes(opt, params: set[int]) -> int:
     return sum(storages.values())
 
 
+def endless_batches(task, batch_size: int, gen: torch.Generator):
+    """The task's training batches, epoch after epoch, each epoch's order drawn from `gen` when it starts."""
+    while True:
+        yield from task.train_batches(batch_size, gen)
+
+
 class Stepper:
     def __init__(self, entry: MethodEntry, task, batch_size, device):
         self.name, self.task, self.device = entry.name, task, device
@@ -127,15 +133,10 @@ class Stepper:
         self.opt, self.l2 = engine.build_optimizer(task, self.model, entry, 100, 100, 0)
         self.params = [p for p in self.model.parameters()]
         self.gen = torch.Generator().manual_seed(0)
-        self.batch_size = batch_size
-        self.batches = iter(())
+        self.batches = endless_batches(task, batch_size, self.gen)
 
     def next_batch(self):
-        try:
-            return next(self.batches)
-        except StopIteration:
-            self.batches = self.task.train_batches(self.batch_size, self.gen)
-            return next(self.batches)
+        return next(self.batches)
 
     def run(self, steps: int) -> float:
         batches = [self.next_batch() for _ in range(steps)]  # data work off the clock, for every method alike
