@@ -2,7 +2,7 @@
 
     python benchmarks/step_cost.py [--task mnist|conll|cifar10] [--data-dir DIR] [--recipe REF] [--batch-size B]
                                    [--methods sgd,kfac,...] [--rounds 7] [--block 100] [--device cpu|cuda]
-                                   [--threads 2]
+                                   [--threads 2] [--json FILE]
 
 The task's own model, batch shapes and data: the real dataset from --data-dir when given, else generated data of
 the same shapes (MNIST: the shipped mnist-mini digits; CIFAR-10: random 3x32x32 images; CoNLL-2003: sentences with
@@ -17,11 +17,15 @@ inverse updates, Shampoo's root recomputations) is counted honestly: each measur
 consecutive steps (a multiple of every default interval) divided by its length. Methods are interleaved block by
 block so that drifts in machine speed hit all of them; the ratio to SGD is taken per round (SGD's block of the
 same round) and reported as its median and its [min, max] over rounds. Optimizer-state memory is the bytes of
-every tensor the optimizer holds besides the parameters; on CUDA also the peak allocated during the steps."""
+every tensor the optimizer holds besides the parameters; on CUDA also the peak allocated during the steps.
+
+`--json FILE` also writes each entry's milliseconds per step with the task, batch size, device, threads and CPU:
+`curvbench report --step-costs FILE` prices the to-target runs of that task and batch size in quiet seconds."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -45,7 +49,7 @@ def make_task(name: str, data_dir: str | None, device: torch.device, method_name
     """The task as the engine loads it: real data from `data_dir`, else generated data of the same shapes."""
     if name == "cifar10" and data_dir is None:
         return _random_cifar(device)
-    dataset = TASKS[name] if data_dir is not None or name != "mnist" else "mnist-mini"
+    dataset = task_dataset(name, data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         if name == "conll" and data_dir is None:
             data_dir = _write_conll_like(Path(tmp))
@@ -184,6 +188,7 @@ def main() -> None:
     ap.add_argument("--recipe", default=None, help="time this recipe's entries (e.g. recipes/peers.yaml)")
     ap.add_argument("--methods", default=None, help="entries of --recipe, or method names / import paths")
     ap.add_argument("--batch-size", type=int, default=None, help="default: --recipe's training.batch_size, else 100")
+    ap.add_argument("--json", default=None, help="also write ms/step per entry here, for curvbench report --step-costs")
     timing_flags(ap, rounds=7, block=100)
     args = ap.parse_args()
     device = timing_setup(args)
@@ -231,15 +236,29 @@ def main() -> None:
     print(f"{per_epoch} steps an epoch at batch {args.batch_size}")
     print("| method | ms/step | s/epoch | ratio to SGD | ratio [min, max] | optimizer state (KiB) |" + peak_col)
     print("|---|---:|---:|---:|---:|---:|" + ("---:|" if peaks else ""))
+    ms_per_step = {}
     for s in steppers:
         if s.name in failed:
             print(f"| {s.name} | broke down after {len(times[s.name])} timed blocks: {failed[s.name]} | | | |")
             continue
         ratios = [t / b for t, b in zip(times[s.name], times["sgd"])]
         peak = f" {peaks[s.name]:.0f} |" if peaks else ""
-        ms = statistics.median(times[s.name]) * 1e3
+        ms = ms_per_step[s.name] = statistics.median(times[s.name]) * 1e3
         print(f"| {s.name} | {ms:.2f} | {ms * per_epoch / 1e3:.1f} | {statistics.median(ratios):.2f} | "
               f"[{min(ratios):.2f}, {max(ratios):.2f}] | {state_bytes(s.opt, params) / 1024:.1f} |{peak}")
+    if args.json:
+        from curvbench.training.machine import cpu_model
+
+        Path(args.json).write_text(json.dumps({
+            "task": task_dataset(args.task, args.data_dir), "batch_size": args.batch_size, "device": str(device),
+            "threads": torch.get_num_threads(), "cpu": cpu_model(), "data": "real" if args.data_dir else "generated",
+            "rounds": args.rounds, "block": args.block, "ms_per_step": ms_per_step, "broke_down": failed}, indent=1))
+        print(f"step costs written to {args.json}")
+
+
+def task_dataset(name: str, data_dir: str | None) -> str:
+    """The dataset name runs are tagged with (their `task` tag): generated MNIST digits are mnist-mini's."""
+    return TASKS[name] if data_dir is not None or name != "mnist" else "mnist-mini"
 
 
 if __name__ == "__main__":

@@ -364,6 +364,7 @@ def report(
     no_log: bool = typer.Option(False, "--no-log", help="Do not log the report as an MLflow run.", metavar=" "),
     claims: Optional[str] = typer.Option(None, "--claims", help="Judge the claims of this file (a path, or a name such as thesis-claims).", metavar="FILE"),
     baseline: str = typer.Option("sgd", "--baseline", help="Entry each setting's time to target is tested against.", metavar="ENTRY"),
+    step_costs: Optional[List[str]] = typer.Option(None, "--step-costs", help="Price steps to target in quiet seconds with this table of benchmarks/step_cost.py --json (one per task and batch size; repeat for several).", metavar="FILE"),
 ):
     """Tables and figures from the tracked runs (Markdown, HTML, PNG), logged as a report run."""
     import pathlib
@@ -371,6 +372,7 @@ def report(
     from curvbench.errors import CurvbenchError
     from curvbench.report import pages
     from curvbench.report.collect import collect, searches
+    from curvbench.report.step_costs import load_all
     from curvbench.report.summary import settings_of
     from curvbench.report.tables import markdown_table, search_table
     from curvbench.tracking.client import Tracker
@@ -381,6 +383,7 @@ def report(
         from curvbench.report import claims as claims_mod
 
         claim_list = claims_mod.load(claims)
+    priced = load_all(step_costs)
     tracker = Tracker(tracking_uri, write=False)  # reading needs no lock: a read-only store works
     wanted = [m.strip() for m in methods.split(",")] if methods else None
     runs = collect(tracker.client, experiment, parent, task, wanted, since)
@@ -390,7 +393,7 @@ def report(
         raise CurvbenchError(f"no training runs with metrics match ({sel}) in {tracker.shown_uri}; nothing written")
     folder = pathlib.Path(out)
     pages.check_out_folder(folder)
-    rows, figures = pages.write_report(runs, folder, claim_list, baseline)
+    rows, figures = pages.write_report(runs, folder, claim_list, baseline, priced)
     from rich.markdown import Markdown
 
     console.print(Markdown(markdown_table(rows)))

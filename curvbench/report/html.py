@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from curvbench.report import claims
-from curvbench.report.tables import CLAIMS_NOTE, COLUMNS, SEARCH_COLUMNS, row_cells, search_cells
+from curvbench.report.tables import CLAIMS_NOTE, SEARCH_COLUMNS, search_cells, table_body
 
 
 def html_page(rows, figures, n, found=(), captions=None, notes=(), search_note="", generated="", verdicts=None) -> str:
@@ -17,7 +17,7 @@ def html_page(rows, figures, n, found=(), captions=None, notes=(), search_note="
                 + "</table>")
 
     captions = captions or {}
-    parts = [table_html(COLUMNS, [row_cells(r) for r in rows])]
+    parts = [table_html(*table_body(rows))]
     if found:
         parts.append(f"<h2>Searches</h2><p>{html.escape(search_note)}</p>")
         parts.append(table_html(SEARCH_COLUMNS, [search_cells(s) for s in found]))

@@ -23,12 +23,13 @@ from curvbench.report.figures import (
     time_curve_figure,
 )
 from curvbench.report.html import html_page
-from curvbench.report.summary import Row, link_searches, settings_of, summarise
+from curvbench.report.summary import Row, link_searches, price_steps, settings_of, summarise
 from curvbench.report.tables import (
     CLAIMS_NOTE,
     SCALING_NOTE,
     SEARCH_NOTE,
     markdown_table,
+    quiet_note,
     report_notes,
     scaling_table,
     search_table,
@@ -49,9 +50,11 @@ def check_out_folder(out: Path) -> None:
         raise CurvbenchError(f"--out {out}: the folder is not writable")
 
 
-def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "sgd") -> tuple[list[Row], list[Path]]:
+def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "sgd",
+                 step_costs=()) -> tuple[list[Row], list[Path]]:
     """The report into `out`: report.md, report.html and the figures; with `claims` (a list of claims.Claim) a
-    section judging each claim. Returns the rows and the figures' paths."""
+    section judging each claim; with `step_costs` (step_costs.StepCosts) quiet seconds to target for the rows they
+    price. Returns the rows and the figures' paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,6 +62,7 @@ def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "s
     found = searches(runs)
     runs = compared(runs, found)
     rows = summarise(runs, baseline)
+    price_steps(rows, list(step_costs), baseline)
     link_searches(rows, found)
     out.mkdir(parents=True, exist_ok=True)
     captions: dict[Path, str] = {}
@@ -78,6 +82,9 @@ def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "s
     left = left_out_note(runs_read)
     if left:
         notes = [left, *notes]
+    quiet = quiet_note(rows)
+    if quiet:
+        notes = [*notes, quiet]
     md = ["# curvbench report", "", f"{n_read} runs; generated {generated}.", "", *notes, "", markdown_table(rows)]
     if found:
         md += ["## Searches", "", SEARCH_NOTE, "", search_table(found)]

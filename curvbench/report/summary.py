@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from curvbench import record
 from curvbench.report import stats
 from curvbench.report.collect import RunData, Search, assign_labels
+from curvbench.report.step_costs import StepCosts, quiet_seconds, table_for
 
 
 @dataclass
@@ -40,6 +41,9 @@ class Row:
     search: "Search | None" = None  # the search whose winner this row runs, when one is in the selection
     params: dict = field(default_factory=dict)  # the first run's params (all runs of a row share them but the seed)
     busy: int = 0  # runs of the row timed while other processes used the cores they needed
+    qtt: stats.Censored | None = None  # quiet seconds to target: steps to target x a step-cost table's time per step
+    qvs: stats.Comparison | None = None  # quiet seconds against the baseline's
+    priced_by: "StepCosts | None" = None  # the step-cost table behind qtt
 
 
 def _mean(xs):
@@ -113,6 +117,22 @@ def summarise(runs: list[RunData], baseline: str = "sgd") -> list[Row]:
     return rows
 
 
+def price_steps(rows: list[Row], tables: list[StepCosts], baseline: str = "sgd") -> None:
+    """Quiet seconds to target for the to-target rows a step-cost table prices (same task, batch size and entry),
+    and their test against the baseline row of the same setting when it is priced too."""
+    for row in rows:
+        if row.stt is None:
+            continue
+        t = table_for(tables, row.task, row.params.get("training.batch_size"), row.name)
+        if t is not None:
+            row.qtt, row.priced_by = quiet_seconds(row.stt, t.ms_per_step[row.name]), t
+    for row in rows:
+        base = next((b for b in rows if b.qtt is not None and b.task == row.task and b.protocol == row.protocol
+                     and b.name == baseline), None)
+        if row.qtt is not None and base is not None and base is not row:
+            row.qvs = stats.compare(row.qtt, base.qtt, baseline)
+
+
 def link_searches(rows: list[Row], found: list[Search]) -> None:
     """A to-target row whose hyperparameters are a search's winner (same task and entry) gets that search, so its
     time to target can be shown with the search's cost added."""
@@ -132,7 +152,8 @@ def settings_of(rows: list[Row]) -> dict:
     out: dict = defaultdict(dict)
     for r in rows:
         if r.ttt is not None and r.target is not None:
-            out[(r.task, r.recipe, r.target)][r.name] = {"seconds": r.ttt, "epochs": r.ett, "steps": r.stt}
+            seconds = r.qtt if r.qtt is not None else r.ttt  # quiet seconds where a step-cost table priced the row
+            out[(r.task, r.recipe, r.target)][r.name] = {"seconds": seconds, "epochs": r.ett, "steps": r.stt}
     return dict(out)
 
 

@@ -35,18 +35,47 @@ COLUMNS = ("task", "method", "runs", "best test metric", "final test metric", "s
            "against the baseline")
 
 
-def row_cells(r: Row) -> list[str]:
+QUIET_COLUMNS = ("quiet s to target", "against the baseline, quiet s")
+
+
+def columns(rows: list[Row]) -> tuple[str, ...]:
+    """The main table's header: the quiet-seconds columns only when a step-cost table priced a row."""
+    return COLUMNS + (QUIET_COLUMNS if any(r.qtt is not None for r in rows) else ())
+
+
+def row_cells(r: Row, quiet: bool = False) -> list[str]:
     """One table row's cells, for Markdown and HTML alike; times measured on a busy machine carry a mark."""
     aimed = r.ttt is not None
     mark = f" (busy: {r.busy}/{r.runs})" if r.busy else ""
-    return [r.task, r.entry, _runs(r), _f(r.best), _f(r.final), _f(r.sec_per_epoch, "{:.2f}") + mark,
-            _f(r.total, "{:.1f}") + mark, r.reached or "-", (_ft(r.ttt) + mark) if aimed else "-",
-            _ft(r.ett) if aimed else "-", _with_search(r), _f(r.ratio_sgd, "{:.2f}"),
-            "-" if r.vs is None else r.vs.text()]
+    cells = [r.task, r.entry, _runs(r), _f(r.best), _f(r.final), _f(r.sec_per_epoch, "{:.2f}") + mark,
+             _f(r.total, "{:.1f}") + mark, r.reached or "-", (_ft(r.ttt) + mark) if aimed else "-",
+             _ft(r.ett) if aimed else "-", _with_search(r), _f(r.ratio_sgd, "{:.2f}"),
+             "-" if r.vs is None else r.vs.text()]
+    if quiet:
+        cells += [_ft(r.qtt), "-" if r.qvs is None else r.qvs.text()]
+    return cells
+
+
+def table_body(rows: list[Row]) -> tuple[tuple[str, ...], list[list[str]]]:
+    head = columns(rows)
+    return head, [row_cells(r, quiet=len(head) > len(COLUMNS)) for r in rows]
 
 
 def markdown_table(rows: list[Row]) -> str:
-    return markdown(COLUMNS, [row_cells(r) for r in rows])
+    return markdown(*table_body(rows))
+
+
+def quiet_note(rows: list[Row]) -> str | None:
+    """What the quiet-seconds columns are and which tables priced which rows; None when no row was priced."""
+    used = {r.priced_by.source: r.priced_by for r in rows if r.priced_by is not None}
+    if not used:
+        return None
+    return ("Quiet s to target: each seed's steps to target times the time per step that "
+            "`benchmarks/step_cost.py` measured alone, interleaved with the other entries, amortised work included "
+            "(" + "; ".join(t.describe() for t in used.values()) + "); a seed that missed stays not reached, and "
+            "the test against the baseline is run again on these seconds. Claims about seconds are judged on them "
+            "where a row has them. Rows without them were not priced: the table has no entry, task or batch size "
+            "for them.")
 
 
 SEARCH_COLUMNS = ("task", "method", "study", "trials", "seeds per score", "best score", "best trial",
@@ -102,7 +131,9 @@ CLAIMS_NOTE = ("Each claim judged on each setting that ran it (a recipe's to-tar
                "refuted by one-sided Mann-Whitney tests at the 5% level (fastest and slowest: every pair must agree "
                "to confirm; one pair against, at 5% over the number of pairs, refutes), about-equal claims by the "
                "speed-up's 95% interval against the tolerance, at-most claims by the median's interval; inconclusive "
-               "otherwise. Missing runs and tasks not run are said, never guessed.")
+               "otherwise. Seconds are quiet seconds (steps to target times a measured step cost) where "
+               "`--step-costs` priced the runs, else the runs' own training seconds. Missing runs and tasks not run "
+               "are said, never guessed.")
 
 
 def explanation(baseline: str) -> str:

@@ -1,0 +1,154 @@
+"""Quiet seconds to target: steps to target priced by a step-cost table (`report --step-costs`), tested against the
+baseline again, used by the claims; bad tables refused in one line; step_cost.py's --json read back."""
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_verdicts import CLAIMS, RUNS, crafted_store, write_claims
+from typer.testing import CliRunner
+
+from curvbench.cli.app import app
+from curvbench.report import claims as claims_mod
+from curvbench.report.collect import collect
+from curvbench.report.step_costs import load, load_all
+from curvbench.report.summary import price_steps, settings_of, summarise
+from curvbench.tracking.client import Tracker
+
+ROOT = Path(__file__).resolve().parents[1]
+# crafted runs: steps to target = 100 x epochs. Priced, Lion's busy-seconds "no clear difference" from SGD becomes
+# "faster", K-FAC's "slower" becomes "no clear difference" (its missed seed keeps it from "faster")
+MS = {"sgd": 20.0, "sam": 40.0, "lion": 10.0, "kfac": 10.0, "shampoo": 30.0}
+
+
+def costs_file(tmp_path, ms=MS, task="mnist", batch=100, name="steps.json", **extra):
+    p = tmp_path / name
+    p.write_text(json.dumps({"task": task, "batch_size": batch, "device": "cpu", "threads": 1, "cpu": "test CPU",
+                             "ms_per_step": ms, **extra}))
+    return str(p)
+
+
+def exact_p_less(x, y):
+    """One-sided Mann-Whitney p (x smaller) by enumerating every split of the pooled sample: an oracle apart
+    from SciPy. U counts pairs x > y, ties a half; small U favours x < y."""
+    def u(a, b):
+        return sum((ai > bi) + 0.5 * (ai == bi) for ai in a for bi in b)
+
+    pooled, n = list(x) + list(y), len(x)
+    observed = u(x, y)
+    splits = list(itertools.combinations(range(len(pooled)), n))
+    hits = 0
+    for idx in splits:
+        a = [pooled[i] for i in idx]
+        b = [pooled[i] for i in range(len(pooled)) if i not in idx]
+        hits += u(a, b) <= observed + 1e-9
+    return hits / len(splits)
+
+
+def test_each_seed_is_priced_and_the_test_is_run_again_on_quiet_seconds(tmp_path):
+    rows = summarise(collect(Tracker(crafted_store(tmp_path)).client))
+    price_steps(rows, [load(costs_file(tmp_path))])
+    by = {r.name: r for r in rows}
+    for entry, seeds in RUNS.items():
+        expect = tuple(100 * ep * MS[entry] / 1e3 if math.isfinite(s) else math.inf for s, ep in seeds)
+        assert sorted(by[entry].qtt.values) == pytest.approx(sorted(expect))
+    # busy seconds: K-FAC (20-23 s, a seed missed) is slower than SGD (10-12 s); priced: 2 s against 6-8 s
+    assert by["kfac"].vs.verdict == "slower" and by["lion"].vs.verdict == "no clear difference"
+    kfac, lion, sgd = by["kfac"].qvs, by["lion"].qvs, by["sgd"].qtt
+    big = 1e9  # a missed seed ranks last
+    p = exact_p_less([2, 2, 2, 2, big], [6, 6, 8, 6, 8])
+    assert kfac.p_faster == pytest.approx(p, rel=1e-9) and 0.05 < p < 0.1
+    assert kfac.verdict == "no clear difference" and kfac.speedup == pytest.approx(sgd.median / 2.0)
+    p = exact_p_less([3, 3, 3, 4, 3], [6, 6, 8, 6, 8])
+    assert lion.p_faster == pytest.approx(p, rel=1e-9) and p < 0.05
+    assert lion.verdict == "faster" and lion.speedup == pytest.approx(2.0)
+    assert by["sgd"].qvs is None  # the baseline is not tested against itself
+
+
+def test_claims_about_seconds_use_quiet_seconds_where_rows_are_priced(tmp_path):
+    rows = summarise(collect(Tracker(crafted_store(tmp_path)).client))
+    text = CLAIMS + "  - {id: kfac-before-sgd, task: mnist, claim: faster, methods: [kfac, sgd], measure: seconds}\n"
+    claims = claims_mod.load(write_claims(tmp_path, text))
+
+    def outcomes():
+        v = {v.claim.id: v.outcome for v in claims_mod.evaluate(claims, settings_of(rows))}
+        return v["kfac-before-sgd"], v["lion-before-sgd"]
+
+    assert outcomes() == ("refuted", "inconclusive")
+    price_steps(rows, [load(costs_file(tmp_path))])
+    assert outcomes() == ("inconclusive", "confirmed")
+
+
+@pytest.mark.parametrize("table, priced", [
+    ({"batch": 50}, False),  # another batch size: nothing priced, no quiet columns
+    ({"task": "fashion-mnist"}, False),
+    ({"ms": {"sgd": 20.0, "kfac": 10.0, "lion": 10.0}}, True),  # entries it lacks stay unpriced
+])
+def test_only_rows_of_the_tables_task_batch_size_and_entries_are_priced(tmp_path, table, priced):
+    uri = crafted_store(tmp_path)
+    out = tmp_path / "rep"
+    args = {"ms": MS, "task": "mnist", "batch": 100, **table}
+    result = CliRunner().invoke(app, ["report", "--tracking-uri", uri, "--out", str(out), "--no-log",
+                                      "--step-costs", costs_file(tmp_path, **args)])
+    assert result.exit_code == 0, result.output
+    md = (out / "report.md").read_text()
+    assert ("quiet s to target" in md) is priced
+    if priced:
+        lines = {e: next(line for line in md.splitlines() if line.startswith(f"| mnist | {e}")) for e in RUNS}
+        assert lines["lion"].rstrip(" |").split(" | ")[-1].startswith("faster than sgd (2.00x")
+        assert lines["kfac"].rstrip(" |").split(" | ")[-1].startswith("no clear difference from sgd (3.00x")
+        assert lines["sam"].endswith("| - | - |")  # sam is not in the table
+        assert "6.00 [6.00, 8.00] (93.8%)" in lines["sgd"]  # 300, 300, 400, 300, 400 steps at 20 ms
+        assert "test CPU" in md and "steps.json" in md  # the note says what priced them
+        html = (out / "report.html").read_text()
+        assert "quiet s to target" in html and "6.00 [6.00, 8.00] (93.8%)" in html
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "no such file"),
+    ("{not json", "not JSON"),
+    ('["a"]', "expected a JSON object"),
+    ('{"batch_size": 100, "ms_per_step": {"sgd": 1}}', "field task is missing"),
+    ('{"task": "mnist", "batch_size": 0, "ms_per_step": {"sgd": 1}}', "field batch_size: expected a positive integer"),
+    ('{"task": "mnist", "batch_size": 100, "ms_per_step": {"sgd": -1}}', "field ms_per_step.sgd: expected a positive"),
+    ('{"task": "mnist", "batch_size": 100, "ms_per_step": {}}', "field ms_per_step: expected"),
+])
+def test_a_bad_step_cost_table_is_one_line_exit_2_naming_the_file_and_field(tmp_path, content, fragment):
+    uri = crafted_store(tmp_path, {"sgd": RUNS["sgd"][:2]})
+    path = tmp_path / "costs.json"
+    if content is not None:
+        path.write_text(content)
+    result = CliRunner().invoke(app, ["report", "--tracking-uri", uri, "--out", str(tmp_path / "r"), "--no-log",
+                                      "--step-costs", str(path)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(path) in lines[0] and fragment in lines[0], result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_two_tables_for_one_task_and_batch_size_are_refused(tmp_path):
+    a, b = costs_file(tmp_path, name="a.json"), costs_file(tmp_path, name="b.json")
+    with pytest.raises(Exception, match="already given by"):
+        load_all([a, b])
+
+
+@pytest.mark.slow  # times two methods for a few steps
+def test_step_cost_json_prices_the_runs_of_its_task(tmp_path):
+    out = tmp_path / "steps.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_cost.py"), "--methods", "sgd,kfac",
+                           "--rounds", "2", "--block", "3", "--threads", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    table = load(str(out))
+    assert table.task == "mnist-mini" and table.batch_size == 100 and set(table.ms_per_step) == {"sgd", "kfac"}
+    printed = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in done.stdout.splitlines()
+               if line.startswith("| sgd") or line.startswith("| kfac")}
+    assert printed == pytest.approx(table.ms_per_step, abs=0.006)  # the JSON holds what the table printed
+    rows = summarise(collect(Tracker(crafted_store(tmp_path, {"sgd": RUNS["sgd"]}, task="mnist-mini")).client))
+    price_steps(rows, [table])
+    expect = sorted(100 * epochs * table.ms_per_step["sgd"] / 1e3 for _, epochs in RUNS["sgd"])
+    assert sorted(rows[0].qtt.values) == pytest.approx(expect)
