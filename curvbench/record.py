@@ -31,6 +31,7 @@ def final_metric(key: str) -> str:
 TIME_TO_TARGET = "time_to_target"  # training seconds when the target was first reached
 STEPS_TO_TARGET = "steps_to_target"
 EPOCHS_TO_TARGET = "epochs_to_target"
+SECONDS_PER_STEP = "seconds_per_step"  # training seconds / steps over the whole run
 EVAL_TRAIN_SECONDS = "eval_train_seconds"  # to-target's evaluations inside epochs (step = global step)
 BEST_SCORE = "best_score"  # a tune parent: the best trial's score
 TRIALS_COMPLETE, TRIALS_PRUNED = "trials_complete", "trials_pruned"

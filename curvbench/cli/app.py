@@ -529,6 +529,18 @@ def scale_batch(
     console.print(f"runs in {tracker.shown_uri}; `curvbench report --task TASK` draws steps against batch size")
 
 
+def _print_views(uri: str, base: str) -> None:
+    """Each curvbench experiment's runs, opened on its saved view of the key columns (tracking/ui_view)."""
+    from curvbench.tracking.client import Tracker
+    from curvbench.tracking.ui_view import VIEW_NAME, experiment_links
+
+    links = experiment_links(Tracker(uri, write=False).client, base)
+    if links:
+        typer.echo(f"each experiment's runs with the key columns (the view \"{VIEW_NAME}\"):")
+    for name, url in links:
+        typer.echo(f"  {name}: {url}")
+
+
 RecipeForListing = typer.Argument(None, metavar="RECIPE", hidden=True, show_default=False)
 
 
@@ -600,6 +612,7 @@ def ui(
     if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI, on the same runs
         check_tracking_uri(uri)
         typer.echo(f"MLflow UI of the tracking server: {mask(uri).rstrip('/')}/#/experiments?workflowType=machine_learning")
+        _print_views(uri, mask(uri))
         return
     if not 1 <= port <= 65535:
         _fail(f"--port {port}: expected a port from 1 to 65535")
@@ -617,6 +630,8 @@ def ui(
         env = {**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"}
     # MLflow 3's UI remembers a GenAI or model-training view per browser; this link opens the model-training one
     typer.echo(f"MLflow UI for {mask(uri)} at http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning")
+    if "://" in uri:
+        _print_views(uri, f"http://127.0.0.1:{port}")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
     log, out = None, None
     if not verbose:  # hundreds of access-log lines and deprecation warnings: to a file, unless asked for

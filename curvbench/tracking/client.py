@@ -119,20 +119,26 @@ class Tracker:
             self.reaped = end_orphaned_runs(self.client)
 
     def experiment_id(self, name: str) -> str:
-        """The experiment, created when missing, marked as model training so that MLflow's UI opens on its runs."""
+        """The experiment, created when missing, marked as model training so that MLflow's UI opens on its runs,
+        with curvbench's saved view of the runs table (ui_view: the key columns)."""
         if name not in self._experiments:
-            kind = {record.EXPERIMENT_KIND_TAG: record.EXPERIMENT_KIND}
+            import time
+
+            from curvbench.tracking.ui_view import view_tag
+
+            own = dict([(record.EXPERIMENT_KIND_TAG, record.EXPERIMENT_KIND), view_tag(int(time.time() * 1000))])
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
                 location = f"{self.artifact_root}/{name}" if self.artifact_root else None
                 try:
-                    self._experiments[name] = self.client.create_experiment(name, artifact_location=location, tags=kind)
+                    self._experiments[name] = self.client.create_experiment(name, artifact_location=location, tags=own)
                 except Exception:  # created meanwhile by another process
                     self._experiments[name] = self.client.get_experiment_by_name(name).experiment_id
             else:
                 self._experiments[name] = exp.experiment_id
-                if record.EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older curvbench
-                    self.client.set_experiment_tag(exp.experiment_id, *next(iter(kind.items())))
+                for key, value in own.items():  # an experiment made by an older curvbench; a view kept as it is
+                    if key not in exp.tags:
+                        self.client.set_experiment_tag(exp.experiment_id, key, value)
         return self._experiments[name]
 
     def create_run(self, experiment: str, run_name: str, tags: dict[str, str], look_first: bool = True) -> str:

@@ -190,7 +190,8 @@ def run_one(
         resumed = {record.RESUMED_AT_EPOCH: result.resumed_at_epoch} if result.resumed_at_epoch else {}
         run.set_tags({record.OUTCOME: outcome_tag, **result.tags, **resumed,
                       **machine.after_run(torch.get_num_threads(), timing_tags)})
-        run.log_metrics(summary_metrics(result.epochs), step=0)
+        per_step = {record.SECONDS_PER_STEP: result.train_seconds / result.steps} if result.steps else {}
+        run.log_metrics({**summary_metrics(result.epochs), **per_step}, step=0)
         run.end("FINISHED" if result.status == engine.FINISHED else "FAILED", result.reason)
     outcome.run = run
     if run is not None:
