@@ -4,7 +4,6 @@ torch and mlflow are imported inside the commands only, so `curvbench --help` is
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import sys
 from typing import List, Optional
@@ -230,50 +229,29 @@ def tune(
 
     RECIPE: a recipe name or path; its `search` section is the space (or --space)."""
     from curvbench.cli import workers as pool
-    from curvbench.recipe.space import parse_space_flags
     from curvbench.search import tune as tuning
 
-    sampler, trials = tuning.budget_mode(budget, sampler, trials)
-    tuning.check_arguments(sampler, pruner, objective, trials, seeds, on, seed)
+    opts = tuning.SearchOptions.checked(budget, seed, sampler=sampler, trials=trials, objective=objective, on=on,
+                                        pruner=pruner, storage=storage, study=study, sampler_seed=sampler_seed,
+                                        seeds=seeds, space=tuple(space or ()), out=out)
     pool.devices_of(workers, devices)  # --workers 0, a device list of the wrong length: refused before anything
-    if out:
-        tuning.check_writable_file(out, "--out")
     flags = _flags(epochs=epochs, batch_size=batch_size, seeds=seed, device=device, threads=threads,
                    data_dir=data_dir, no_download=no_download, sets=set_, methods=methods, experiment=experiment)
-    r = _load_recipe(recipe, flags)
-    held_out = tuning.scoring_overrides(r, on)  # trials scored on val, held out of train when the task has none
-    if held_out:
-        scored = dataclasses.replace(flags, sets=[*(flags.sets or []), *(f"{k}={v}" for k, v in held_out.items())])
-        r = _load_recipe(recipe, scored)
-    r = r.with_search(parse_space_flags(space))
+    r = tuning.search_recipe(recipe, flags.overrides(), opts)
     if dry_run:
-        from curvbench.training.runner import prepare
-
-        plans = tuning.dry_run(r, sampler, trials, storage, study, objective=objective, on=on, seeds=seeds)
-        steps_per_epoch = prepare(r)[1].steps_per_epoch(r.training.batch_size)  # the data, not a model, is loaded
-        client = _open_tracker(tracking_uri).client
-        entries = {e.name: e for e in r.methods}
-        for entry, todo in plans:
-            n = len(todo) if not isinstance(todo, str) else int(todo.split()[0])
-            typer.echo(f"{entry}: {todo if isinstance(todo, str) else f'{n} trial(s) to run'}")
-            for p in [] if isinstance(todo, str) else todo:
-                typer.echo("    " + ", ".join(f"{k}={v}" for k, v in p.items()))
-            if n:
-                typer.echo("    cost: " + tuning.dry_run_cost(r, entries[entry], n, seeds, steps_per_epoch, client))
+        _print_search_plan(r, opts, _open_tracker(tracking_uri).client)
         return
     from curvbench.training.progress import console, tune_table
     from curvbench.training.runner import Interrupted
 
     if workers > 1 or devices:
-        pool.tune_pool(r, workers, devices, sampler, trials, storage, study, on, seeds, _open_tracker(tracking_uri),
-                       _reporter(quiet))
+        pool.tune_pool(r, opts, workers, devices, _open_tracker(tracking_uri), _reporter(quiet))
         return
     tracker = _open_tracker(tracking_uri)
     reporter = _reporter(quiet)
     try:
-        results = tuning.tune(r, tracker, reporter, sampler, trials, storage, study, objective, on, pruner,
-                              sampler_seed, seeds=seeds, warn=lambda m: typer.echo(f"warning: {m}", err=True),
-                              note=lambda m: typer.echo(f"note: {m}", err=True))
+        results = tuning.run_search(r, opts, tracker, reporter, warn=lambda m: typer.echo(f"warning: {m}", err=True),
+                                    note=lambda m: typer.echo(f"note: {m}", err=True))
     except Interrupted as e:
         reporter.close()
         _fail(f"{e.reason}: finished trials are kept; run the same command again to resume", EXIT_INTERRUPTED)
@@ -284,6 +262,22 @@ def tune(
     if out:  # every entry of the recipe goes into the output, the tuned ones with their best values
         tuning.write_best_recipe(out, _load_recipe(recipe, flags, keep_methods=False), results)
         console.print(f"best hyperparameters written to {out}")
+
+
+def _print_search_plan(r, opts, client) -> None:
+    """`tune --dry-run`: per entry, the points still to run (or a sampler's count) and what they will cost."""
+    from curvbench.search import tune as tuning
+    from curvbench.training.runner import prepare
+
+    steps_per_epoch = prepare(r)[1].steps_per_epoch(r.training.batch_size)  # the data, not a model, is loaded
+    entries = {e.name: e for e in r.methods}
+    for plan in tuning.dry_run(r, opts):
+        typer.echo(plan.text())
+        for p in plan.points or ():
+            typer.echo("    " + ", ".join(f"{k}={v}" for k, v in p.items()))
+        if plan.n_trials:
+            typer.echo("    cost: " + tuning.dry_run_cost(r, entries[plan.entry], plan.n_trials, opts.seeds,
+                                                          steps_per_epoch, client))
 
 
 @app.command("to-target", epilog="Example: curvbench to-target cifar --acc 0.75 --seeds 3")

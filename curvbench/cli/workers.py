@@ -184,30 +184,33 @@ def _check_exits(exits: Exits, unit: str, left: int) -> None:
                       soft_wrap=True)
 
 
-def tune_pool(recipe, workers, devices, sampler, trials, storage, study, on, seeds, tracker, reporter) -> None:
+def tune_pool(recipe, opts, workers, devices, tracker, reporter) -> None:
     """`tune --workers N`: N copies of this command share the study; one combined progress line per method, then
-    each method's result read back from the study."""
+    each method's result read back from the study. `opts`: the search's tune.SearchOptions."""
     from curvbench.search import tune as tuning
     from curvbench.search.studies import open_storage
     from curvbench.training.progress import console, tune_table
 
     devs = devices_of(workers, devices)
-    open_storage(storage)  # an unusable storage: one line, before any worker starts
+    open_storage(opts.storage)  # an unusable storage: one line, before any worker starts
     shown: dict = {}
 
+    def standing():
+        return tuning.study_progress(recipe, opts.sampler, opts.trials, opts.storage, opts.study)
+
     def progress():
-        for entry, state in tuning.study_progress(recipe, sampler, trials, storage, study).items():
+        for entry, state in standing().items():
             if shown.get(entry) != state:
                 shown[entry] = state
                 reporter.search_status(f"tune {entry}", *state)
 
     exits = run_pool(sys.argv[1:], workers, devs, progress, reporter, "trial")
     end_runs_of_killed(exits, tracker)
-    for res in tuning.study_results(recipe, sampler, storage, study, on, seeds):
+    for res in tuning.study_results(recipe, opts.sampler, opts.storage, opts.study, opts.on, opts.seeds):
         console.print(tune_table(res))
         console.print(tuning.result_line(res, tracker.shown_uri))
-    standing = tuning.study_progress(recipe, sampler, trials, storage, study).values()
-    _check_exits(exits, "trial", sum(running + left for _, running, left, _ in standing))
+    left = sum(running + waiting for _, running, waiting, _ in standing().values())
+    _check_exits(exits, "trial", left)
 
 
 def to_target_pool(recipe, workers, devices, storage, acc, on, baseline, tracker, reporter) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from curvbench import record
 from curvbench.errors import CurvbenchError
@@ -45,6 +45,70 @@ class TuneResult:
     metric: str = "val_accuracy"
     seeds: int = 1  # each score is the median over this many seeds
     held: list = field(default_factory=list)  # trials other workers still run: one line each
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What a search is asked besides its recipe (`curvbench tune`'s own flags), checked once by `checked`."""
+
+    sampler: str = "grid"
+    trials: int | None = None  # per method; None: the whole grid, or DEFAULT_TRIALS
+    objective: str = "best"  # best or final value of the metric over a trial's epochs
+    on: str | None = None  # the split scored: val (default when there is one) or test
+    pruner: str = "none"
+    storage: str | None = None
+    study: str | None = None  # default RECIPE-METHOD-SAMPLER
+    sampler_seed: int = 0
+    seeds: int | None = None  # each trial trained with seeds 0..N-1 and scored by the median
+    space: tuple[str, ...] = ()  # --space flags, over the recipe's search section
+    out: str | None = None  # where the recipe with the best hyperparameters is written
+
+    @classmethod
+    def checked(cls, budget: int | None = None, seed: list[int] | None = None, **given) -> "SearchOptions":
+        """The options with `--budget K` resolved (K Halton trials per method), every flag checked before anything
+        is loaded; `seed` is the run flag --seed, which --seeds must not contradict."""
+        opts = cls(**given)
+        sampler, trials = budget_mode(budget, opts.sampler, opts.trials)
+        opts = replace(opts, sampler=sampler, trials=trials, space=tuple(opts.space or ()))
+        check_arguments(opts.sampler, opts.pruner, opts.objective, opts.trials, opts.seeds, opts.on, seed)
+        if opts.out:
+            check_writable_file(opts.out, "--out")
+        return opts
+
+
+@dataclass(frozen=True)
+class PlannedSearch:
+    """What a search of one entry would still run (`tune --dry-run`)."""
+
+    entry: str
+    n_trials: int  # trials still to run
+    points: tuple[dict, ...] | None = None  # the grid's points still to run, in order; None for a sampler's draws
+    drawn_from: str = ""  # a sampler's: "halton from {...}"
+
+    def text(self) -> str:
+        if self.points is None:
+            return f"{self.entry}: {self.n_trials} trial(s) drawn by {self.drawn_from}"
+        return f"{self.entry}: {self.n_trials} trial(s) to run"
+
+
+def search_recipe(ref: str, overrides, opts: SearchOptions) -> Recipe:
+    """The recipe a search runs: `ref` with the run flags' `overrides` (recipe.loading.Overrides), a validation
+    split held out of train when the task has none and trials are scored on val, and the --space flags over the
+    recipe's search section."""
+    from curvbench.recipe import loading
+    from curvbench.recipe.space import parse_space_flags
+
+    recipe = loading.load(ref, overrides)
+    held_out = scoring_overrides(recipe, opts.on)
+    if held_out:
+        recipe = loading.load(ref, loading.Overrides({**overrides.values, **held_out}, overrides.methods))
+    return recipe.with_search(parse_space_flags(list(opts.space)))
+
+
+def run_search(recipe: Recipe, opts: SearchOptions, tracker, reporter, warn=None, note=None) -> list[TuneResult]:
+    """`curvbench tune` in this process: every entry's search, as the options say."""
+    return tune(recipe, tracker, reporter, opts.sampler, opts.trials, opts.storage, opts.study, opts.objective,
+                opts.on, opts.pruner, opts.sampler_seed, seeds=opts.seeds, warn=warn, note=note)
 
 
 def make_sampler(name: str, seed: int):
@@ -427,35 +491,34 @@ def best_recipe(recipe: Recipe, results: list[TuneResult]) -> dict:
     return d
 
 
-def dry_run(recipe: Recipe, sampler: str, trials: int | None, storage: str | None, study_name: str | None,
-            objective: str = "best",
-            on: str | None = None, seeds: int | None = None) -> list[tuple[str, list[dict] | str]]:
+def dry_run(recipe: Recipe, opts: SearchOptions) -> list[PlannedSearch]:
     """What a run would do: per method, the grid points still to run, or how many trials a sampler would draw."""
     import optuna
     from optuna.trial import TrialState
 
     spaces = recipe.search
-    key = record.split_metric(on or recipe.default_split(), recipe.task.metric)
+    key = record.split_metric(opts.on or recipe.default_split(), recipe.task.metric)
     out = []
     for entry in recipe.methods:
         space = spaces.get(entry.name)
         if not space:
             raise CurvbenchError(f"{recipe.source}: no search space for {entry.name}")
-        name = study_name_of(recipe, entry, sampler, study_name)
+        name = study_name_of(recipe, entry, opts.sampler, opts.study)
         try:
-            study = optuna.load_study(study_name=name, storage=open_storage(storage))
+            study = optuna.load_study(study_name=name, storage=open_storage(opts.storage))
             if record.STUDY_FINGERPRINT in study.user_attrs:  # a dry run only reads; it marks nothing
-                mark = fingerprint(recipe, entry, space, objective, key, trial_seeds(recipe, seeds))
-                studies.check_fingerprint(study, mark, storage, FINGERPRINT_CLASH)
+                mark = fingerprint(recipe, entry, space, opts.objective, key, trial_seeds(recipe, opts.seeds))
+                studies.check_fingerprint(study, mark, opts.storage, FINGERPRINT_CLASH)
             finished = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
         except KeyError:
             finished = []
-        if sampler == "grid":
+        if opts.sampler == "grid":
             todo = [p for p in spaces_mod.grid_points(space) if not any(same_point(p, q) for q in finished)]
-            out.append((entry.name, todo[:trials] if trials is not None else todo))
+            todo = todo[:opts.trials] if opts.trials is not None else todo
+            out.append(PlannedSearch(entry.name, len(todo), tuple(todo)))
         else:
-            n = (trials or DEFAULT_TRIALS) - len(finished)
-            out.append((entry.name, f"{max(0, n)} trial(s) drawn by {sampler} from {space}"))
+            n = max(0, (opts.trials or DEFAULT_TRIALS) - len(finished))
+            out.append(PlannedSearch(entry.name, n, None, f"{opts.sampler} from {space}"))
     return out
 
 
