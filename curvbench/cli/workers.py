@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from curvbench.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, CurvbenchError, Stopped
+from curvbench.errors import EXIT_DIVERGED, CurvbenchError, Stopped
 
 # the flags this process consumes: the workers get the rest of the command line as it was typed
 OWN_FLAGS = {"--workers": 1, "--devices": 1}
@@ -81,7 +81,10 @@ def plan(argv: list[str], workers: int, devices: list[str] | None, cores: int | 
 
 
 class Exits(list):
-    """(worker number, pid, exit code) of every worker, as `run` saw them end."""
+    """(worker number, pid, exit code) of every worker, as `run` saw them end; `interrupted` when this command was
+    interrupted (Ctrl-C or SIGTERM, passed on to every worker)."""
+
+    interrupted: bool = False
 
     def killed(self) -> list[str]:
         """The workers a signal ended (SIGKILL, the out-of-memory killer, a crash), each in words."""
@@ -100,9 +103,8 @@ class Exits(list):
         return next((code for _, _, code in self if code > 0), 0)
 
 
-def run(workers: list[Worker], progress, poll_seconds: float = 2.0):
-    """Start the workers, call `progress()` every poll until all have exited, and return their Exits
-    (EXIT_INTERRUPTED when this command was interrupted).
+def run(workers: list[Worker], progress, poll_seconds: float = 2.0) -> Exits:
+    """Start the workers, call `progress()` every poll until all have exited, and return their Exits.
     Ctrl-C or SIGTERM here is passed to every worker, which ends its running trial; the workers' own errors go to
     this terminal's stderr."""
     procs: list[subprocess.Popen] = []
@@ -132,9 +134,9 @@ def run(workers: list[Worker], progress, poll_seconds: float = 2.0):
             if p.poll() is None:  # only if this process itself failed: do not leave workers behind
                 p.terminate()
                 p.wait()
-    if stopping["signal"] is not None:
-        return EXIT_INTERRUPTED
-    return Exits([(i + 1, p.pid, p.returncode) for i, p in enumerate(procs)])
+    exits = Exits([(i + 1, p.pid, p.returncode) for i, p in enumerate(procs)])
+    exits.interrupted = stopping["signal"] is not None
+    return exits
 
 
 def devices_of(workers: int, devices: str | None) -> list[str] | None:
@@ -149,7 +151,7 @@ def run_pool(argv: list[str], workers: int, devs: list[str] | None, progress, re
     (exit 130) once every worker has ended its running `unit`. Returns how each worker ended."""
     exits = run(plan(argv, workers, devs), progress)
     reporter.close()
-    if exits == EXIT_INTERRUPTED:
+    if exits.interrupted:
         raise Stopped(f"interrupted: every worker ended its running {unit}; finished {unit}s are kept; run the same "
                       f"command again to resume")
     return exits
