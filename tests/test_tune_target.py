@@ -383,7 +383,7 @@ def test_a_study_storage_that_goes_away_ends_the_parent_and_says_so(tmp_path, mo
     study = study_loop.open_study("s", storage, "minimize", optuna.samplers.RandomSampler(), "mark", "other")
     ran = []
 
-    def take(study, points, storage):
+    def take(study, points, storage, more=lambda: True):
         if ran:
             try:
                 raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))

@@ -178,22 +178,26 @@ def check_fingerprint(study, mark: str, storage: str | None, what: str) -> None:
         raise CurvbenchError(f"study {study.study_name!r} in {storage or DEFAULT_STORAGE} {what}")
 
 
-def take(study, points: list[dict] | None, storage: str | None):
+def take(study, points: list[dict] | None, storage: str | None, more=lambda: True):
     """The next trial for this worker, tagged with who runs it (a dead worker's trial is then failed at once); with
-    `points`, popped from the queue of those not finished, running or waiting, or None when none is left.
+    `points`, popped from the queue of those not finished, running or waiting; None when none is left, or when
+    `more()` (asked under the lock, so that it counts the trials other workers have just started) says the budget
+    is taken.
 
     Queueing the missing points and popping one happen under the study's lock: two workers that both saw a point
     missing would otherwise both queue it, and one of the two trials would end as a failed duplicate. The pop is
-    Optuna's own (a WAITING trial set RUNNING), without its fallback of creating a new trial when none waits."""
-    if points is None:
-        trial = study.ask()
-    else:
-        with study_lock(storage):
-            trial = _pop(study, points)
+    Optuna's own (a WAITING trial set RUNNING), without its fallback of creating a new trial when none waits. A
+    sampler's trial is asked for under the same lock: two workers that both saw one trial left would otherwise
+    both start one, and the search would exceed its budget."""
+    with study_lock(storage):
+        fail_dead_trials(study)  # a worker of this host died mid-trial: its point, or its share of the budget, is free
+        if not more():
+            return None
+        trial = study.ask() if points is None else _pop(study, points)
         if trial is None:
             return None  # every point is finished or being run by another worker
-    for attr, value in owner_tags().items():
-        trial.set_user_attr(attr, value)
+        for attr, value in owner_tags().items():
+            trial.set_user_attr(attr, value)
     return trial
 
 
@@ -201,7 +205,6 @@ def _pop(study, points: list[dict]):
     import optuna
     from optuna.trial import TrialState
 
-    fail_dead_trials(study)  # a worker of this host that died mid-trial: its point is missing again, and run now
     enqueue_missing(study, points)
     optuna_private.forget_cached_trials(study)  # the sampler reads the trials afresh
 

@@ -40,7 +40,7 @@ def run_study(study, storage: str | None, points: list[dict] | None, suggest: Ca
         while more():
             if stopping.requested:  # a worker asked to stop between trials: nothing of its own is running
                 raise Interrupted([], f"interrupted by {stopping.requested}")
-            trial = studies.take(study, points, storage)
+            trial = studies.take(study, points, storage, more)
             if trial is None:
                 break  # every point is finished or being run by another worker
             point = suggest(trial)

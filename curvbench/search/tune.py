@@ -327,7 +327,7 @@ def tune(
 
         status()
         run_study(study, storage, points, lambda trial: spaces_mod.suggest(trial, space, integer), run, parent,
-                  more=lambda: standing(study, budget)[0] < budget, what="grid point")
+                  more=lambda: standing(study, budget)[2] > 0, what="grid point")  # trials running count
         finished, complete, best = outcome_of(study)
         held = held_elsewhere(study)
         if parent is not None:
