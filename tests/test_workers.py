@@ -172,3 +172,36 @@ def test_a_worker_on_cuda_n_gets_a_device_its_recipe_accepts_and_a_missing_index
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(CurvbenchError, match="--device cuda:0: no CUDA device is available here"):
         workers.check(1, ["cuda:0"])
+
+
+def test_scale_batch_with_two_workers_shares_each_search_and_queue_and_all_run_one_winner(tmp_path):
+    """scale-batch --workers 2: every batch size's trials and to-target runs are each run once, by both workers
+    between them; the to-target runs of a batch size all use the same winner (each worker waited for the other's
+    trials before reading it); the parent's summary lists every batch size and entry."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path / "s.yaml"
+    path.write_text("task: mnist-mini\ntraining: {epochs: 2, batch_size: 50, seeds: [0, 1], target: 0.3, "
+                    "schedule: constant}\nmethods: {sgd: {lr: 0.05}, lion: {lr: 0.001}}\nsearch: {sgd: {lr: {low: "
+                    "0.01, high: 0.3, log: true}}, lion: {lr: {low: 0.0001, high: 0.01, log: true}}}\n")
+    storage, uri = f"sqlite:///{tmp_path}/optuna.db", f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.run([sys.executable, "-m", "curvbench", "scale-batch", str(path), "--batch-sizes", "25,50",
+                           "--budget", "3", "--tune-epochs", "1", "--workers", "2", "--storage", storage,
+                           "--tracking-uri", uri], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("mnist-mini").experiment_id])
+    trials = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    targets = [r for r in runs if r.data.tags.get("kind") == "to-target-run"]
+    assert len(trials) == 2 * 2 * 3 and len(targets) == 2 * 2 * 2  # batch sizes x methods x (budget, seeds)
+    assert len({r.data.tags["curvbench.pid"] for r in trials + targets}) == 2  # both workers took part
+    for batch in ("25", "50"):
+        for entry in ("sgd", "lion"):
+            study = optuna.load_study(study_name=f"s@b{batch}-{entry}-halton", storage=storage)
+            done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+            assert len(done) == 3 == len(study.get_trials(deepcopy=False))  # each point once
+            ran = {r.data.params[f"methods.{entry}.lr"] for r in targets
+                   if r.data.tags["entry"] == entry and r.data.params["training.batch_size"] == batch}
+            assert ran == {str(max(done, key=lambda t: t.value).params["lr"])}  # the one winner
+            assert any(line.startswith(f"batch {batch}: {entry} steps to target") for line in proc.stdout.splitlines())

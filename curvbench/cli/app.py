@@ -4,6 +4,7 @@ torch and mlflow are imported inside the commands only, so `curvbench --help` is
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from typing import List, Optional
@@ -488,21 +489,32 @@ def scale_batch(
     tracking_uri: Optional[str] = UriOpt,
     experiment: Optional[str] = ExperimentOpt,
     quiet: bool = QuietOpt,
+    workers: int = typer.Option(1, "--workers", help="Worker processes sharing the sweep (each its share of the CPU cores, or one of --devices).", metavar="N"),
+    devices: Optional[str] = typer.Option(None, "--devices", help="One device per worker: cuda:0,cuda:1.", metavar="A,B"),
 ):
     """Steps to target across batch sizes, the learning rate tuned at each (equal budgets, on validation), and
     each method's critical batch size in `curvbench report`; resumable.
 
     RECIPE: a recipe with a target, seeds and a search range for lr at its own batch size."""
+    from curvbench.cli import workers as pool
     from curvbench.search import scale_batch as scaling
+    from curvbench.search.studies import DEFAULT_STORAGE
     from curvbench.search.to_target import check_arguments
     from curvbench.training.runner import Interrupted
 
     plan = scaling.ScalePlan(scaling.parse_batch_sizes(batch_sizes), budget, tune_epochs, rule, storage)
     scaling.check_plan(plan)
     check_arguments(None, None, seeds)
+    pool.devices_of(workers, devices)  # --workers 0, a device list of the wrong length: refused before anything
     flags = _flags(seeds=list(range(seeds)) if seeds else None, device=device, threads=threads, data_dir=data_dir,
                    no_download=no_download, sets=set_, methods=methods, experiment=experiment)
     tracker = _open_tracker(tracking_uri)
+    if workers > 1 or devices:
+        # this process then reads the sweep back as the workers ran it: with their threads, which are part of the
+        # recipe each of its to-target queues was made under
+        flags = dataclasses.replace(flags, threads=pool.worker_threads(workers))
+        scaling.checked(recipe, flags.overrides(), plan)  # the recipe and the data, before any worker starts
+        pool.scale_batch_pool(workers, devices, storage or DEFAULT_STORAGE, tracker, _reporter(quiet))
     reporter = _reporter(quiet)
     try:
         done = scaling.run(recipe, flags.overrides(), plan, tracker, reporter)

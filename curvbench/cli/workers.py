@@ -64,14 +64,18 @@ def strip_own_flags(argv: list[str]) -> list[str]:
     return out
 
 
+def worker_threads(workers: int, cores: int | None = None) -> int:
+    """Each worker's share of the cores: the threads it is started with (whatever --threads the command had)."""
+    return max(1, (cores or os.cpu_count() or 1) // workers)
+
+
 def plan(argv: list[str], workers: int, devices: list[str] | None, cores: int | None = None) -> list[Worker]:
     """One command per worker: the same arguments, its device, its share of the cores (CPU workers), quiet."""
-    cores = cores or os.cpu_count() or 1
     base = strip_own_flags(argv)
     out = []
     for i in range(workers):
         device = devices[i] if devices else None
-        threads = max(1, cores // workers)
+        threads = worker_threads(workers, cores)
         args = [sys.executable, "-m", "curvbench", *base, "--quiet", "--threads", str(threads)]
         if device:
             args += ["--device", device]
@@ -245,3 +249,23 @@ def to_target_pool(recipe, workers, devices, storage, acc, on, baseline, tracker
     console.print(Markdown(summary_markdown(summaries, target, key, baseline)))
     console.print(f"parent run {parent} in {tracker.shown_uri}" + (f"; {left} run(s) not finished" if left else ""))
     _check_exits(exits, "run", left)
+
+
+def scale_batch_pool(workers, devices, storage, tracker, reporter) -> None:
+    """`scale-batch --workers N`: N copies of this command share each batch size's search and to-target queue.
+    The caller then runs the sweep once more in this process, which reads back what the workers did and runs only
+    what a killed worker left."""
+    from curvbench.search.studies import open_storage
+    from curvbench.training.progress import console
+
+    devs = devices_of(workers, devices)
+    open_storage(storage)  # an unusable storage: one line, before any worker starts
+    exits = run_pool(sys.argv[1:], workers, devs, lambda: None, reporter, "run")
+    end_runs_of_killed(exits, tracker)
+    code, killed = exits.failed(), exits.killed()
+    if code:
+        error = CurvbenchError(f"a worker exited with code {code}; its error is above")
+        error.exit_code = code
+        raise error
+    if killed:
+        console.print(f"warning: {'; '.join(killed)}; what it left is run here", highlight=False, soft_wrap=True)

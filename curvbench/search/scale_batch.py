@@ -6,11 +6,15 @@ split, the learning-rate range moved from the recipe's batch size to B by the li
 (curvbench.batch_scaling.scaled_range); then to-target with each method's winner over the recipe's seeds (recipe
 `<recipe>@b<B>-budget<K>`). `report` reads those runs back: steps to target against B per method, ideal linear
 scaling and each method's critical batch size. Every step keeps its state in the study storage, so the same
-command resumes; a batch size that does not fit in memory ends with one line and the sweep goes on."""
+command resumes; a batch size that does not fit in memory ends with one line and the sweep goes on. Several
+workers (`--workers N`) run the same sweep against one storage: they share each batch size's trials and its
+to-target queue, and each waits for the others' trials before it reads the search's winners, so that all of them
+run the same tuned setting."""
 
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 
 from curvbench.errors import CurvbenchError
@@ -71,22 +75,34 @@ def at_batch(data: dict, name: str, batch: int, base_batch: int, rule: str) -> d
     return d
 
 
-def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter) -> dict[int, dict]:
-    """Every batch size of the plan; returns {batch: {"tune": results, "target": to-target result}} for the batch
-    sizes that ran (plan.skipped names the others)."""
-    import torch
+WAIT_SECONDS = 5.0  # how often a worker looks whether the others' trials of a search have finished
 
+
+def settled_search(recipe, tracker, reporter, budget: int, storage: str, poll: float = WAIT_SECONDS) -> list:
+    """A batch size's equal-budget search once every one of its trials has finished: trials other workers hold
+    are waited for, and trials a dead worker left are run here (tune takes them over)."""
+    from curvbench.search.tune import study_results, tune
+
+    def search():
+        return tune(recipe, tracker, reporter, sampler="halton", trials=budget, storage=storage, on="val")
+
+    results = search()
+    while any(r.held for r in results):
+        time.sleep(poll)
+        results = study_results(recipe, "halton", storage, None, "val", None)
+        if not any(r.held for r in results) and any(len(r.trials) < budget for r in results):
+            results = search()  # a worker died holding a trial: what it left is run here
+    return results
+
+
+def checked(ref: str, base: Overrides, plan: ScalePlan):
+    """The recipe, refused in one line unless the sweep can run: a target, an lr search for every entry, batch
+    sizes no larger than the training set (the data is loaded to count it). Before any worker starts."""
     from curvbench.recipe import loading as recipes
-    from curvbench.recipe.loading import find_recipe, load_yaml
-    from curvbench.search import studies
-    from curvbench.search.to_target import run_to_target
-    from curvbench.search.tune import tune
-    from curvbench.search.verdict import tuned_recipe, tuning_overrides
     from curvbench.training.runner import load_task
     from curvbench.training.timing import resolve_device
 
     check_plan(plan)
-    storage = plan.storage or studies.DEFAULT_STORAGE
     base_recipe = recipes.load(ref, base)
     if base_recipe.training.target is None:
         raise CurvbenchError(f"{base_recipe.source}: training.target is not set; scale-batch measures steps to it")
@@ -99,6 +115,22 @@ def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter) -> dict[i
     too_big = [b for b in plan.batch_sizes if b > train_size]
     if too_big:
         raise CurvbenchError(f"--batch-sizes: {too_big[0]} is larger than the training set ({train_size} examples)")
+    return base_recipe
+
+
+def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter) -> dict[int, dict]:
+    """Every batch size of the plan; returns {batch: {"tune": results, "target": to-target result}} for the batch
+    sizes that ran (plan.skipped names the others)."""
+    import torch
+
+    from curvbench.recipe import loading as recipes
+    from curvbench.recipe.loading import find_recipe, load_yaml
+    from curvbench.search import studies
+    from curvbench.search.to_target import run_to_target
+    from curvbench.search.verdict import tuned_recipe, tuning_overrides
+
+    base_recipe = checked(ref, base, plan)
+    storage = plan.storage or studies.DEFAULT_STORAGE
     raw = base.apply(load_yaml(find_recipe(ref)))
     out: dict[int, dict] = {}
     for batch in plan.batch_sizes:
@@ -109,8 +141,7 @@ def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter) -> dict[i
         tune_b = recipes.parse(data, source, tuning_overrides(recipe_b, chosen, plan.tune_epochs))
         try:
             reporter.expect_runs(plan.budget * len(tune_b.methods))  # run k of N counts the search's trials
-            results = tune(tune_b, tracker, reporter, sampler="halton", trials=plan.budget, storage=storage,
-                           on="val")
+            results = settled_search(tune_b, tracker, reporter, plan.budget, storage)
             tuned = tuned_recipe(recipe_b, results, plan.budget)
             out[batch] = {"tune": results, "target": run_to_target(tuned, tracker, reporter, storage=storage)}
         except (torch.OutOfMemoryError, MemoryError) as e:  # this point ends; the larger ones may still be tried
