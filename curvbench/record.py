@@ -63,6 +63,7 @@ TRIAL, STUDY = "trial", "study"
 TARGET, TARGET_REACHED = "target", "target_reached"
 # tags of a tune parent
 SEARCH_STATE, BEST_TRIAL, BEST_RUN_ID, SCORED_ON = "search_state", "best_trial", "best_run_id", "scored_on"
+SPACE_PARAM = "space."  # a tune parent (params): space.<hyperparameter> = its range or grid, as searched
 SEARCH_SECONDS = "search_train_seconds"  # a tune parent (metric): training seconds of all its trials' runs
 SEEDS_PER_TRIAL = "seeds_per_trial"  # a tune parent (tag): seeds each trial is scored over (the median)
 TRIALS_RUN = "trials_run"  # a tune parent (metric): trials finished, complete or pruned

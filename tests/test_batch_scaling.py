@@ -143,3 +143,16 @@ def test_scale_batch_end_to_end_two_batch_sizes_two_methods_then_the_report(mnis
     row = next(line for line in md.splitlines() if line.startswith("| mnist | scale | sgd |"))
     assert "25: " in row and "50: " in row
     assert (tmp_path / "rep" / "mnist_steps_vs_batch.png").stat().st_size > 5000
+
+
+def test_a_best_value_at_an_edge_is_named_whether_of_the_range_or_of_what_was_tried():
+    from curvbench.report.batch_scaling import edge_of
+
+    rng = {"low": 0.01, "high": 1.0, "log": True}
+    assert edge_of(0.99, [0.02, 0.1, 0.99], rng) == "at the high edge of the range searched"
+    assert edge_of(0.0101, [0.0101, 0.1, 0.5], rng) == "at the low edge of the range searched"
+    assert edge_of(0.5, [0.02, 0.1, 0.5], rng) == "the highest of 3 values tried"  # inside the range, nothing above
+    assert edge_of(0.02, [0.02, 0.1, 0.5], rng) == "the lowest of 3 values tried"
+    assert edge_of(0.1, [0.02, 0.1, 0.5], rng) is None  # bracketed on both sides
+    assert edge_of(0.5, [0.1, 0.5], rng) is None  # two values tried say nothing
+    assert edge_of(0.3, [0.01, 0.03, 0.1, 0.3], [0.01, 0.03, 0.1, 0.3]) == "the highest of 4 values tried"  # a grid

@@ -325,3 +325,32 @@ def test_the_time_chart_says_when_its_bars_trained_for_different_numbers_of_epoc
     md = (tmp_path / "rep" / "report.md").read_text()
     [caption] = [line for line in md.splitlines() if line.startswith("*mnist: total training seconds")]
     assert "trained for different numbers of epochs" in caption and "s/epoch" in caption
+
+
+def test_a_searchs_best_value_at_an_edge_is_said_in_its_row(tmp_path):
+    """The search table reads each search's space from its tune parent and says when the best value is the highest
+    (or lowest) tried, or at the edge of the range: the best may lie beyond it."""
+    from conftest import new_store
+
+    tracker = Tracker(new_store(tmp_path / "mlflow.db"))
+    for study, space, points in (("m-sgd-halton", "{'low': 0.01, 'high': 1.0, 'log': True}",
+                                  ((0.02, 0.5), (0.1, 0.6), (0.5, 0.9))),  # the highest lr tried is best
+                                 ("m-lion-halton", "{'low': 0.0001, 'high': 0.01, 'log': True}",
+                                  ((0.0003, 0.7), (0.001, 0.9), (0.005, 0.6)))):  # bracketed
+        entry = study.split("-")[1]
+        parent = tracker.start("mnist", f"tune-{entry}", {"space.lr": space},
+                               {"task": "mnist", "kind": "tune", "study": study, "entry": entry, "method": entry})
+        for n, (lr, val) in enumerate(points):
+            run = tracker.start("mnist", f"{entry}-t{n}", {f"methods.{entry}.lr": lr, "training.batch_size": 100},
+                                {"task": "mnist", "entry": entry, "method": entry, "kind": "trial", "trial": n,
+                                 "study": study}, parent.run_id)
+            run.log_metrics({"val_accuracy": val, "test_accuracy": val, "train_loss": 1.0, "train_seconds": 1.0},
+                            step=1)
+            run.end("FINISHED")
+        parent.end("FINISHED")
+    write_report(collect(tracker.client, task="mnist"), tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    sgd = next(line for line in md.splitlines() if "| m-sgd-halton |" in line)
+    lion = next(line for line in md.splitlines() if "| m-lion-halton |" in line)
+    assert "lr=0.5 (the highest of 3 values tried: the best may lie beyond)" in sgd
+    assert "lr=0.001 |" in lion and "beyond" not in lion

@@ -529,7 +529,9 @@ def scale_batch(
         summaries, _, key = parts["target"]
         for s in summaries:
             st = s.censored("steps")
-            console.print(f"batch {batch}: {s.entry} steps to target {st.text('{:.0f}')} ({st.reached}/{st.n})")
+            edge = parts["edges"].get(s.entry)
+            console.print(f"batch {batch}: {s.entry} steps to target {st.text('{:.0f}')} ({st.reached}/{st.n})"
+                          + (f"; its {edge}: the best may lie beyond" if edge else ""), soft_wrap=True)
     for batch, why in plan.skipped.items():
         console.print(f"batch {batch}: not run: {why}")
     console.print(f"runs in {tracker.shown_uri}; `curvbench report --task TASK` draws steps against batch size")

@@ -39,6 +39,21 @@ def at_edge(best: float, low: float, high: float, log: bool = True, margin: floa
     return "low" if t <= margin else "high" if t >= 1 - margin else None
 
 
+def edge_of(best: float, tried: list[float], searched) -> str | None:
+    """Why a search's best value may not be the best there is, or None: it lies at an edge of the range searched
+    (`searched`: {low, high, log}; at_edge), or it is the lowest or highest of three or more values tried."""
+    tried = sorted(set(tried))
+    if len(tried) < 3:
+        return None
+    if isinstance(searched, dict) and {"low", "high"} <= searched.keys() and best > 0 < float(searched["low"]):
+        edge = at_edge(best, float(searched["low"]), float(searched["high"]), bool(searched.get("log")))
+        if edge is not None:
+            return f"at the {edge} edge of the range searched"
+    if best in (tried[0], tried[-1]):
+        return f"the {'lowest' if best == tried[0] else 'highest'} of {len(tried)} values tried"
+    return None
+
+
 @dataclass(frozen=True)
 class Critical:
     batch: int | None  # the critical batch size; None when the smallest batch never reached the target

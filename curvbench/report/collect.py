@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from curvbench import record
 from curvbench.errors import CurvbenchError
 from curvbench.report import stats
+from curvbench.report.batch_scaling import edge_of
 
 # the curves a report reads from every run (the test metric's own curve is read as well: see collect)
 CURVES = (record.split_metric("test", "accuracy"), record.split_metric("test", "loss"), record.TRAIN_LOSS)
@@ -82,6 +83,21 @@ class Search:
     best_score: float | None = None  # the median over the best trial's seeds
     scores: list[float] = field(default_factory=list)  # every scored trial's score, in trial order
     seconds: float = 0.0  # training seconds of every run of the search, pruned and diverged ones included
+    space: dict = field(default_factory=dict)  # hyperparameter -> its range ({low, high, log}) or grid, as searched
+
+    def edges(self) -> dict[str, str]:
+        """Hyperparameters whose best value may not be the best there is (batch_scaling.edge_of): at an edge of the
+        range searched, or the lowest or highest of the values the trials tried."""
+        own, out = f"methods.{self.entry}.", {}
+        for hp, searched in self.space.items():
+            best = self.best.params.get(own + hp)
+            if not _is_number(best):
+                continue
+            tried = [float(r.params[own + hp]) for r in self.trials if _is_number(r.params.get(own + hp))]
+            edge = edge_of(float(best), tried, searched)
+            if edge is not None:
+                out[hp] = edge
+        return out
 
     def chosen(self) -> str:
         """The best trial's whole point: every hyperparameter of its entry, those the trials varied first."""
@@ -89,7 +105,9 @@ class Search:
         point = {k[len(own):]: v for k, v in sorted(self.best.params.items())
                  if k.startswith(own) and k[len(own):] != "method"}
         ordered = {**{k: point.get(k, v) for k, v in self.varied.items()}, **point}
-        return ", ".join(f"{k}={_short_value(v)}" for k, v in ordered.items()) or "-"
+        edges = self.edges()
+        return ", ".join(f"{k}={_short_value(v)}" + (f" ({edges[k]}: the best may lie beyond)" if k in edges else "")
+                         for k, v in ordered.items()) or "-"
 
     def expected_best(self) -> list[float]:
         """The expected best score after k = 1 .. n trials (Dodge et al. 2019; k-subsets of the trials)."""
@@ -98,6 +116,14 @@ class Search:
     def score_text(self) -> str:
         split = "val" if self.best.curve(record.split_metric("val", self.best.metric)) else "test"
         return f"{self.best_score:.4f} ({split})"
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _short_value(v) -> str:
@@ -113,9 +139,11 @@ def _short_value(v) -> str:
 
 
 class Collected(list):
-    """The runs a report shows, and how many of the selected runs it left out, by status (killed, running)."""
+    """The runs a report shows, how many of the selected runs it left out, by status (killed, running), and the
+    spaces the selected searches ran over: {(task, study): {hyperparameter: range or grid}}."""
 
     left_out: dict
+    spaces: dict
 
 
 def left_out_note(runs) -> str | None:
@@ -150,9 +178,11 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
         if start.tzinfo is None:
             start = start.astimezone()
         filters.append(f"attributes.start_time >= {int(start.timestamp() * 1000)}")
-    runs, left_out = Collected(), Counter()
+    runs, left_out, spaces = Collected(), Counter(), {}
     for r in _search_all(client, exp_ids, " and ".join(filters)):
         tags = r.data.tags
+        if tags.get(record.KIND) == record.TUNE and record.STUDY in tags:
+            spaces[(tags.get(record.TASK, "?"), tags[record.STUDY])] = _space_of(r.data.params)
         if tags.get(record.KIND) in record.PARENT_KINDS:
             continue
         if task and tags.get(record.TASK) != task:  # compared here, not in MLflow's filter: any text is safe
@@ -184,8 +214,22 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
         for key in dict.fromkeys(keys):  # once each: test_accuracy is both a curve and, mostly, the task's metric
             data.curves[key] = [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
         runs.append(data)
-    runs.left_out = dict(left_out)
+    runs.left_out, runs.spaces = dict(left_out), spaces
     return runs
+
+
+def _space_of(params: dict) -> dict:
+    """A tune parent's `space.<hp>` params (the range or grid as Python wrote it) read back."""
+    import ast
+
+    out = {}
+    for k, v in params.items():
+        if k.startswith(record.SPACE_PARAM):
+            try:
+                out[k[len(record.SPACE_PARAM):]] = ast.literal_eval(v)
+            except (ValueError, SyntaxError):
+                continue  # a space this version cannot read: shown without its edges
+    return out
 
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -213,7 +257,9 @@ def _search_all(client, exp_ids, filter_string):
 
 
 def searches(runs: list[RunData]) -> list[Search]:
-    """The tune trials grouped by study, each with its best trial and the hyperparameters the trials varied."""
+    """The tune trials grouped by study, each with its best trial, the hyperparameters the trials varied and the
+    space it searched (when `runs` was collected with its searches' parents)."""
+    spaces = getattr(runs, "spaces", None) or {}
     studies: dict[tuple[str, str], list[RunData]] = defaultdict(list)
     for r in runs:
         if r.study is not None:
@@ -236,7 +282,7 @@ def searches(runs: list[RunData]) -> list[Search]:
                   if len({r.params.get(k) for r in runs}) > 1}
         seconds = sum(r.curve(record.TRAIN_SECONDS)[-1] for r in runs if r.curve(record.TRAIN_SECONDS))
         out.append(Search(task, best.entry, study, runs, best, varied, best_runs, len(by_trial), scores[best_trial],
-                          [scores[t] for t in sorted(scores)], seconds))
+                          [scores[t] for t in sorted(scores)], seconds, spaces.get((task, study), {})))
     return out
 
 

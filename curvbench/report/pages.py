@@ -93,7 +93,7 @@ def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "s
 
         md += ["## Claims", "", CLAIMS_NOTE, "", claims_mod.markdown(verdicts)]
     if scaling:
-        md += ["## Steps to target against batch size", "", SCALING_NOTE, "", scaling_table(scaling)]
+        md += ["## Steps to target against batch size", "", SCALING_NOTE, "", scaling_table(scaling, found)]
     for p, caption in captions.items():
         md += [f"![{caption}]({p.name})", "", f"*{caption}*", ""]
     (out / "report.md").write_text("\n".join(md) + "\n")

@@ -108,18 +108,28 @@ def expected_text(s: Search) -> str:
 SCALING_NOTE = ("scale-batch's runs: per method and batch size, the median steps (and training seconds) to target "
                 "over seeds with that batch size's tuned setting; the critical batch size is the largest measured "
                 "batch whose steps stay within 20% of ideal linear scaling from the smallest batch, at it and every "
-                "smaller one (>= when every measured batch still scaled).")
+                "smaller one (>= when every measured batch still scaled). A batch size whose search's best learning "
+                "rate lies at an edge of the range searched, or is the lowest or highest of the values tried, says "
+                "so: its tuned setting may not be the best there is, and its steps may be too many.")
 
 
-def scaling_table(scaling: dict) -> str:
+def scaling_table(scaling: dict, found: list[Search] = ()) -> str:
+    """Per task, recipe and method: median steps to target at each batch size (a batch whose search's best lr is at
+    an edge says so), the critical batch size, the steps there and the fastest time over batch sizes."""
     import math
+
+    edges = {(s.task, s.study): s.edges().get("lr") for s in found}
+
+    def at(task, recipe, entry, b, st) -> str:
+        text = "not reached" if math.isinf(st.median) else f"{st.median:.0f}"
+        edge = edges.get((task, f"{recipe}{batch_scaling.NAME_SEP}{b}-{entry}-halton"))
+        return f"{b}: {text}" + (f" (lr {edge})" if edge else "")
 
     lines = ["| task | recipe | method | steps to target by batch size | critical batch | steps at it | "
              "fastest in seconds |", "|---|---|---|---|---|---|---|"]
     for (task, recipe, entry), by_batch in sorted(scaling.items()):
         crit = batch_scaling.critical_batch({b: st.median for b, (st, _) in by_batch.items()})
-        steps = ", ".join(f"{b}: {'not reached' if math.isinf(st.median) else f'{st.median:.0f}'}"
-                          for b, (st, _) in sorted(by_batch.items()))
+        steps = ", ".join(at(task, recipe, entry, b, st) for b, (st, _) in sorted(by_batch.items()))
         timed = [(tt.median, b) for b, (_, tt) in by_batch.items() if tt is not None and math.isfinite(tt.median)]
         fastest = f"{min(timed)[0]:.1f} s at {min(timed)[1]}" if timed else "not reached"
         at = "-" if crit.steps is None else f"{crit.steps:.0f}"
@@ -163,4 +173,6 @@ SEARCH_NOTE = ("Best score: the best value of the metric over the epochs of a tr
                "on, named beside it (val; test for a search without a validation split), the median over its seeds "
                "when each trial ran several (`tune --seeds N`). Expected best after k trials: the mean of the "
                "best score over every k-subset of the search's trials (Dodge et al. 2019, exact), so that searches of "
-               "different sizes compare at equal budgets. Search s: training seconds of all its trials.")
+               "different sizes compare at equal budgets. Search s: training seconds of all its trials. A "
+               "hyperparameter whose best value is at an edge of the range searched, or the lowest or highest of "
+               "three or more values tried, says so: the best may lie beyond it.")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from curvbench.errors import CurvbenchError
 from curvbench.recipe.loading import Overrides
-from curvbench.report.batch_scaling import NAME_SEP, RULES, scaled_range
+from curvbench.report.batch_scaling import NAME_SEP, RULES, edge_of, scaled_range
 
 
 @dataclass
@@ -95,6 +95,19 @@ def settled_search(recipe, tracker, reporter, budget: int, storage: str, poll: f
     return results
 
 
+def lr_edges(results, spaces: dict) -> dict[str, str]:
+    """entry -> why its search's best learning rate may not be the best there is (batch_scaling.edge_of)."""
+    out = {}
+    for res in results:
+        if not res.best_params or "lr" not in res.best_params:
+            continue
+        tried = [float(t.params["lr"]) for t in res.trials if "lr" in t.params]
+        edge = edge_of(float(res.best_params["lr"]), tried, (spaces.get(res.entry) or {}).get("lr"))
+        if edge is not None:
+            out[res.entry] = f"best lr {res.best_params['lr']:.4g} is {edge}"
+    return out
+
+
 def checked(ref: str, base: Overrides, plan: ScalePlan):
     """The recipe, refused in one line unless the sweep can run: a target, an lr search for every entry, batch
     sizes no larger than the training set (the data is loaded to count it). Before any worker starts."""
@@ -143,7 +156,8 @@ def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter) -> dict[i
             reporter.expect_runs(plan.budget * len(tune_b.methods))  # run k of N counts the search's trials
             results = settled_search(tune_b, tracker, reporter, plan.budget, storage)
             tuned = tuned_recipe(recipe_b, results, plan.budget)
-            out[batch] = {"tune": results, "target": run_to_target(tuned, tracker, reporter, storage=storage)}
+            out[batch] = {"tune": results, "target": run_to_target(tuned, tracker, reporter, storage=storage),
+                          "edges": lr_edges(results, tune_b.search)}
         except (torch.OutOfMemoryError, MemoryError) as e:  # this point ends; the larger ones may still be tried
             plan.skipped[batch] = f"out of memory ({' '.join(str(e).split())[:120] or e.__class__.__name__})"
         except RuntimeError as e:

@@ -310,7 +310,7 @@ def tune(
                                    f"tune-{recipe.task.dataset}-{entry.name} ({name})", {
                 "sampler": sampler, "trials": budget, "objective": f"{objective} {key}", "pruner": pruner,
                 "study": name, record.SCORED_ON: split, "seeds": ",".join(map(str, run_seeds)),
-                **{f"space.{k}": v for k, v in space.items()}}, {
+                **{f"{record.SPACE_PARAM}{k}": v for k, v in space.items()}}, {
                 record.KIND: record.TUNE, record.TASK: recipe.task.dataset, record.METHOD: entry.method,
                 record.ENTRY: entry.name, record.STUDY: name, record.RECIPE: recipe.name,
                 record.RECIPE_HASH: recipe.digest(), record.SCORED_ON: split,
