@@ -156,3 +156,19 @@ def test_a_best_value_at_an_edge_is_named_whether_of_the_range_or_of_what_was_tr
     assert edge_of(0.1, [0.02, 0.1, 0.5], rng) is None  # bracketed on both sides
     assert edge_of(0.5, [0.1, 0.5], rng) is None  # two values tried say nothing
     assert edge_of(0.3, [0.01, 0.03, 0.1, 0.3], [0.01, 0.03, 0.1, 0.3]) == "the highest of 4 values tried"  # a grid
+
+
+def test_the_scaling_table_marks_a_batch_size_whose_search_ended_at_an_edge():
+    from types import SimpleNamespace
+
+    from curvbench.report.stats import Censored
+    from curvbench.report.tables import scaling_table
+
+    scaling = {("mnist", "s", "sgd"): {25: (Censored((400.0, 420.0)), Censored((4.0, 4.2))),
+                                       50: (Censored((200.0, 210.0)), Censored((2.0, 2.1))),
+                                       100: (Censored((190.0, 200.0)), Censored((1.9, 2.0)))}}
+    found = [SimpleNamespace(task="mnist", study="s@b100-sgd-halton",
+                             edges=lambda: {"lr": "the highest of 4 values tried"})]
+    row = scaling_table(scaling, found).splitlines()[2]
+    assert "25: 410, 50: 205, 100: 195 (lr the highest of 4 values tried)" in row
+    assert "| 50 | 205 |" in row  # the knee: 195 > 1.2 x 410 x 25 / 100

@@ -120,7 +120,7 @@ def scaling_table(scaling: dict, found: list[Search] = ()) -> str:
 
     edges = {(s.task, s.study): s.edges().get("lr") for s in found}
 
-    def at(task, recipe, entry, b, st) -> str:
+    def steps_cell(task, recipe, entry, b, st) -> str:
         text = "not reached" if math.isinf(st.median) else f"{st.median:.0f}"
         edge = edges.get((task, f"{recipe}{batch_scaling.NAME_SEP}{b}-{entry}-halton"))
         return f"{b}: {text}" + (f" (lr {edge})" if edge else "")
@@ -129,7 +129,7 @@ def scaling_table(scaling: dict, found: list[Search] = ()) -> str:
              "fastest in seconds |", "|---|---|---|---|---|---|---|"]
     for (task, recipe, entry), by_batch in sorted(scaling.items()):
         crit = batch_scaling.critical_batch({b: st.median for b, (st, _) in by_batch.items()})
-        steps = ", ".join(at(task, recipe, entry, b, st) for b, (st, _) in sorted(by_batch.items()))
+        steps = ", ".join(steps_cell(task, recipe, entry, b, st) for b, (st, _) in sorted(by_batch.items()))
         timed = [(tt.median, b) for b, (_, tt) in by_batch.items() if tt is not None and math.isfinite(tt.median)]
         fastest = f"{min(timed)[0]:.1f} s at {min(timed)[1]}" if timed else "not reached"
         at = "-" if crit.steps is None else f"{crit.steps:.0f}"
