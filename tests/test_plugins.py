@@ -131,10 +131,11 @@ def test_a_task_without_a_fisher_loss_is_refused_for_kfac_before_training(write_
                                          "curvbench_demo_plugin.exits failed: it called sys.exit(4)"),
     ("curvbench_demo_plugin.raises:make", "task loader 'curvbench_demo_plugin.raises:make': importing "
                                           "curvbench_demo_plugin.raises failed: RuntimeError: a module that fails"),
-    ("curvbench_demo_plugin:load_raising", "task loader 'curvbench_demo_plugin:load_raising' failed: RuntimeError: "
-                                           "the blobs are out of stock"),
-    ("curvbench_demo_plugin:load_wrong_signature", "task loader 'curvbench_demo_plugin:load_wrong_signature' failed: "
-                                                   "TypeError: load_wrong_signature() takes 0 positional arguments"),
+    pytest.param("curvbench_demo_plugin:load_raising", "task loader 'curvbench_demo_plugin:load_raising' failed: "
+                 "RuntimeError: the blobs are out of stock", marks=pytest.mark.slow),  # these two load data first
+    pytest.param("curvbench_demo_plugin:load_wrong_signature", "task loader 'curvbench_demo_plugin:load_wrong_"
+                 "signature' failed: TypeError: load_wrong_signature() takes 0 positional arguments",
+                 marks=pytest.mark.slow),
 ])
 def test_bad_loaders_are_one_line_errors_naming_the_field(write_recipe, tracking_uri, monkeypatch, loader, expected):
     monkeypatch.syspath_prepend(str(PLUGINS))

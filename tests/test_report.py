@@ -109,6 +109,7 @@ def test_report_writes_every_figure_and_the_logged_numbers(store):
     assert float(sgd[11]) == 1.0 and float(kfac[11]) == pytest.approx(float(kfac[5]) / float(sgd[5]), abs=0.01)
 
 
+@pytest.mark.slow  # a few seconds: out of the fast loop, which keeps a test of the same module
 def test_a_search_is_shown_by_its_best_trial_and_a_table_of_its_own(store):
     uri, tmp = store
     tracker = Tracker(uri)
@@ -310,6 +311,7 @@ def test_epoch_axes_are_ticked_at_whole_epochs_only():
     assert ticks and all(float(t).is_integer() for t in ticks) and ax.get_xlabel() == "epoch"
 
 
+@pytest.mark.slow  # a few seconds: out of the fast loop, which keeps a test of the same module
 def test_the_time_chart_says_when_its_bars_trained_for_different_numbers_of_epochs(tmp_path):
     from curvbench.tracking.stores import absolute_sqlite
 

@@ -84,8 +84,8 @@ def test_claims_about_seconds_use_quiet_seconds_where_rows_are_priced(tmp_path):
 
 
 @pytest.mark.parametrize("table, priced", [
-    ({"batch": 50}, False),  # another batch size: nothing priced, no quiet columns
-    ({"task": "fashion-mnist"}, False),
+    pytest.param({"batch": 50}, False, marks=pytest.mark.slow),  # another batch size: nothing priced, no columns
+    pytest.param({"task": "fashion-mnist"}, False, marks=pytest.mark.slow),
     ({"ms": {"sgd": 20.0, "kfac": 10.0, "lion": 10.0}}, True),  # entries it lacks stay unpriced
 ])
 def test_only_rows_of_the_tables_task_batch_size_and_entries_are_priced(tmp_path, table, priced):

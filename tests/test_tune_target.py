@@ -97,6 +97,7 @@ def test_a_study_is_only_resumed_under_the_recipe_and_grid_it_was_run_with(tune_
     assert len(res.trials) == 1
 
 
+@pytest.mark.slow  # a few seconds: out of the fast loop, which keeps a test of the same module
 def test_best_recipe_round_trips_through_train(tune_recipe, tmp_path):
     import yaml
 
@@ -113,6 +114,7 @@ def test_best_recipe_round_trips_through_train(tune_recipe, tmp_path):
     assert o.status == "FINISHED"
 
 
+@pytest.mark.slow  # a few seconds: out of the fast loop, which keeps a test of the same module
 def test_out_recipe_keeps_the_untuned_entries(tune_recipe, tmp_path, tracking_uri):
     from typer.testing import CliRunner
 
@@ -145,6 +147,7 @@ def test_two_processes_share_one_study_and_run_the_grid_once(tune_recipe, tmp_pa
     assert all("[tune sgd] done" in o for o in outs)  # the search's progress, line by line in a log
 
 
+@pytest.mark.slow  # a few seconds: out of the fast loop, which keeps a test of the same module
 def test_to_target_reports_the_first_evaluation_at_the_target(tune_recipe, tracking_uri):
     """Target 0.3 on the synthetic digits: seed 0 first gets there at step 14 (epoch 3), seed 1 at step 8
     (epoch 2), both after evaluations below it. Every assertion runs: a seed that misses fails the test."""
