@@ -96,6 +96,17 @@ def test_a_batch_budget_of_zero_is_refused(mnist_dir, write_recipe, tracking_uri
     path = write_recipe(SCALE_RECIPE.format(data=mnist_dir))
     result = CliRunner().invoke(app, ["scale-batch", str(path), "--batch-sizes", "25,50", "--budget", "0", "-q"])
     assert result.exit_code == 2 and "--budget: expected an integer >= 1, got 0" in result.output
+    result = CliRunner().invoke(app, ["scale-batch", str(path), "--batch-sizes", "25,50", "--evals-per-epoch", "0"])
+    assert result.exit_code == 2 and "--evals-per-epoch: expected an integer from 1 to 1000, got 0" in result.output
+
+
+def test_to_target_is_evaluated_a_tenth_of_an_epoch_apart_at_every_batch_size():
+    from curvbench.search.scale_batch import eval_interval
+
+    assert eval_interval(60_000, 32, 10) == 187  # 1875 steps an epoch
+    assert eval_interval(60_000, 2048, 10) == 3  # 30 steps
+    assert eval_interval(480, 100, 10) == 1  # 5 steps: every step
+    assert eval_interval(60_000, 128, 1) == 469  # once an epoch
 
 
 def test_the_lr_range_moves_with_the_batch_size_in_the_recipe_at_each_batch():
@@ -132,6 +143,8 @@ def test_scale_batch_end_to_end_two_batch_sizes_two_methods_then_the_report(mnis
     assert sorted({r.data.tags["recipe"] for r in targets}) == ["scale@b25-budget2", "scale@b50-budget2"]
     assert len(targets) == 2 * 2 * 2  # batch sizes x methods x seeds
     assert {r.data.params["training.batch_size"] for r in targets} == {"25", "50"}
+    parents = [r for r in runs if r.data.tags.get("kind") == "to-target"]
+    assert sorted(r.data.params["eval_every"] for r in parents) == ["1", "2"]  # 480 examples: 10 and 20 steps
     trials = [r for r in runs if r.data.tags.get("kind") == "trial"]
     assert len(trials) == 2 * 2 * 2  # batch sizes x methods x budget
     assert CliRunner().invoke(app, args).exit_code == 0  # resumes: nothing runs again

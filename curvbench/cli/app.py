@@ -478,6 +478,7 @@ def scale_batch(
     budget: int = typer.Option(6, "--budget", help="Halton trials per method and batch size.", metavar="K"),
     tune_epochs: int = typer.Option(2, "--tune-epochs", help="Epochs of each search trial.", metavar="N"),
     rule: str = typer.Option("linear", "--rule", help="How the lr range moves with the batch: linear or sqrt.", metavar="RULE"),
+    evals_per_epoch: int = typer.Option(10, "--evals-per-epoch", help="Evaluations an epoch while training to the target: the resolution of steps to target.", metavar="N"),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage of the resumable steps (default sqlite:///mlruns/optuna.db).", metavar="URL"),
     methods: Optional[str] = MethodsOpt,
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds 0..N-1 to target at each batch size (default: the recipe's seeds).", metavar="N"),
@@ -502,7 +503,8 @@ def scale_batch(
     from curvbench.search.to_target import check_arguments
     from curvbench.training.runner import Interrupted
 
-    plan = scaling.ScalePlan(scaling.parse_batch_sizes(batch_sizes), budget, tune_epochs, rule, storage)
+    plan = scaling.ScalePlan(scaling.parse_batch_sizes(batch_sizes), budget, tune_epochs, rule, storage,
+                             evals_per_epoch)
     scaling.check_plan(plan)
     check_arguments(None, None, seeds)
     pool.devices_of(workers, devices)  # --workers 0, a device list of the wrong length: refused before anything

@@ -4,7 +4,7 @@ For each batch size B, in increasing order: the recipe at batch B (named `<recip
 search of each method's learning rate (and of whatever else its `search` section ranges over) on the validation
 split, the learning-rate range moved from the recipe's batch size to B by the linear or square-root rule
 (curvbench.batch_scaling.scaled_range); then to-target with each method's winner over the recipe's seeds (recipe
-`<recipe>@b<B>-budget<K>`). `report` reads those runs back: steps to target against B per method, ideal linear
+`<recipe>@b<B>-budget<K>`), evaluated --evals-per-epoch times an epoch. `report` reads those runs back: steps to target against B per method, ideal linear
 scaling and each method's critical batch size. Every step keeps its state in the study storage, so the same
 command resumes; a batch size that does not fit in memory ends with one line and the sweep goes on. Several
 workers (`--workers N`) run the same sweep against one storage: they share each batch size's trials and its
@@ -29,6 +29,7 @@ class ScalePlan:
     tune_epochs: int = 2
     rule: str = "linear"
     storage: str | None = None
+    evals_per_epoch: int = 10  # to-target evaluates this many times an epoch: steps to target to a tenth of an epoch
     skipped: dict = field(default_factory=dict)  # batch size -> why it was not run (out of memory)
 
 
@@ -53,6 +54,8 @@ def check_plan(plan: ScalePlan) -> None:
         raise CurvbenchError(f"--budget: expected an integer >= 1, got {plan.budget}")
     if plan.tune_epochs < 1:
         raise CurvbenchError(f"--tune-epochs: expected an integer >= 1, got {plan.tune_epochs}")
+    if not 1 <= plan.evals_per_epoch <= 1000:
+        raise CurvbenchError(f"--evals-per-epoch: expected an integer from 1 to 1000, got {plan.evals_per_epoch}")
     if plan.rule not in RULES:
         raise CurvbenchError(f"--rule: expected one of {', '.join(RULES)}, got {plan.rule!r}")
 
@@ -108,6 +111,14 @@ def lr_edges(results, spaces: dict) -> dict[str, str]:
     return out
 
 
+def eval_interval(train_size: int, batch: int, evals_per_epoch: int) -> int:
+    """Steps between to-target's evaluations at batch size `batch`: an epoch's steps / evals_per_epoch, at least 1.
+    Evaluated only at epoch ends, steps to target would move in whole epochs, and every batch size that needs the
+    same number of epochs would look perfectly scaled."""
+    steps = -(-train_size // batch)
+    return max(1, steps // evals_per_epoch)
+
+
 def checked(ref: str, base: Overrides, plan: ScalePlan):
     """The recipe, refused in one line unless the sweep can run: a target, an lr search for every entry, batch
     sizes no larger than the training set (the data is loaded to count it). Before any worker starts."""
@@ -128,7 +139,7 @@ def checked(ref: str, base: Overrides, plan: ScalePlan):
     too_big = [b for b in plan.batch_sizes if b > train_size]
     if too_big:
         raise CurvbenchError(f"--batch-sizes: {too_big[0]} is larger than the training set ({train_size} examples)")
-    return base_recipe
+    return base_recipe, train_size
 
 
 def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter) -> dict[int, dict]:
@@ -142,7 +153,7 @@ def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter) -> dict[i
     from curvbench.search.to_target import run_to_target
     from curvbench.search.verdict import tuned_recipe, tuning_overrides
 
-    base_recipe = checked(ref, base, plan)
+    base_recipe, train_size = checked(ref, base, plan)
     storage = plan.storage or studies.DEFAULT_STORAGE
     raw = base.apply(load_yaml(find_recipe(ref)))
     out: dict[int, dict] = {}
@@ -156,7 +167,9 @@ def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter) -> dict[i
             reporter.expect_runs(plan.budget * len(tune_b.methods))  # run k of N counts the search's trials
             results = settled_search(tune_b, tracker, reporter, plan.budget, storage)
             tuned = tuned_recipe(recipe_b, results, plan.budget)
-            out[batch] = {"tune": results, "target": run_to_target(tuned, tracker, reporter, storage=storage),
+            every = eval_interval(train_size, batch, plan.evals_per_epoch)
+            out[batch] = {"tune": results, "target": run_to_target(tuned, tracker, reporter, eval_every=every,
+                                                                   storage=storage),
                           "edges": lr_edges(results, tune_b.search)}
         except (torch.OutOfMemoryError, MemoryError) as e:  # this point ends; the larger ones may still be tried
             plan.skipped[batch] = f"out of memory ({' '.join(str(e).split())[:120] or e.__class__.__name__})"
