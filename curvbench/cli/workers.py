@@ -169,17 +169,23 @@ def end_runs_of_killed(exits: Exits, tracker) -> None:
         end_orphaned_runs(tracker.client)
 
 
+def raise_worker_error(exits: Exits) -> None:
+    """A worker that ended with an error of its own (its one line is above): its exit code is the command's."""
+    code = exits.failed()
+    if code:
+        error = CurvbenchError(f"a worker exited with code {code}; its error is above")
+        error.exit_code = code
+        raise error
+
+
 def _check_exits(exits: Exits, unit: str, left: int) -> None:
     """The command's end after its summary: a worker's own error is above (its exit code is the command's); a
     worker killed by a signal left its {unit} to the others (a warning when they finished everything, else an
     error, exit 1, saying that the same command finishes it)."""
     from curvbench.training.progress import console
 
-    code, killed = exits.failed(), exits.killed()
-    if code:
-        error = CurvbenchError(f"a worker exited with code {code}; its error is above")
-        error.exit_code = code
-        raise error
+    raise_worker_error(exits)
+    killed = exits.killed()
     if killed and left:
         error = CurvbenchError(f"{'; '.join(killed)}; {left} {unit}(s) not finished: run the same command again to "
                                f"finish them")
@@ -262,10 +268,7 @@ def scale_batch_pool(workers, devices, storage, tracker, reporter) -> None:
     open_storage(storage)  # an unusable storage: one line, before any worker starts
     exits = run_pool(sys.argv[1:], workers, devs, lambda: None, reporter, "run")
     end_runs_of_killed(exits, tracker)
-    code, killed = exits.failed(), exits.killed()
-    if code:
-        error = CurvbenchError(f"a worker exited with code {code}; its error is above")
-        error.exit_code = code
-        raise error
-    if killed:
-        console.print(f"warning: {'; '.join(killed)}; what it left is run here", highlight=False, soft_wrap=True)
+    raise_worker_error(exits)
+    if exits.killed():
+        console.print(f"warning: {'; '.join(exits.killed())}; what it left is run here", highlight=False,
+                      soft_wrap=True)

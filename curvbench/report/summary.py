@@ -109,12 +109,21 @@ def summarise(runs: list[RunData], baseline: str = "sgd") -> list[Row]:
                         row.ratio_sgd = row.sec_per_step / sgd.sec_per_step
                     elif row.sec_per_epoch and sgd.sec_per_epoch:  # runs logged without steps: whole epochs
                         row.ratio_sgd = row.sec_per_epoch / sgd.sec_per_epoch
-    for row in rows:
-        base = next((b for b in rows if b.ttt is not None and b.task == row.task and b.protocol == row.protocol
-                     and b.name == baseline), None)
-        if row.ttt is not None and base is not None and base is not row:
-            row.vs = stats.compare(row.ttt, base.ttt, baseline)
+    for row, vs in zip(rows, against_baseline(rows, baseline, lambda r: r.ttt)):
+        row.vs = vs
     return rows
+
+
+def against_baseline(rows: list[Row], baseline: str, measure) -> list[stats.Comparison | None]:
+    """Each row's `measure(row)` (a Censored, or None) tested against the baseline row of its setting (task and
+    protocol, which names the recipe and target); None for the baseline itself and where either has no measure."""
+    out = []
+    for row in rows:
+        base = next((b for b in rows if measure(b) is not None and b.task == row.task and b.protocol == row.protocol
+                     and b.name == baseline), None)
+        tested = measure(row) is not None and base is not None and base is not row
+        out.append(stats.compare(measure(row), measure(base), baseline) if tested else None)
+    return out
 
 
 def price_steps(rows: list[Row], tables: list[StepCosts], baseline: str = "sgd") -> None:
@@ -126,11 +135,8 @@ def price_steps(rows: list[Row], tables: list[StepCosts], baseline: str = "sgd")
         t = table_for(tables, row.task, row.params.get("training.batch_size"), row.name)
         if t is not None:
             row.qtt, row.priced_by = quiet_seconds(row.stt, t.ms_per_step[row.name]), t
-    for row in rows:
-        base = next((b for b in rows if b.qtt is not None and b.task == row.task and b.protocol == row.protocol
-                     and b.name == baseline), None)
-        if row.qtt is not None and base is not None and base is not row:
-            row.qvs = stats.compare(row.qtt, base.qtt, baseline)
+    for row, qvs in zip(rows, against_baseline(rows, baseline, lambda r: r.qtt)):
+        row.qvs = qvs
 
 
 def link_searches(rows: list[Row], found: list[Search]) -> None:
