@@ -258,3 +258,30 @@ def test_a_method_gets_the_model_it_needs_without_the_task_naming_it(conll_dir):
             return torch.nn.Linear(2, 2)
 
     assert isinstance(engine.build_model(OldTask(), ("per_step_layers",)), torch.nn.Linear)
+
+
+@pytest.mark.slow
+def test_kfac_through_a_compiled_tagger_gathers_the_eager_factors(conll_dir):
+    """The unrolled LSTM's time steps reach K-FAC through the step observer: under torch.compile its saved outputs
+    must stay links of autograd, as the layer hooks' (tests/test_kfac.py), or their G would be silently zero."""
+    r = conll_recipe(conll_dir)
+    task = load_task(r, torch.device("cpu"))
+    entry = MethodEntry("kfac", "kfac", {**methods.get("kfac").defaults(), "inverse_every": 2})
+    b = next(iter(task.train_batches(8, torch.Generator().manual_seed(0))))
+    runs = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = engine.build_model(task, methods.get("kfac").model_needs)
+        opt, l2 = engine.build_optimizer(task, model, entry, 10, 1, 0)
+        forward = torch.compile(model, backend="aot_eager", dynamic=False) if compiled else model
+        for _ in range(3):
+            opt.step(engine.make_closure(forward, task, opt, b, list(model.parameters()), l2))
+        runs.append((opt, model))
+    (eager, eager_model), (comp, comp_model) = runs
+    steps = [i for i, blk in enumerate(eager.blocks) if "per-time-step" in blk.kind]
+    assert steps and all(eager.blocks[i].G.abs().sum() > 0 for i in steps)
+    for be, bc in zip(eager.blocks, comp.blocks):
+        torch.testing.assert_close(bc.A, be.A, rtol=1e-5, atol=1e-7, msg=be.name)
+        torch.testing.assert_close(bc.G, be.G, rtol=1e-5, atol=1e-7, msg=be.name)
+    for pe, pc in zip(eager_model.parameters(), comp_model.parameters()):
+        torch.testing.assert_close(pc, pe, rtol=1e-5, atol=1e-7)

@@ -293,3 +293,26 @@ def test_reduce_and_expand_differ_on_a_conv_layer():
         blocks[approx] = opt.blocks[0]
     assert not torch.allclose(blocks["expand"].A, blocks["reduce"].A)
     assert not torch.allclose(blocks["expand"].G, blocks["reduce"].G)
+
+
+@pytest.mark.slow  # 8 s of tracing
+def test_factors_and_updates_under_torch_compile_equal_the_eager_ones_over_several_steps():
+    """A compiled model's layer outputs are outputs of its graph that the loss's backward does not pass through:
+    K-FAC's hooks must keep them links of autograd (else every G but the last layer's is silently zero)."""
+    b = batch(12, (2, 4, 4), 3, seed=4)
+    runs = []
+    for compiled in (False, True):
+        model = convnet()
+        opt = KFAC(model, TinyTask().fisher_loss, lr=0.2, momentum=0.9, kl_clip=None, factor_every=1,
+                   inverse_every=2, fisher="empirical")
+        forward = torch.compile(model, backend="aot_eager") if compiled else model  # AOTAutograd, no C++ build
+        for _ in range(3):
+            opt.step(_closure(forward, opt, b))
+        runs.append((opt, model))
+    (eager, eager_model), (comp, comp_model) = runs
+    assert eager.blocks[0].G.abs().sum() > 0  # the conv layer's G: the one a traced hook would lose
+    for be, bc in zip(eager.blocks, comp.blocks):
+        torch.testing.assert_close(bc.A, be.A, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(bc.G, be.G, rtol=1e-9, atol=1e-12)
+    for pe, pc in zip(eager_model.parameters(), comp_model.parameters()):
+        torch.testing.assert_close(pc, pe, rtol=1e-9, atol=1e-12)

@@ -331,7 +331,10 @@ class KFAC(torch.optim.Optimizer):
             if self.capturing and torch.is_grad_enabled():
                 block.save(inputs[0], output)
 
-        return hook
+        # Run eagerly even inside a torch.compile'd model: traced, the saved output would be an extra output of the
+        # compiled graph that the loss's backward never passes through, so its gradient (G's samples) would be None.
+        # Eager, the graph breaks at the layer and its output is a real link between two compiled graphs.
+        return torch.compiler.disable(hook)
 
     # ---- called by the engine after the forward pass, before the loss's backward
     def on_forward(self, outputs: torch.Tensor, batch) -> None:
@@ -421,6 +424,7 @@ class _StepObserver:
     def active(self) -> bool:
         return any(b.capturing() for b in self.blocks.values())
 
+    @torch.compiler.disable  # as KFAC._saver's hook: a compiled model's time steps must stay links of autograd
     def save(self, layer: str, x: torch.Tensor, out: torch.Tensor, mask: torch.Tensor | None) -> None:
         self.blocks[layer].save(x, out, mask)
 
