@@ -174,14 +174,38 @@ def test_a_best_value_at_an_edge_is_named_whether_of_the_range_or_of_what_was_tr
 def test_the_scaling_table_marks_a_batch_size_whose_search_ended_at_an_edge():
     from types import SimpleNamespace
 
+    from curvbench.report.batch_scaling import Point
     from curvbench.report.stats import Censored
     from curvbench.report.tables import scaling_table
 
-    scaling = {("mnist", "s", "sgd"): {25: (Censored((400.0, 420.0)), Censored((4.0, 4.2))),
-                                       50: (Censored((200.0, 210.0)), Censored((2.0, 2.1))),
-                                       100: (Censored((190.0, 200.0)), Censored((1.9, 2.0)))}}
+    scaling = {("mnist", "s", "sgd"): {25: Point(Censored((400.0, 420.0)), Censored((4.0, 4.2))),
+                                       50: Point(Censored((200.0, 210.0)), Censored((2.0, 2.1))),
+                                       100: Point(Censored((190.0, 200.0)), Censored((1.9, 2.0)))}}
     found = [SimpleNamespace(task="mnist", study="s@b100-sgd-halton",
                              edges=lambda: {"lr": "the highest of 4 values tried"})]
     row = scaling_table(scaling, found).splitlines()[2]
     assert "25: 410, 50: 205, 100: 195 (lr the highest of 4 values tried)" in row
     assert "| 50 | 205 |" in row  # the knee: 195 > 1.2 x 410 x 25 / 100
+
+
+def test_the_fastest_batch_size_is_judged_on_quiet_seconds_where_a_step_cost_table_priced_it():
+    """Busy training seconds say batch 64 is fastest; priced at quiet step costs (steps x ms per step, measured at
+    each batch size) batch 256 is, and the table says which seconds it used."""
+    from types import SimpleNamespace
+
+    from curvbench.report.batch_scaling import scaling_rows
+    from curvbench.report.stats import Censored
+    from curvbench.report.tables import scaling_table
+
+    def row(b, steps, busy, quiet):
+        return SimpleNamespace(task="mnist", recipe=f"s@b{b}-budget4", name="sgd", stt=Censored(steps),
+                               ttt=Censored(busy), qtt=None if quiet is None else Censored(quiet))
+
+    ms = {64: 10.0, 256: 25.0}  # a quiet step at 256 costs 2.5x one at 64, not 4x
+    steps = {64: (800.0, 820.0, 840.0), 256: (300.0, 310.0, 320.0)}
+    busy = {64: (9.0, 9.5, 10.0), 256: (30.0, 31.0, 32.0)}  # batch 256 ran while the machine was loaded
+    rows = [row(b, steps[b], busy[b], tuple(s * ms[b] / 1000 for s in steps[b])) for b in (64, 256)]
+    table = scaling_table(scaling_rows(rows)).splitlines()[2]
+    assert table.endswith("| 7.8 s at 256 (quiet) |")  # 310 x 25 ms, against 820 x 10 ms = 8.2 s at 64
+    unpriced = scaling_table(scaling_rows([row(b, steps[b], busy[b], None) for b in (64, 256)])).splitlines()[2]
+    assert unpriced.endswith("| 9.5 s at 64 (the runs' own seconds) |")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 THRESHOLD = 0.2  # steps may exceed ideal linear scaling by this fraction and still count as scaling
 NAME_SEP = "@b"  # scale-batch's recipes: <recipe>@b<B> at batch size B, <recipe>@b<B>-budget<K> with its winners
@@ -86,9 +87,18 @@ def critical_batch(steps: dict[int, float | None], threshold: float = THRESHOLD)
     return Critical(best, steps[best], best == measured[-1] and len(measured) > 1, missing, ideal)
 
 
+class Point(NamedTuple):
+    """One method at one batch size: steps and seconds to target over the seeds (each a Censored); `quiet` when the
+    seconds are steps times a quiet step cost (report --step-costs), else the runs' own training seconds."""
+
+    steps: object
+    seconds: object
+    quiet: bool = False
+
+
 def scaling_rows(rows) -> dict:
-    """From report rows: {(task, recipe, entry): {batch: (steps, seconds)}}, each a Censored over seeds, for the
-    to-target rows of scale-batch's recipes (`<recipe>@b<B>-budget<K>`)."""
+    """From report rows: {(task, recipe, entry): {batch: Point}} for the to-target rows of scale-batch's recipes
+    (`<recipe>@b<B>-budget<K>`), in quiet seconds where a step-cost table priced the row."""
     import re
 
     out: dict = {}
@@ -96,5 +106,7 @@ def scaling_rows(rows) -> dict:
         m = re.fullmatch(rf"(.+){re.escape(NAME_SEP)}(\d+)-budget\d+", r.recipe or "")
         if r.stt is None or not m:
             continue
-        out.setdefault((r.task, m.group(1), r.name), {})[int(m.group(2))] = (r.stt, r.ttt)
+        quiet = r.qtt is not None
+        out.setdefault((r.task, m.group(1), r.name), {})[int(m.group(2))] = Point(r.stt, r.qtt if quiet else r.ttt,
+                                                                                  quiet)
     return out

@@ -186,7 +186,7 @@ def scaling_figure(scaling: dict, task, path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for i, ((_, recipe, entry), by_batch) in enumerate(sorted(scaling.items())):
-        medians = {b: st.median for b, (st, _) in by_batch.items()}
+        medians = {b: p.steps.median for b, p in by_batch.items()}
         shown = sorted(b for b, m in medians.items() if math.isfinite(m))
         if not shown:
             continue

@@ -110,7 +110,10 @@ SCALING_NOTE = ("scale-batch's runs: per method and batch size, the median steps
                 "batch whose steps stay within 20% of ideal linear scaling from the smallest batch, at it and every "
                 "smaller one (>= when every measured batch still scaled). A batch size whose search's best learning "
                 "rate lies at an edge of the range searched, or is the lowest or highest of the values tried, says "
-                "so: its tuned setting may not be the best there is, and its steps may be too many.")
+                "so: its tuned setting may not be the best there is, and its steps may be too many. The fastest time "
+                "is in quiet seconds (steps to target times the step cost that `--step-costs` measured at that "
+                "batch size) where a table priced the batch size, else the runs' own training seconds, which a busy "
+                "machine inflates.")
 
 
 def scaling_table(scaling: dict, found: list[Search] = ()) -> str:
@@ -128,10 +131,14 @@ def scaling_table(scaling: dict, found: list[Search] = ()) -> str:
     lines = ["| task | recipe | method | steps to target by batch size | critical batch | steps at it | "
              "fastest in seconds |", "|---|---|---|---|---|---|---|"]
     for (task, recipe, entry), by_batch in sorted(scaling.items()):
-        crit = batch_scaling.critical_batch({b: st.median for b, (st, _) in by_batch.items()})
-        steps = ", ".join(steps_cell(task, recipe, entry, b, st) for b, (st, _) in sorted(by_batch.items()))
-        timed = [(tt.median, b) for b, (_, tt) in by_batch.items() if tt is not None and math.isfinite(tt.median)]
-        fastest = f"{min(timed)[0]:.1f} s at {min(timed)[1]}" if timed else "not reached"
+        crit = batch_scaling.critical_batch({b: p.steps.median for b, p in by_batch.items()})
+        steps = ", ".join(steps_cell(task, recipe, entry, b, p.steps) for b, p in sorted(by_batch.items()))
+        timed = [(p.seconds.median, b, p.quiet) for b, p in by_batch.items()
+                 if p.seconds is not None and math.isfinite(p.seconds.median)]
+        fastest = "not reached"
+        if timed:
+            secs, b, quiet = min(timed)
+            fastest = f"{secs:.1f} s at {b}" + (" (quiet)" if quiet else " (the runs' own seconds)")
         at = "-" if crit.steps is None else f"{crit.steps:.0f}"
         lines.append(f"| {task} | {recipe} | {entry} | {steps} | {crit.text()} | {at} | {fastest} |")
     return "\n".join(lines) + "\n"
