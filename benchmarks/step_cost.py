@@ -19,8 +19,9 @@ block so that drifts in machine speed hit all of them; the ratio to SGD is taken
 same round) and reported as its median and its [min, max] over rounds. Optimizer-state memory is the bytes of
 every tensor the optimizer holds besides the parameters; on CUDA also the peak allocated during the steps.
 
-`--json FILE` also writes each entry's milliseconds per step with the task, batch size, device, threads and CPU:
-`curvbench report --step-costs FILE` prices the to-target runs of that task and batch size in quiet seconds."""
+`--json FILE` also writes each entry's milliseconds per step with the task, batch size, recipe, device, threads and
+CPU: `curvbench report --step-costs FILE` prices the to-target runs of that task and batch size (and of that recipe
+and the recipes verdict and scale-batch derive from it, when --recipe named one) in quiet seconds."""
 
 from __future__ import annotations
 
@@ -250,7 +251,8 @@ def main() -> None:
         from curvbench.training.machine import cpu_model
 
         Path(args.json).write_text(json.dumps({
-            "task": task_dataset(args.task, args.data_dir), "batch_size": args.batch_size, "device": str(device),
+            "task": task_dataset(args.task, args.data_dir), "batch_size": args.batch_size,
+            "recipe": recipe.load(args.recipe).name if args.recipe else None, "device": str(device),
             "threads": torch.get_num_threads(), "cpu": cpu_model(), "data": "real" if args.data_dir else "generated",
             "rounds": args.rounds, "block": args.block, "ms_per_step": ms_per_step, "broke_down": failed}, indent=1))
         print(f"step costs written to {args.json}")

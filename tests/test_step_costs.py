@@ -136,19 +136,48 @@ def test_two_tables_for_one_task_and_batch_size_are_refused(tmp_path):
         load_all([a, b])
 
 
+def test_a_table_naming_its_recipe_prices_that_recipe_and_those_derived_from_it_only(tmp_path):
+    """The same entry name in two recipes may hold other settings (K-FAC's intervals): a table that names the
+    recipe it timed prices that recipe's runs, and those of verdict's and scale-batch's recipes derived from it."""
+    from curvbench.report.step_costs import derived_from
+
+    assert derived_from("thesis", "thesis") and derived_from("thesis-budget8", "thesis")
+    assert derived_from("thesis@b512", "thesis") and derived_from("thesis@b512-budget4", "thesis")
+    assert not derived_from("thesis2", "thesis") and not derived_from("other-budget8", "thesis")
+    assert not derived_from("thesis@bx", "thesis") and not derived_from(None, "thesis")
+    rows = summarise(collect(Tracker(crafted_store(tmp_path)).client))  # the crafted runs' recipe is "thesis"
+    other = costs_file(tmp_path, ms={e: 1000.0 for e in MS}, name="other.json", recipe="other")
+    own = costs_file(tmp_path, name="own.json", recipe="thesis")
+    anyone = costs_file(tmp_path, ms={e: 500.0 for e in MS}, name="any.json")  # names no recipe: a fallback
+    price_steps(rows, load_all([other, anyone, own]))  # three tables for mnist at 100, each for other recipes
+    sgd = next(r for r in rows if r.name == "sgd")
+    assert sgd.priced_by.source == own and sorted(sgd.qtt.values) == pytest.approx([6.0, 6.0, 6.0, 8.0, 8.0])
+    rows = summarise(collect(Tracker(crafted_store(tmp_path)).client))
+    price_steps(rows, load_all([other]))
+    assert all(r.qtt is None for r in rows)  # another recipe's table prices nothing here
+    with pytest.raises(Exception, match="for thesis is already given by"):
+        load_all([own, costs_file(tmp_path, name="own2.json", recipe="thesis")])
+
+
 @pytest.mark.slow  # times two methods for a few steps
 def test_step_cost_json_prices_the_runs_of_its_task(tmp_path):
+    """step_cost.py --recipe times the recipe's entries and names the recipe in the JSON: it prices the runs of the
+    recipes scale-batch derives from it (`stepped@b100-budget4`)."""
     out = tmp_path / "steps.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_cost.py"), "--methods", "sgd,kfac",
-                           "--rounds", "2", "--block", "3", "--threads", "1", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    (tmp_path / "stepped.yaml").write_text("task: mnist\ntraining: {batch_size: 100}\n"
+                                           "methods: {sgd: {}, kfac: {inverse_every: 3}}\n")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_cost.py"), "--recipe",
+                           str(tmp_path / "stepped.yaml"), "--rounds", "2", "--block", "3", "--threads", "1",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     table = load(str(out))
     assert table.task == "mnist-mini" and table.batch_size == 100 and set(table.ms_per_step) == {"sgd", "kfac"}
+    assert table.recipe == "stepped"
     printed = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in done.stdout.splitlines()
                if line.startswith("| sgd") or line.startswith("| kfac")}
     assert printed == pytest.approx(table.ms_per_step, abs=0.006)  # the JSON holds what the table printed
-    rows = summarise(collect(Tracker(crafted_store(tmp_path, {"sgd": RUNS["sgd"]}, task="mnist-mini")).client))
+    rows = summarise(collect(Tracker(crafted_store(tmp_path, {"sgd": RUNS["sgd"]}, recipe="stepped@b100-budget4",
+                                                   task="mnist-mini")).client))
     price_steps(rows, [table])
     expect = sorted(100 * epochs * table.ms_per_step["sgd"] / 1e3 for _, epochs in RUNS["sgd"])
     assert sorted(rows[0].qtt.values) == pytest.approx(expect)

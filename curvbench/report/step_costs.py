@@ -5,11 +5,15 @@ SGD steps vary tenfold). `benchmarks/step_cost.py --json FILE` measures each ent
 machine, interleaved (amortised factor, inverse and root updates included); `curvbench report --step-costs FILE`
 turns each seed's steps to target into seconds with it. A seed that missed the target stays not reached, and the
 test against the baseline is run again on these seconds. A table applies to the runs of its task, batch size and
-entries only; it says what it was measured on (CPU, threads, device), and the report repeats it.
+entries only, and, when it names the recipe it timed (step_cost.py --recipe), to that recipe's runs and those of the
+recipes derived from it (`<recipe>-budget<K>` of verdict, `<recipe>@b<B>-budget<K>` of scale-batch): the same
+entry name in another recipe may hold other settings (K-FAC's intervals) and another cost. It says what it was
+measured on (CPU, threads, device), and the report repeats it.
 
 The file, as step_cost.py writes it:
-    {"task": "fashion-mnist", "batch_size": 100, "device": "cpu", "threads": 1, "cpu": "AMD EPYC ...",
-     "data": "real", "rounds": 5, "block": 100, "ms_per_step": {"sgd": 23.4, "kfac": 33.95, ...}}
+    {"task": "fashion-mnist", "batch_size": 100, "recipe": "fashion-mnist-verdict", "device": "cpu", "threads": 1,
+     "cpu": "AMD EPYC ...", "data": "real", "rounds": 5, "block": 100, "ms_per_step": {"sgd": 23.4, ...}}
+("recipe" is optional: a table without it prices every recipe's runs of its task and batch size.)
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ class StepCosts:
     device: str = "cpu"
     threads: int | None = None
     cpu: str = ""
+    recipe: str | None = None  # the recipe whose entries were timed; None: any recipe's entries of these names
 
     def describe(self) -> str:
         """`fashion-mnist at batch 100: cpu, 1 thread(s), AMD EPYC (steps.json)`."""
         where = ", ".join(x for x in (self.device, f"{self.threads} thread(s)" if self.threads else "", self.cpu) if x)
-        return f"{self.task} at batch {self.batch_size}: {where} ({Path(self.source).name})"
+        of = f" ({self.recipe}'s entries)" if self.recipe else ""
+        return f"{self.task} at batch {self.batch_size}{of}: {where} ({Path(self.source).name})"
 
 
 def load(path: str) -> StepCosts:
@@ -70,30 +76,40 @@ def load(path: str) -> StepCosts:
             raise CurvbenchError(f"--step-costs {path}: field ms_per_step.{entry}: expected a positive number of "
                                  f"milliseconds, got {ms!r}")
     threads = data.get("threads")
+    recipe = field("recipe", str, bool, "a recipe name") if data.get("recipe") is not None else None
     return StepCosts(str(path), task, batch, {str(k): float(v) for k, v in costs.items()},
                      str(data.get("device", "cpu")), threads if isinstance(threads, int) else None,
-                     str(data.get("cpu", "")))
+                     str(data.get("cpu", "")), recipe)
 
 
 def load_all(paths) -> list[StepCosts]:
-    """Several tables; two for the same task and batch size would make a row's seconds ambiguous."""
+    """Several tables; two for the same task, batch size and recipe would make a row's seconds ambiguous."""
     tables = [load(p) for p in paths or ()]
     seen: dict = {}
     for t in tables:
-        key = (t.task, t.batch_size)
+        key = (t.task, t.batch_size, t.recipe)
         if key in seen:
-            raise CurvbenchError(f"--step-costs {t.source}: {t.task} at batch {t.batch_size} is already given by "
-                                 f"{seen[key]}; give one table per task and batch size")
+            of = f" for {t.recipe}" if t.recipe else ""
+            raise CurvbenchError(f"--step-costs {t.source}: {t.task} at batch {t.batch_size}{of} is already given by "
+                                 f"{seen[key]}; give one table per task, batch size and recipe")
         seen[key] = t.source
     return tables
 
 
-def table_for(tables: list[StepCosts], task: str, batch_size, entry: str) -> StepCosts | None:
-    """The table that prices this entry's steps on this task at this batch size, if any."""
-    for t in tables:
-        if t.task == task and str(t.batch_size) == str(batch_size) and entry in t.ms_per_step:
-            return t
-    return None
+def derived_from(recipe: str | None, base: str) -> bool:
+    """`recipe` is `base` or a recipe the tool derived from it: `base-budget8` (verdict's tuned recipe),
+    `base@b512` or `base@b512-budget4` (scale-batch's)."""
+    import re
+
+    return recipe is not None and re.fullmatch(rf"{re.escape(base)}(-budget\d+|@b\d+(-budget\d+)?)?", recipe) is not None
+
+
+def table_for(tables: list[StepCosts], task: str, batch_size, entry: str, recipe: str | None = None) -> StepCosts | None:
+    """The table that prices this entry's steps on this task at this batch size (and recipe, when the table names
+    one), if any; a table for the row's own recipe before one for any recipe."""
+    fits = [t for t in tables if t.task == task and str(t.batch_size) == str(batch_size) and entry in t.ms_per_step
+            and (t.recipe is None or derived_from(recipe, t.recipe))]
+    return min(fits, key=lambda t: t.recipe is None, default=None)
 
 
 def quiet_seconds(steps: stats.Censored, ms_per_step: float) -> stats.Censored:

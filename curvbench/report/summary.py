@@ -127,12 +127,13 @@ def against_baseline(rows: list[Row], baseline: str, measure) -> list[stats.Comp
 
 
 def price_steps(rows: list[Row], tables: list[StepCosts], baseline: str = "sgd") -> None:
-    """Quiet seconds to target for the to-target rows a step-cost table prices (same task, batch size and entry),
+    """Quiet seconds to target for the to-target rows a step-cost table prices (same task, batch size and entry, and
+    the table's recipe or one derived from it when the table names one),
     and their test against the baseline row of the same setting when it is priced too."""
     for row in rows:
         if row.stt is None:
             continue
-        t = table_for(tables, row.task, row.params.get("training.batch_size"), row.name)
+        t = table_for(tables, row.task, row.params.get("training.batch_size"), row.name, row.recipe)
         if t is not None:
             row.qtt, row.priced_by = quiet_seconds(row.stt, t.ms_per_step[row.name]), t
     for row, qvs in zip(rows, against_baseline(rows, baseline, lambda r: r.qtt)):
