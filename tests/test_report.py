@@ -68,7 +68,7 @@ def test_report_writes_every_figure_and_the_logged_numbers(store):
     runs = collect(tracker.client)
     assert len(runs) == 6
     out = tmp / "rep"
-    rows, figures = write_report(runs, out)
+    rows, figures, *_ = write_report(runs, out)
     names = {p.name for p in figures}
     for task in CURVES:
         for fig in ("test_accuracy", "test_loss", "train_loss", "train_time", "time_to_target", "epochs_to_target"):
@@ -123,7 +123,7 @@ def test_a_search_is_shown_by_its_best_trial_and_a_table_of_its_own(store):
                          "train_seconds": 1.0 + n}, step=1)
         run.end("FINISHED")
     out = tmp / "t"
-    rows, figures = write_report(collect(tracker.client, task="mnist"), out)
+    rows, figures, *_ = write_report(collect(tracker.client, task="mnist"), out)
     labels = {r.entry: r for r in rows}
     assert set(labels) == {"sgd", "kfac", "sgd (best of 3 trials)"}  # not one line per trial
     assert labels["sgd (best of 3 trials)"].best == 0.7 and labels["sgd (best of 3 trials)"].ratio_sgd == 1.0
@@ -144,7 +144,7 @@ def test_a_search_is_shown_by_its_best_trial_and_a_table_of_its_own(store):
                          "study": "m-sgd-random"})
     run.log_metrics({"val_accuracy": 0.4, "test_accuracy": 0.4, "train_loss": 1.0, "train_seconds": 1.0}, step=1)
     run.end("FINISHED")
-    rows, _ = write_report(collect(tracker.client, task="mnist"), tmp / "t2")
+    rows, *_ = write_report(collect(tracker.client, task="mnist"), tmp / "t2")
     assert {r.entry for r in rows} == {"sgd", "kfac", "sgd (best of 3 trials of m-sgd-grid)",
                                        "sgd (best of 1 trials of m-sgd-random)"}
     assert "Left out: 1 killed, 1 running run(s)" in (tmp / "t2" / "report.md").read_text()
@@ -189,7 +189,7 @@ def test_a_row_holds_one_configuration_and_one_protocol(store):
     run("b", 0.001, 0.96)
     run("c", 10.0, 0.099)
     run("d", 0.001, 0.95, {"kind": "to-target-run", "target": "0.95", "target_reached": "true"}, steps=7, seconds=1.4)
-    rows, _ = write_report(collect(tracker.client, task="mnist"), tmp / "cfg")
+    rows, *_ = write_report(collect(tracker.client, task="mnist"), tmp / "cfg")
     lion = {r.entry: r for r in rows if r.method == "lion"}
     assert set(lion) == {"lion (lr=0.001)", "lion (lr=10.0)", "lion (lr=0.001) [to-target >= 0.95]"}
     assert lion["lion (lr=0.001)"].runs == 2 and lion["lion (lr=0.001)"].best == pytest.approx(0.965)
@@ -219,7 +219,7 @@ def diverged_lion(uri: str, metrics: dict) -> Tracker:
 def test_figures_read_well_with_a_diverged_run_and_the_html_keeps_the_explanations(store):
     uri, tmp = store
     tracker = diverged_lion(uri, {"test_accuracy": 0.099, "test_loss": 5e10, "train_loss": 5.5e10, "train_seconds": 2.0})
-    rows, figures = write_report(collect(tracker.client, task="mnist"), tmp / "div")
+    rows, figures, *_ = write_report(collect(tracker.client, task="mnist"), tmp / "div")
     md = (tmp / "div" / "report.md").read_text()
     assert "*mnist: train loss per epoch, mean over seeds; band: min to max over seeds; left out (diverged): lion*" in md
     assert "*mnist: test accuracy per epoch, mean over seeds; band: min to max over seeds; dashed with an x" in md
@@ -232,7 +232,7 @@ def test_figures_read_well_with_a_diverged_run_and_the_html_keeps_the_explanatio
 def test_a_run_that_diverged_before_its_first_epoch_ended_is_still_counted(store):
     uri, tmp = store
     tracker = diverged_lion(uri, {})  # no metric logged at all
-    rows, _ = write_report(collect(tracker.client, task="mnist"), tmp / "early")
+    rows, *_ = write_report(collect(tracker.client, task="mnist"), tmp / "early")
     [lion] = [r for r in rows if r.method == "lion"]
     assert lion.failed == 1 and lion.best is None
     md = (tmp / "early" / "report.md").read_text()
@@ -247,7 +247,7 @@ def test_a_run_ended_by_an_error_is_not_called_diverged(store):
     crashed = tracker.start("mnist", "lion s0", {"methods.lion.lr": 1e-4, "training.batch_size": 100},
                             {"task": "mnist", "method": "lion", "entry": "lion", "seed": 0})
     crashed.end("FAILED", "Exception: Optimizer was not in train mode")  # no outcome tag: it never finished
-    rows, _ = write_report(collect(tracker.client, task="mnist"), tmp / "err")
+    rows, *_ = write_report(collect(tracker.client, task="mnist"), tmp / "err")
     md = (tmp / "err" / "report.md").read_text()
     [lion] = [r for r in rows if r.entry.startswith("lion")]
     assert (lion.failed, lion.errors) == (0, 1)
@@ -269,11 +269,11 @@ def test_adaptive_kfac_runs_get_a_figure_of_their_damping_gamma_and_step_size(st
     runs = collect(tracker.client, task="mnist")
     damping = sorted([v for _, v in r.curves["kfac_damping"]] for r in runs if r.entry == "kfac-adaptive")
     assert damping == [[150.0, 1.0, 1e-3], [300.0, 2.0, 2e-3]]
-    rows, figures = write_report(runs, tmp / "adaptive")
+    rows, figures, *_ = write_report(runs, tmp / "adaptive")
     assert tmp / "adaptive" / "mnist_kfac-adaptive_per_epoch.png" in figures  # what the method declares
     md = (tmp / "adaptive" / "report.md").read_text()
     assert "*mnist: what kfac-adaptive reports per epoch, mean over seeds: lambda (solid), gamma (dashed)" in md
-    rows, figures = write_report([r for r in runs if r.entry == "sgd"], tmp / "plain")
+    rows, figures, *_ = write_report([r for r in runs if r.entry == "sgd"], tmp / "plain")
     assert not any("per_epoch" in p.name for p in figures)
 
 
@@ -287,7 +287,7 @@ def test_a_task_scored_by_f1_gets_its_f1_curves_not_accuracy_ones(store):
             run.log_metrics({"train_loss": 1.0 / epoch, "test_loss": 1.0, "test_f1": 0.4 * epoch, "test_accuracy": 0.9,
                              "train_seconds": 3.0 * epoch, "steps": 10 * epoch}, step=epoch)
         run.end("FINISHED")
-    rows, figures = write_report(collect(tracker.client, task="ner"), tmp / "ner")
+    rows, figures, *_ = write_report(collect(tracker.client, task="ner"), tmp / "ner")
     names = {p.name for p in figures}
     assert {"ner_test_f1.png", "ner_test_f1_seconds.png", "ner_test_loss.png", "ner_train_loss.png"} <= names
     assert not any("accuracy" in n for n in names)

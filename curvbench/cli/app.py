@@ -366,9 +366,8 @@ def report(
 
     from curvbench.errors import CurvbenchError
     from curvbench.report import pages
-    from curvbench.report.collect import collect, searches
+    from curvbench.report.collect import collect
     from curvbench.report.step_costs import load_all
-    from curvbench.report.summary import settings_of
     from curvbench.report.tables import markdown_table, search_table
     from curvbench.tracking.client import Tracker
     from curvbench.training.progress import console
@@ -388,17 +387,17 @@ def report(
         raise CurvbenchError(f"no training runs with metrics match ({sel}) in {tracker.shown_uri}; nothing written")
     folder = pathlib.Path(out)
     pages.check_out_folder(folder)
-    rows, figures = pages.write_report(runs, folder, claim_list, baseline, priced)
+    written = pages.write_report(runs, folder, claim_list, baseline, priced)
     from rich.markdown import Markdown
 
-    console.print(Markdown(markdown_table(rows)))
-    found = searches(runs)
-    if found:
-        console.print(Markdown(search_table(found)))
-    if claim_list is not None:
+    console.print(Markdown(markdown_table(written.rows)))
+    if written.searches:
+        console.print(Markdown(search_table(written.searches)))
+    if written.verdicts is not None:
         from curvbench.report import claims as claims_mod
 
-        console.print(Markdown(claims_mod.markdown(claims_mod.evaluate(claim_list, settings_of(rows)))))
+        console.print(Markdown(claims_mod.markdown(written.verdicts)))
+    figures = written.figures
     console.print(f"{len(runs)} runs -> {folder / 'report.md'}, {folder / 'report.html'}, {len(figures)} figures")
     if not no_log:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import NamedTuple
 
 from curvbench import record
 from curvbench.errors import CurvbenchError
@@ -50,11 +51,19 @@ def check_out_folder(out: Path) -> None:
         raise CurvbenchError(f"--out {out}: the folder is not writable")
 
 
-def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "sgd",
-                 step_costs=()) -> tuple[list[Row], list[Path]]:
+class Written(NamedTuple):
+    """What write_report wrote, for the command to print without computing it again."""
+
+    rows: list[Row]
+    figures: list[Path]
+    searches: list  # summary.Search, one per tune study read
+    verdicts: list | None  # claims.Verdict per claim and setting; None without claims
+
+
+def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "sgd", step_costs=()) -> Written:
     """The report into `out`: report.md, report.html and the figures; with `claims` (a list of claims.Claim) a
     section judging each claim; with `step_costs` (step_costs.StepCosts) quiet seconds to target for the rows they
-    price. Returns the rows and the figures' paths."""
+    price."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,7 +108,7 @@ def write_report(runs: list[RunData], out: Path, claims=None, baseline: str = "s
     (out / "report.md").write_text("\n".join(md) + "\n")
     (out / "report.html").write_text(html_page(rows, figures, n_read, found, {p.name: c for p, c in captions.items()},
                                                notes, SEARCH_NOTE, generated, verdicts))
-    return rows, figures
+    return Written(rows, figures, found, verdicts)
 
 
 def epochs_trained(runs: list[RunData], rows: list[Row]) -> dict[str, float]:

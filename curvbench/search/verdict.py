@@ -99,13 +99,9 @@ def run(ref: str, base: Overrides, plan: VerdictPlan, tracker, reporter) -> dict
     if tracker is not None:
         from curvbench.report.collect import collect
         from curvbench.report.pages import write_report
-        from curvbench.report.summary import settings_of
 
         runs = collect(tracker.client, task=recipe.task.dataset,
                                  experiment=recipe.experiment or recipe.task.dataset)
         out["report"] = write_report(runs, plan.out, claims=claims, baseline=baseline or "sgd")
-        if claims is not None:
-            from curvbench.report import claims as claims_mod
-
-            out["claims"] = claims_mod.evaluate(claims, settings_of(out["report"][0]))
+        out["claims"] = out["report"].verdicts
     return out
