@@ -20,12 +20,11 @@ import time
 
 import torch
 import yaml
-from step_cost import endless_batches, make_task  # noqa: E402 - the benchmarks folder's sibling script
+from step_cost import endless_batches, make_task, timing_setup  # noqa: E402 - the benchmarks folder's sibling script
 
 from curvbench import methods
 from curvbench.recipe.loading import MethodEntry
 from curvbench.training import engine
-from curvbench.training.timing import configure_cpu
 
 TRAIN_EXAMPLES = {"cifar10": 50_000, "mnist": 60_000, "fashion-mnist": 60_000, "conll": 14_041}  # the real training sets' sizes
 
@@ -50,10 +49,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a K-FAC hyperparameter")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    configure_cpu()
-    device = torch.device("cpu")
+    args.device = "cpu"  # the parts are timed on the CPU only
+    device = timing_setup(args)
     task = make_task(args.task, args.data_dir, device, ["kfac"])
     # an epoch of the real training set, also when the steps are timed on generated data of its shapes
     per_epoch = task.steps_per_epoch(args.batch_size) if args.data_dir else -(-TRAIN_EXAMPLES[args.task] //

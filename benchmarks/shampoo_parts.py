@@ -20,11 +20,10 @@ import time
 import torch
 import yaml
 from kfac_parts import build  # noqa: E402 - the benchmarks folder's sibling scripts
-from step_cost import endless_batches, make_task  # noqa: E402
+from step_cost import endless_batches, make_task, timing_setup  # noqa: E402
 
 from curvbench import methods
 from curvbench.training import engine
-from curvbench.training.timing import configure_cpu
 
 
 def median_seconds(fn, rounds: int) -> float:
@@ -46,10 +45,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a Shampoo hyperparameter")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    configure_cpu()
-    device = torch.device("cpu")
+    args.device = "cpu"  # the parts are timed on the CPU only
+    device = timing_setup(args)
     task = make_task(args.task, args.data_dir, device, ["shampoo"])
     batches = endless_batches(task, args.batch_size, torch.Generator().manual_seed(0))
     extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
