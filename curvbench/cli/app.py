@@ -510,15 +510,16 @@ def scale_batch(
     flags = _flags(seeds=list(range(seeds)) if seeds else None, device=device, threads=threads, data_dir=data_dir,
                    no_download=no_download, sets=set_, methods=methods, experiment=experiment)
     tracker = _open_tracker(tracking_uri)
+    known = None
     if workers > 1 or devices:
         # this process then reads the sweep back as the workers ran it: with their threads, which are part of the
         # recipe each of its to-target queues was made under
         flags = dataclasses.replace(flags, threads=pool.worker_threads(workers))
-        scaling.checked(recipe, flags.overrides(), plan)  # the recipe and the data, before any worker starts
+        known = scaling.checked(recipe, flags.overrides(), plan)  # the recipe and the data, before any worker starts
         pool.scale_batch_pool(workers, devices, storage or DEFAULT_STORAGE, tracker, _reporter(quiet))
     reporter = _reporter(quiet)
     try:
-        done = scaling.run(recipe, flags.overrides(), plan, tracker, reporter)
+        done = scaling.run(recipe, flags.overrides(), plan, tracker, reporter, known)
     except Interrupted as e:
         reporter.close()
         _fail(f"{e.reason}: the current run was ended as KILLED; the same command resumes where it stopped",

@@ -142,9 +142,10 @@ def checked(ref: str, base: Overrides, plan: ScalePlan):
     return base_recipe, train_size
 
 
-def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter) -> dict[int, dict]:
+def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter, known=None) -> dict[int, dict]:
     """Every batch size of the plan; returns {batch: {"tune": results, "target": to-target result}} for the batch
-    sizes that ran (plan.skipped names the others)."""
+    sizes that ran (plan.skipped names the others). `known`: what `checked` returned for these arguments, when the
+    caller checked them already (the data is then not loaded again to count it)."""
     import torch
 
     from curvbench.recipe import loading as recipes
@@ -153,7 +154,7 @@ def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter) -> dict[i
     from curvbench.search.to_target import run_to_target
     from curvbench.search.verdict import tuned_recipe, tuning_overrides
 
-    base_recipe, train_size = checked(ref, base, plan)
+    base_recipe, train_size = known or checked(ref, base, plan)
     storage = plan.storage or studies.DEFAULT_STORAGE
     raw = base.apply(load_yaml(find_recipe(ref)))
     out: dict[int, dict] = {}
