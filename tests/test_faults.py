@@ -56,6 +56,7 @@ def test_sigkill_of_train_leaves_a_run_that_the_next_command_ends_as_failed(tmp_
     run = tracker.client.get_run(run_id)
     assert run.info.status == "FAILED"
     assert "ended without closing the run: killed or crashed" in run.data.tags["status_reason"]
+    assert run.data.tags["outcome"] == "process ended"  # the report says so, not "failed by an error"
     assert run.data.metrics["train_seconds"] > 0  # what it had logged is kept
 
 

@@ -247,11 +247,16 @@ def test_a_run_ended_by_an_error_is_not_called_diverged(store):
     crashed = tracker.start("mnist", "lion s0", {"methods.lion.lr": 1e-4, "training.batch_size": 100},
                             {"task": "mnist", "method": "lion", "entry": "lion", "seed": 0})
     crashed.end("FAILED", "Exception: Optimizer was not in train mode")  # no outcome tag: it never finished
+    # two runs whose process died: one ended by this version (outcome tag), one by an older one (its reason only)
+    for seed, tags in ((1, {"outcome": "process ended"}), (2, {})):
+        lost = tracker.start("mnist", f"lion s{seed}", {"methods.lion.lr": 1e-4, "training.batch_size": 100},
+                             {"task": "mnist", "method": "lion", "entry": "lion", "seed": seed, **tags})
+        lost.end("FAILED", "its process (pid 1 on h) ended without closing the run: killed or crashed")
     rows, *_ = write_report(collect(tracker.client, task="mnist"), tmp / "err")
     md = (tmp / "err" / "report.md").read_text()
     [lion] = [r for r in rows if r.entry.startswith("lion")]
-    assert (lion.failed, lion.errors) == (0, 1)
-    assert "| 1 (1 failed by an error) |" in md and "1 diverged" not in md
+    assert (lion.failed, lion.errors, lion.ended) == (0, 1, 2)
+    assert "| 3 (1 failed by an error, 2 ended with its process) |" in md and "diverged" not in md
 
 
 @pytest.mark.slow

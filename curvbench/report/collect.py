@@ -28,6 +28,14 @@ def epoch_metrics_of(method: str) -> tuple:
         return ()
 
 
+def outcome_of(tags: dict) -> str | None:
+    """The run's outcome tag; for a run whose dead process was ended as FAILED by a store from before that tag was
+    set, PROCESS_ENDED read from the reason it was given (tracking.client names it so)."""
+    if record.OUTCOME in tags:
+        return tags[record.OUTCOME]
+    return record.PROCESS_ENDED if "ended without closing the run" in tags.get(record.STATUS_REASON, "") else None
+
+
 @dataclass
 class RunData:
     run_id: str
@@ -45,7 +53,7 @@ class RunData:
     trial: int | None = None
     params: dict = field(default_factory=dict)
     protocol: str = "train"  # train, or "to-target >= 0.985": runs stopped at a target are not compared with others
-    outcome: str | None = None  # the outcome tag: finished, diverged, stopped early; none for a run that crashed
+    outcome: str | None = None  # finished, diverged, stopped early, process ended; none for a run ended by an error
     label: str = ""  # the entry, and what sets its configuration apart from others of that entry (assign_labels)
     recipe: str = "?"  # the recipe's name (tag): to-target runs of different recipes are different settings
     target: float | None = None  # the target a to-target run aimed at
@@ -206,7 +214,7 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
                        metric=r.data.params.get("task.metric", "accuracy"), method=tags.get(record.METHOD, entry),
                        study=tags.get(record.STUDY, "?") if trial else None,
                        trial=int(tags.get(record.TRIAL, -1)) if trial else None, params=dict(r.data.params),
-                       protocol=protocol, outcome=tags.get(record.OUTCOME), recipe=recipe, timing=tags.get(record.TIMING),
+                       protocol=protocol, outcome=outcome_of(tags), recipe=recipe, timing=tags.get(record.TIMING),
                        target=float(tags[record.TARGET]) if to_target else None)
         own = tuple(m.key for m in epoch_metrics_of(data.method))
         keys = CURVES + own + (record.EPOCH_SECONDS, record.TRAIN_SECONDS, record.STEPS,

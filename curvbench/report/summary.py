@@ -32,6 +32,7 @@ class Row:
     sec_per_step: float | None = None  # training seconds / steps, mean over the runs
     failed: int = 0  # runs of the row that diverged
     errors: int = 0  # runs of the row that ended by an error (no outcome): their curves, if any, are cut short
+    ended: int = 0  # runs whose process died without closing them (killed, crashed): cut short, most often rerun
     stt: stats.Censored | None = None  # steps to target
     name: str = ""  # the recipe entry (the label adds what sets the configuration apart)
     protocol: str = "train"
@@ -93,6 +94,7 @@ def summarise(runs: list[RunData], baseline: str = "sgd") -> list[Row]:
             tuned=first.study is not None, sec_per_step=_mean([_sec_per_step(r) for r in rs]),
             failed=sum(r.status == "FAILED" and r.outcome == "diverged" for r in rs),
             errors=sum(r.status == "FAILED" and r.outcome is None for r in rs),
+            ended=sum(r.status == "FAILED" and r.outcome == record.PROCESS_ENDED for r in rs),
             name=first.entry, protocol=first.protocol, recipe=first.recipe, target=first.target,
             params=first.params, busy=sum(r.timing == "busy" for r in rs)))
     # step time relative to SGD, within runs measured alike: searches' best trials against SGD's best trial,

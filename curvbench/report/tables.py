@@ -26,7 +26,8 @@ def _with_search(r: Row) -> str:
 
 
 def _runs(r: Row) -> str:
-    notes = ([f"{r.failed} diverged"] if r.failed else []) + ([f"{r.errors} failed by an error"] if r.errors else [])
+    notes = (([f"{r.failed} diverged"] if r.failed else []) + ([f"{r.errors} failed by an error"] if r.errors else [])
+             + ([f"{r.ended} ended with its process"] if r.ended else []))
     return f"{r.runs} ({', '.join(notes)})" if notes else str(r.runs)
 
 

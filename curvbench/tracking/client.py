@@ -230,6 +230,7 @@ def end_orphaned_runs(client) -> list[str]:
             continue
         reason = f"its process (pid {pid} on {host}) ended without closing the run: killed or crashed"
         client.set_tag(r.info.run_id, record.STATUS_REASON, reason)
+        client.set_tag(r.info.run_id, record.OUTCOME, record.PROCESS_ENDED)
         client.set_terminated(r.info.run_id, "FAILED")
         ended.append(f"{r.info.run_name} ({reason})")
     return ended
