@@ -20,6 +20,9 @@ def test_a_knee_is_the_last_batch_within_20_percent_of_ideal_scaling():
     steps = {32: 6400.0, 64: 3300.0, 128: 1900.0, 256: 1200.0, 512: 1000.0}
     c = critical_batch(steps)
     assert c.batch == 128 and c.steps == 1900.0 and not c.beyond_range and c.text() == "128"
+    # efficiency = ideal / measured: 1600 / 1900 at 128, 800 / 1000 = 0.80 < 1 / 1.2 at 256, past the knee
+    assert c.efficiency(128, 1900.0) == pytest.approx(1600 / 1900) and c.efficiency(256, 1000.0) == pytest.approx(0.8)
+    assert c.efficiency(32, 6400.0) is None and c.efficiency(256, math.inf) is None  # the base; not reached
 
 
 def test_a_flat_curve_has_the_smallest_batch_as_its_critical_batch():
@@ -184,7 +187,7 @@ def test_the_scaling_table_marks_a_batch_size_whose_search_ended_at_an_edge():
     found = [SimpleNamespace(task="mnist", study="s@b100-sgd-halton",
                              edges=lambda: {"lr": "the highest of 4 values tried"})]
     row = scaling_table(scaling, found).splitlines()[2]
-    assert "25: 410, 50: 205, 100: 195 (lr the highest of 4 values tried)" in row
+    assert "25: 410, 50: 205 (100% of linear), 100: 195 (53% of linear; lr the highest of 4 values tried)" in row
     assert "| 50 | 205 |" in row  # the knee: 195 > 1.2 x 410 x 25 / 100
 
 

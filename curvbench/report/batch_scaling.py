@@ -63,6 +63,14 @@ class Critical:
     missing: tuple[int, ...]  # batch sizes skipped: not measured
     ideal: dict  # batch -> steps under ideal linear scaling from the smallest batch
 
+    def efficiency(self, batch: int, steps: float) -> float | None:
+        """Ideal linear-scaling steps at `batch` over the steps measured there: 1 is perfect scaling from the
+        smallest batch, below 1 / (1 + THRESHOLD) the batch is past the critical batch; None at the smallest batch
+        or where the target was not reached."""
+        if batch not in self.ideal or batch == min(self.ideal) or not math.isfinite(steps) or steps <= 0:
+            return None
+        return self.ideal[batch] / steps
+
     def text(self) -> str:
         if self.batch is None:
             return "the smallest batch did not reach the target"

@@ -109,7 +109,10 @@ def expected_text(s: Search) -> str:
 SCALING_NOTE = ("scale-batch's runs: per method and batch size, the median steps (and training seconds) to target "
                 "over seeds with that batch size's tuned setting; the critical batch size is the largest measured "
                 "batch whose steps stay within 20% of ideal linear scaling from the smallest batch, at it and every "
-                "smaller one (>= when every measured batch still scaled). A batch size whose search's best learning "
+                "smaller one (>= when every measured batch still scaled). Beside each larger batch, its scaling "
+                "efficiency: the ideal linear-scaling steps from the smallest batch over the steps measured (100% "
+                "is perfect scaling; below 83%, 1/1.2, the batch is past the critical one), which orders methods "
+                "between the measured batch sizes. A batch size whose search's best learning "
                 "rate lies at an edge of the range searched, or is the lowest or highest of the values tried, says "
                 "so: its tuned setting may not be the best there is, and its steps may be too many. The fastest time "
                 "is in quiet seconds (steps to target times the step cost that `--step-costs` measured at that "
@@ -124,16 +127,19 @@ def scaling_table(scaling: dict, found: list[Search] = ()) -> str:
 
     edges = {(s.task, s.study): s.edges().get("lr") for s in found}
 
-    def steps_cell(task, recipe, entry, b, st) -> str:
+    def steps_cell(task, recipe, entry, b, st, crit) -> str:
         text = "not reached" if math.isinf(st.median) else f"{st.median:.0f}"
+        eff = crit.efficiency(b, st.median)
+        notes = ([f"{eff:.0%} of linear"] if eff is not None else [])
         edge = edges.get((task, f"{recipe}{batch_scaling.NAME_SEP}{b}-{entry}-halton"))
-        return f"{b}: {text}" + (f" (lr {edge})" if edge else "")
+        notes += [f"lr {edge}"] if edge else []
+        return f"{b}: {text}" + (f" ({'; '.join(notes)})" if notes else "")
 
     lines = ["| task | recipe | method | steps to target by batch size | critical batch | steps at it | "
              "fastest in seconds |", "|---|---|---|---|---|---|---|"]
     for (task, recipe, entry), by_batch in sorted(scaling.items()):
         crit = batch_scaling.critical_batch({b: p.steps.median for b, p in by_batch.items()})
-        steps = ", ".join(steps_cell(task, recipe, entry, b, p.steps) for b, p in sorted(by_batch.items()))
+        steps = ", ".join(steps_cell(task, recipe, entry, b, p.steps, crit) for b, p in sorted(by_batch.items()))
         timed = [(p.seconds.median, b, p.quiet) for b, p in by_batch.items()
                  if p.seconds is not None and math.isfinite(p.seconds.median)]
         fastest = "not reached"
