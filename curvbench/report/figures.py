@@ -199,6 +199,10 @@ def scaling_figure(scaling: dict, task, path) -> None:
         if crit.batch is not None:
             ax.plot([crit.batch], [crit.steps], marker="o", ms=14, mfc="none", color=color)
     ax.set_xscale("log", base=2)
+    batches = sorted({b for by_batch in scaling.values() for b in by_batch})
+    if batches:  # the measured batch sizes, written out (32, not 2^5)
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
     ax.set_ylabel("steps to target (median over seeds)")
