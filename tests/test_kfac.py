@@ -316,3 +316,17 @@ def test_factors_and_updates_under_torch_compile_equal_the_eager_ones_over_sever
         torch.testing.assert_close(bc.G, be.G, rtol=1e-9, atol=1e-12)
     for pe, pc in zip(eager_model.parameters(), comp_model.parameters()):
         torch.testing.assert_close(pc, pe, rtol=1e-9, atol=1e-12)
+
+
+def test_a_factor_step_whose_layer_hooks_did_not_run_is_an_error_not_plain_sgd():
+    """A forward that skips K-FAC's layer hooks (as a compiled graph traced for another instance of the model did)
+    would leave K-FAC without factors, updating by the plain gradient: it must say so instead."""
+    model = convnet()
+    b = batch(6, (2, 4, 4), 3, seed=1)
+    opt = KFAC(model, TinyTask().fisher_loss, lr=0.1, factor_every=2, inverse_every=2)
+    opt.step(_closure(model, opt, b))  # hooks run: factors gathered
+    for m in model.modules():
+        m._forward_hooks.clear()  # what a graph traced without the hooks amounts to
+    opt.step(_closure(model, opt, b))  # not a factor step: nothing to gather, no error
+    with pytest.raises(RuntimeError, match="no layer it preconditions .* saw this forward pass"):
+        opt.step(_closure(model, opt, b))

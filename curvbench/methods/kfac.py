@@ -340,6 +340,11 @@ class KFAC(torch.optim.Optimizer):
     def on_forward(self, outputs: torch.Tensor, batch) -> None:
         if not self.capturing:
             return
+        if self.blocks and not any(b.outputs for b in self.blocks):
+            raise RuntimeError(
+                f"K-FAC: no layer it preconditions ({self.blocks[0].name}, ...) saw this forward pass, so its factors "
+                "would never be gathered; its layer hooks did not run (a torch.compile'd graph traced without them, "
+                "or a forward that does not call the model's own layers)")
         live = [b for b in self.blocks if b.outputs and all(o.requires_grad for o in b.outputs)]
         if live:
             loss_sum, n = self.fisher_loss(outputs, batch, self.generator, self.empirical)
