@@ -8,7 +8,12 @@ Variants (combined with +): channels_last (model and images in NHWC), bf16 (auto
 loss and K-FAC's statistics stay float32), compile (torch.compile of the model, default mode). bf16 on a CPU
 without bf16 instructions is listed as unavailable, not timed: there it runs emulated and measures nothing a
 user would choose. Compilation is timed apart (the first block of a compiled variant, minus an uncompiled
-block's time), as AlgoPerf does; a variant whose compilation or step fails is reported with its error. Each
+block's time), as AlgoPerf does; a variant whose compilation or step fails is reported with its error. A variant
+must compute what float32 computes, to precision: each variant's first step (the same weights, batch and seeds
+for every variant; K-FAC's first step gathers factors and inverts them) is compared with its method's float32
+variant's, and an update that differs by more than SAME_WITHIN is flagged, never timed as a speed-up (compiled
+K-FAC once skipped its curvature work). One step, not a block: at small batches training is chaotic enough that
+rounding alone grows past any tolerance in a few steps. Each
 measurement is a block of `--block` consecutive steps (K-FAC's factor and inverse work counted at their default
 intervals when the block is a multiple of them); variants are interleaved block by block and each ratio is taken
 against the float32 SGD block of the same round: median [min, max] over rounds."""
@@ -30,6 +35,18 @@ from curvbench.training import engine
 from curvbench.training.timing import synchronize
 
 OPTIONS = ("channels_last", "bf16", "compile")
+SAME_WITHIN = 0.05  # relative difference of the warm-up's updates: beyond rounding (bf16's included)
+
+
+def drift(v: "Variant", ref: "Variant") -> float:
+    """How far v's steps moved the parameters from where ref's moved them (both start from the same weights and
+    see the same batches): |dv - dref| / |dref| over all parameters together, d = now - initial."""
+    num = den = 0.0
+    for p, p0, r, r0 in zip(v.params, v.initial, ref.params, ref.initial):
+        d, dr = p.detach().float() - p0, r.detach().float() - r0
+        num += float((d - dr).pow(2).sum())
+        den += float(dr.pow(2).sum())
+    return (num / max(den, 1e-30)) ** 0.5
 
 
 def base_splits(data_dir: str | None, device: torch.device) -> Split:
@@ -61,6 +78,7 @@ class Variant:
         entry = MethodEntry(method, method, methods.get(method).defaults())
         self.opt, self.l2 = engine.build_optimizer(self.task, self.model, entry, 500, 20, 0)
         self.params = list(self.model.parameters())
+        self.initial = [p.detach().float().clone() for p in self.params]  # the same weights in every variant
         self.forward_model = torch.compile(self.model) if "compile" in opts else self.model
         self.gen = torch.Generator().manual_seed(0)
         self.batches = endless_batches(self.task, batch_size, self.gen)
@@ -110,10 +128,17 @@ def main() -> None:
     variants = [Variant(n, m, train, args.batch_size, device)
                 for m in args.methods.split(",") for n in names if n not in skipped]
     first = {}
-    for v in variants:  # warm-up block; a compiled variant's first block holds its compilation
+    for v in variants:  # one step from the same weights on the same batch: what each variant computes
+        t0 = time.perf_counter()
+        v.run(1)
+        first[v.label] = time.perf_counter() - t0
+    float32_of = {v.method: v for v in variants if v.name == "float32"}
+    differs = {v.label: drift(v, float32_of[v.method])
+               for v in variants if v.name != "float32" and not v.error and not float32_of[v.method].error}
+    for v in variants:  # warm-up block; a compiled variant's first step and block hold its compilation
         t0 = time.perf_counter()
         v.run(args.block)
-        first[v.label] = time.perf_counter() - t0
+        first[v.label] += time.perf_counter() - t0
     times = {v.label: [] for v in variants}
     for _ in range(args.rounds):
         for v in variants:
@@ -125,21 +150,25 @@ def main() -> None:
           f"{'real CIFAR-10' if args.data_dir else 'random images'}: median of {args.rounds} interleaved blocks "
           f"of {args.block} steps")
     print("| method | variant | ms/step | ratio to SGD float32 [min, max] | ratio to its method's float32 | "
-          "compile (s) |")
-    print("|---|---|---:|---:|---:|---:|")
+          "compile (s) | first step against float32 |")
+    print("|---|---|---:|---:|---:|---:|---|")
     for v in variants:
         if v.error or not times[v.label]:
-            print(f"| {v.method} | {v.name} | failed: {v.error} | | | |")
+            print(f"| {v.method} | {v.name} | failed: {v.error} | | | | |")
             continue
+        d = differs.get(v.label)
+        same = "" if d is None else (f"same to {d:.1e}" if d <= SAME_WITHIN else
+                                     f"**differ by {d:.2f}: not the same computation, its time means nothing**")
         ratios = [t / r for t, r in zip(times[v.label], reference)]
         own = times.get(f"{v.method} float32") or []
         own_ratio = statistics.median(t / r for t, r in zip(times[v.label], own)) if own else float("nan")
         ms = statistics.median(times[v.label]) * 1e3
-        compile_s = first[v.label] - statistics.median(times[v.label]) * args.block if "compile" in v.name else None
+        compile_s = (first[v.label] - statistics.median(times[v.label]) * (args.block + 1) if "compile" in v.name
+                     else None)
         print(f"| {v.method} | {v.name} | {ms:.0f} | {statistics.median(ratios):.2f} [{min(ratios):.2f}, "
-              f"{max(ratios):.2f}] | {own_ratio:.2f} | {'' if compile_s is None else f'{compile_s:.0f}'} |")
+              f"{max(ratios):.2f}] | {own_ratio:.2f} | {'' if compile_s is None else f'{compile_s:.0f}'} | {same} |")
     for n, why in skipped.items():
-        print(f"| all | {n} | {why} | | | |")
+        print(f"| all | {n} | {why} | | | | |")
 
 
 if __name__ == "__main__":
