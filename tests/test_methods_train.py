@@ -256,3 +256,18 @@ def test_build_is_given_the_methods_frozen_config_and_shampoo_lists_lr_and_l2_fi
     shampoo = methods.get("shampoo")
     assert [h.name for h in shampoo.hparams][:2] == ["lr", "weight_decay"]
     assert {h.name for h in shampoo.hparams} == {f.name for f in __import__("dataclasses").fields(ShampooHParams)}
+
+
+def test_a_tag_the_optimizer_sets_while_training_reaches_the_run(monkeypatch):
+    """Shampoo's count of roots it could not compute is known only during training: the run's tags include it."""
+    import curvbench.methods.shampoo as shampoo_mod
+
+    def no_convergence(*a, **k):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(shampoo_mod.torch.linalg, "eigh", no_convergence)
+    task = logistic_task()
+    entry = MethodEntry("shampoo", "shampoo", methods.get("shampoo").defaults())
+    result = engine.train(task, entry, training(2, 25), 0, torch.device("cpu"))
+    assert result.status == "FINISHED" and "shampoo_config" in result.tags
+    assert "root computations kept the previous root" in result.tags["shampoo_roots_kept"]

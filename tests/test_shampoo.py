@@ -160,3 +160,38 @@ def test_vectors_are_grafted_like_every_other_block(graft):
         d = g / np.sqrt(acc)
         np.testing.assert_allclose(u, d * np.linalg.norm(graft_dir) / np.linalg.norm(d), rtol=1e-10)
         np.testing.assert_allclose(np.linalg.norm(u), np.linalg.norm(graft_dir), rtol=1e-10)
+
+
+def test_a_root_that_cannot_be_computed_keeps_the_previous_one_and_is_counted(monkeypatch):
+    """A collapsed run's statistics can defeat the eigendecomposition (LAPACK did not converge) or stop being
+    finite: the block keeps its last root, as Distributed Shampoo does, the run goes on and the count is tagged."""
+    import curvbench.methods.shampoo as shampoo_mod
+
+    rng = np.random.default_rng(3)
+    grads = [rng.normal(size=(3, 2)) for _ in range(3)]
+    p = torch.nn.Parameter(torch.zeros(3, 2, dtype=torch.float64))
+    opt = Shampoo([p], lr=0.1, config=ShampooConfig(**PAPER))
+    p.grad = torch.tensor(grads[0])
+    opt.step()  # roots from the first statistics
+    L = 1e-3 * np.eye(3) + grads[0] @ grads[0].T
+    R = 1e-3 * np.eye(2) + grads[0].T @ grads[0]
+    block = opt.state[p]["blocks"][0]
+    np.testing.assert_allclose(block.roots[0].numpy(), mpow(L, -0.25), rtol=1e-7)
+
+    def no_convergence(*a, **k):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(shampoo_mod.torch.linalg, "eigh", no_convergence)
+    before = p.detach().clone()
+    p.grad = torch.tensor(grads[1])
+    opt.step()  # both roots fail: the first step's roots precondition this gradient
+    expect = mpow(L, -0.25) @ grads[1] @ mpow(R, -0.25)
+    np.testing.assert_allclose((before - p.detach()).numpy() / 0.1, expect, rtol=1e-7)
+    assert opt.roots_kept == 2 and "2 root computations kept the previous root" in opt.tags["shampoo_roots_kept"]
+    monkeypatch.undo()
+    block.stats[0][0, 0] = float("inf")  # a blown-up statistic: kept too, the other root is recomputed
+    p.grad = torch.tensor(grads[2])
+    opt.step()
+    assert opt.roots_kept == 3
+    R += grads[1].T @ grads[1] + grads[2].T @ grads[2]
+    np.testing.assert_allclose(block.roots[1].numpy(), mpow(R, -0.25), rtol=1e-7)

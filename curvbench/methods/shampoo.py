@@ -96,12 +96,23 @@ class _Block:
             gi = g.movedim(i, 0).reshape(g.shape[i], -1)  # G_(i)
             h.mul_(beta2).addmm_(gi, gi.T, alpha=w)
 
-    def compute_roots(self, float64: bool, epsilon: float) -> None:
+    def compute_roots(self, float64: bool, epsilon: float) -> int:
+        """The inverse roots of the statistics; returns how many kept their previous value instead: statistics
+        that are not finite (a run blowing up, which the engine's loss check ends) or whose eigendecomposition did
+        not converge (a run that has collapsed, as Distributed Shampoo does on a failed root)."""
         if self.diagonal:
-            return
+            return 0
         exponent = -1.0 / (2 * self.order)
+        kept = 0
         for i, h in enumerate(self.stats):
-            self.roots[i] = matrix_power(h, exponent, float64, floor=epsilon)
+            if not bool(torch.isfinite(h).all()):
+                kept += 1
+                continue
+            try:
+                self.roots[i] = matrix_power(h, exponent, float64, floor=epsilon)
+            except torch.linalg.LinAlgError:
+                kept += 1
+        return kept
 
     def direction(self, g: torch.Tensor) -> torch.Tensor:
         if self.diagonal:
@@ -144,6 +155,8 @@ class Shampoo(torch.optim.Optimizer):
         self.config = config or ShampooConfig()
         super().__init__(params, dict(lr=lr))
         self.steps = 0
+        self.roots_kept = 0  # root computations that kept the previous root (compute_roots), tagged on the run
+        self.tags: dict = {}
 
     def _blocks(self, p: torch.Tensor) -> list[_Block]:
         st = self.state[p]
@@ -180,7 +193,12 @@ class Shampoo(torch.optim.Optimizer):
         if not preconditioning:
             return grafted
         if refresh:
-            block.compute_roots(cfg.float64, cfg.epsilon)
+            kept = block.compute_roots(cfg.float64, cfg.epsilon)
+            if kept:
+                self.roots_kept += kept
+                self.tags["shampoo_roots_kept"] = (f"{self.roots_kept} root computations kept the previous root "
+                                                   f"(non-finite statistics, or an eigendecomposition that did "
+                                                   f"not converge); the last at step {self.steps + 1}")
         d = block.direction(g)
         if cfg.grafting != "none":  # every block, vectors included, moves by the grafted method's step size
             d = d * (grafted.norm() / d.norm().clamp(min=1e-30))
@@ -220,7 +238,7 @@ class Shampoo(torch.optim.Optimizer):
 def build(ctx: BuildContext, cfg: ShampooHParams):
     shampoo = ShampooConfig(**{f.name: getattr(cfg, f.name) for f in fields(ShampooConfig)})
     opt = Shampoo([p for p in ctx.model.parameters() if p.requires_grad], lr=cfg.lr, config=shampoo)
-    opt.tags = {"shampoo_config": repr(shampoo)}
+    opt.tags["shampoo_config"] = repr(shampoo)
     return opt
 
 

@@ -280,6 +280,7 @@ def train(
         if watch.running:
             watch.stop()
         result.steps, result.train_seconds = step, watch.total
+        result.tags.update(getattr(opt, "tags", {}) or {})  # what the optimizer found out while training
     if checkpoints is not None:
         checkpoints.discard()
     result.model = model
