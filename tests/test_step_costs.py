@@ -1,6 +1,7 @@
 """Quiet seconds to target: steps to target priced by a step-cost table (`report --step-costs`), tested against the
 baseline again, used by the claims; bad tables refused in one line; step_cost.py's --json read back."""
 
+import copy
 import itertools
 import json
 import math
@@ -145,14 +146,15 @@ def test_a_table_naming_its_recipe_prices_that_recipe_and_those_derived_from_it_
     assert derived_from("thesis@b512", "thesis") and derived_from("thesis@b512-budget4", "thesis")
     assert not derived_from("thesis2", "thesis") and not derived_from("other-budget8", "thesis")
     assert not derived_from("thesis@bx", "thesis") and not derived_from(None, "thesis")
-    rows = summarise(collect(Tracker(crafted_store(tmp_path)).client))  # the crafted runs' recipe is "thesis"
+    fresh = summarise(collect(Tracker(crafted_store(tmp_path)).client))  # the crafted runs' recipe is "thesis"
+    rows = copy.deepcopy(fresh)
     other = costs_file(tmp_path, ms={e: 1000.0 for e in MS}, name="other.json", recipe="other")
     own = costs_file(tmp_path, name="own.json", recipe="thesis")
     anyone = costs_file(tmp_path, ms={e: 500.0 for e in MS}, name="any.json")  # names no recipe: a fallback
     price_steps(rows, load_all([other, anyone, own]))  # three tables for mnist at 100, each for other recipes
     sgd = next(r for r in rows if r.name == "sgd")
     assert sgd.priced_by.source == own and sorted(sgd.qtt.values) == pytest.approx([6.0, 6.0, 6.0, 8.0, 8.0])
-    rows = summarise(collect(Tracker(crafted_store(tmp_path)).client))
+    rows = copy.deepcopy(fresh)
     price_steps(rows, load_all([other]))
     assert all(r.qtt is None for r in rows)  # another recipe's table prices nothing here
     with pytest.raises(Exception, match="for thesis is already given by"):
