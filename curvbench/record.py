@@ -47,6 +47,7 @@ RECIPE, RECIPE_HASH = "recipe", "recipe_hash"
 KIND = "kind"  # what produced the run: one of the KINDS below (absent: a plain `train` run)
 OUTCOME = "outcome"  # finished, diverged, stopped early, or PROCESS_ENDED
 PROCESS_ENDED = "process ended"  # the outcome of a run whose process died without closing it (killed, crashed)
+PROCESS_ENDED_REASON = "ended without closing the run: killed or crashed"  # its status reason ends with this
 RESUMED_AT_EPOCH = "resumed_at_epoch"  # the run went on from a checkpoint of an earlier, killed run at this epoch
 STATUS_REASON = "status_reason"  # why a run ended as FAILED or KILLED
 TIMING = "timing"  # quiet, or busy: other processes used more of the machine than the run's threads left free

@@ -33,7 +33,7 @@ def outcome_of(tags: dict) -> str | None:
     set, PROCESS_ENDED read from the reason it was given (tracking.client names it so)."""
     if record.OUTCOME in tags:
         return tags[record.OUTCOME]
-    return record.PROCESS_ENDED if "ended without closing the run" in tags.get(record.STATUS_REASON, "") else None
+    return record.PROCESS_ENDED if record.PROCESS_ENDED_REASON in tags.get(record.STATUS_REASON, "") else None
 
 
 @dataclass

@@ -228,7 +228,7 @@ def end_orphaned_runs(client) -> list[str]:
             continue
         if pid == os.getpid() or process_alive(pid):
             continue
-        reason = f"its process (pid {pid} on {host}) ended without closing the run: killed or crashed"
+        reason = f"its process (pid {pid} on {host}) {record.PROCESS_ENDED_REASON}"
         client.set_tag(r.info.run_id, record.STATUS_REASON, reason)
         client.set_tag(r.info.run_id, record.OUTCOME, record.PROCESS_ENDED)
         client.set_terminated(r.info.run_id, "FAILED")
