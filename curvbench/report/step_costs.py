@@ -101,7 +101,11 @@ def derived_from(recipe: str | None, base: str) -> bool:
     `base@b512` or `base@b512-budget4` (scale-batch's)."""
     import re
 
-    return recipe is not None and re.fullmatch(rf"{re.escape(base)}(-budget\d+|@b\d+(-budget\d+)?)?", recipe) is not None
+    from curvbench.report.batch_scaling import NAME_SEP
+
+    at_batch = rf"{re.escape(NAME_SEP)}\d+"
+    return recipe is not None and re.fullmatch(rf"{re.escape(base)}(-budget\d+|{at_batch}(-budget\d+)?)?",
+                                               recipe) is not None
 
 
 def table_for(tables: list[StepCosts], task: str, batch_size, entry: str, recipe: str | None = None) -> StepCosts | None:
