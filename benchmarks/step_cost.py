@@ -194,6 +194,7 @@ def main() -> None:
     args = ap.parse_args()
     device = timing_setup(args)
     chosen = entries(args.recipe, args.methods)
+    own = None
     if args.recipe:  # the recipe's own training settings, unless the flags say otherwise
         own = recipe.load(args.recipe)
         by_dataset = {v: k for k, v in TASKS.items()}
@@ -252,7 +253,7 @@ def main() -> None:
 
         Path(args.json).write_text(json.dumps({
             "task": task_dataset(args.task, args.data_dir), "batch_size": args.batch_size,
-            "recipe": recipe.load(args.recipe).name if args.recipe else None, "device": str(device),
+            "recipe": own.name if own else None, "device": str(device),
             "threads": torch.get_num_threads(), "cpu": cpu_model(), "data": "real" if args.data_dir else "generated",
             "rounds": args.rounds, "block": args.block, "ms_per_step": ms_per_step, "broke_down": failed}, indent=1))
         print(f"step costs written to {args.json}")
