@@ -7,8 +7,8 @@ torch.compile of the model, as ratios to the float32 SGD step, measured in one i
 Variants (combined with +): channels_last (model and images in NHWC), bf16 (autocast of the model's forward;
 loss and K-FAC's statistics stay float32), compile (torch.compile of the model, default mode). bf16 on a CPU
 without bf16 instructions is listed as unavailable, not timed: there it runs emulated and measures nothing a
-user would choose. Compilation is timed apart (the first block of a compiled variant, minus an uncompiled
-block's time), as AlgoPerf does; a variant whose compilation or step fails is reported with its error. A variant
+user would choose. Compilation is timed apart (a compiled variant's first step and warm-up block, minus as many
+steps at its measured time), as AlgoPerf does; a variant whose compilation or step fails is reported with its error. A variant
 must compute what float32 computes, to precision: each variant's first step (the same weights, batch and seeds
 for every variant; K-FAC's first step gathers factors and inverts them) is compared with its method's float32
 variant's, and an update that differs by more than SAME_WITHIN is flagged, never timed as a speed-up (compiled
@@ -35,7 +35,7 @@ from curvbench.training import engine
 from curvbench.training.timing import synchronize
 
 OPTIONS = ("channels_last", "bf16", "compile")
-SAME_WITHIN = 0.05  # relative difference of the warm-up's updates: beyond rounding (bf16's included)
+SAME_WITHIN = 0.05  # relative difference of the first step's updates: beyond rounding (bf16's included)
 
 
 def drift(v: "Variant", ref: "Variant") -> float:
