@@ -140,7 +140,7 @@ def test_two_tables_for_one_task_and_batch_size_are_refused(tmp_path):
 def test_a_table_naming_its_recipe_prices_that_recipe_and_those_derived_from_it_only(tmp_path):
     """The same entry name in two recipes may hold other settings (K-FAC's intervals): a table that names the
     recipe it timed prices that recipe's runs, and those of verdict's and scale-batch's recipes derived from it."""
-    from curvbench.report.step_costs import derived_from
+    from curvbench.recipe.derived import derived_from
 
     assert derived_from("thesis", "thesis") and derived_from("thesis-budget8", "thesis")
     assert derived_from("thesis@b512", "thesis") and derived_from("thesis@b512-budget4", "thesis")
@@ -183,3 +183,15 @@ def test_step_cost_json_prices_the_runs_of_its_task(tmp_path):
     price_steps(rows, [table])
     expect = sorted(100 * epochs * table.ms_per_step["sgd"] / 1e3 for _, epochs in RUNS["sgd"])
     assert sorted(rows[0].qtt.values) == pytest.approx(expect)
+
+
+def test_a_derived_recipe_name_reads_back_as_the_parts_it_was_spelled_from():
+    from curvbench.recipe import derived
+
+    for base, batch, budget in [("mnist-scale-batch", 512, 4), ("conll-verdict", None, 8), ("a-budget", 32, None),
+                                ("x@by", None, None), ("cifar", 2048, 12)]:
+        name = base
+        name = derived.at_batch(name, batch) if batch is not None else name
+        name = derived.tuned(name, budget) if budget is not None else name
+        assert derived.parse(name) == (base, batch, budget), name
+    assert derived.parse("thesis-budget8x") == ("thesis-budget8x", None, None)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 THRESHOLD = 0.2  # steps may exceed ideal linear scaling by this fraction and still count as scaling
-NAME_SEP = "@b"  # scale-batch's recipes: <recipe>@b<B> at batch size B, <recipe>@b<B>-budget<K> with its winners
 RULES = ("linear", "sqrt")
 
 
@@ -107,14 +106,14 @@ class Point(NamedTuple):
 def scaling_rows(rows) -> dict:
     """From report rows: {(task, recipe, entry): {batch: Point}} for the to-target rows of scale-batch's recipes
     (`<recipe>@b<B>-budget<K>`), in quiet seconds where a step-cost table priced the row."""
-    import re
+    from curvbench.recipe import derived
 
     out: dict = {}
     for r in rows:
-        m = re.fullmatch(rf"(.+){re.escape(NAME_SEP)}(\d+)-budget\d+", r.recipe or "")
-        if r.stt is None or not m:
+        name = derived.parse(r.recipe or "")
+        if r.stt is None or name.batch is None or name.budget is None:
             continue
         quiet = r.qtt is not None
-        out.setdefault((r.task, m.group(1), r.name), {})[int(m.group(2))] = Point(r.stt, r.qtt if quiet else r.ttt,
+        out.setdefault((r.task, name.base, r.name), {})[name.batch] = Point(r.stt, r.qtt if quiet else r.ttt,
                                                                                   quiet)
     return out

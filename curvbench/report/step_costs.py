@@ -6,7 +6,7 @@ machine, interleaved (amortised factor, inverse and root updates included); `cur
 turns each seed's steps to target into seconds with it. A seed that missed the target stays not reached, and the
 test against the baseline is run again on these seconds. A table applies to the runs of its task, batch size and
 entries only, and, when it names the recipe it timed (step_cost.py --recipe), to that recipe's runs and those of the
-recipes derived from it (`<recipe>-budget<K>` of verdict, `<recipe>@b<B>-budget<K>` of scale-batch): the same
+recipes derived from it (`recipe.derived`): the same
 entry name in another recipe may hold other settings (K-FAC's intervals) and another cost. It says what it was
 measured on (CPU, threads, device), and the report repeats it.
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curvbench.errors import CurvbenchError
+from curvbench.recipe import derived
 from curvbench.report import stats
 
 
@@ -96,23 +97,11 @@ def load_all(paths) -> list[StepCosts]:
     return tables
 
 
-def derived_from(recipe: str | None, base: str) -> bool:
-    """`recipe` is `base` or a recipe the tool derived from it: `base-budget8` (verdict's tuned recipe),
-    `base@b512` or `base@b512-budget4` (scale-batch's)."""
-    import re
-
-    from curvbench.report.batch_scaling import NAME_SEP
-
-    at_batch = rf"{re.escape(NAME_SEP)}\d+"
-    return recipe is not None and re.fullmatch(rf"{re.escape(base)}(-budget\d+|{at_batch}(-budget\d+)?)?",
-                                               recipe) is not None
-
-
 def table_for(tables: list[StepCosts], task: str, batch_size, entry: str, recipe: str | None = None) -> StepCosts | None:
     """The table that prices this entry's steps on this task at this batch size (and recipe, when the table names
     one), if any; a table for the row's own recipe before one for any recipe."""
     fits = [t for t in tables if t.task == task and str(t.batch_size) == str(batch_size) and entry in t.ms_per_step
-            and (t.recipe is None or derived_from(recipe, t.recipe))]
+            and (t.recipe is None or derived.derived_from(recipe, t.recipe))]
     return min(fits, key=lambda t: t.recipe is None, default=None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from curvbench.recipe import derived
 from curvbench.report import batch_scaling, stats
 from curvbench.report.collect import Search
 from curvbench.report.summary import Row
@@ -131,7 +132,7 @@ def scaling_table(scaling: dict, found: list[Search] = ()) -> str:
         text = "not reached" if math.isinf(st.median) else f"{st.median:.0f}"
         eff = crit.efficiency(b, st.median)
         notes = ([f"{eff:.0%} of linear"] if eff is not None else [])
-        edge = edges.get((task, f"{recipe}{batch_scaling.NAME_SEP}{b}-{entry}-halton"))
+        edge = edges.get((task, f"{derived.at_batch(recipe, b)}-{entry}-halton"))
         notes += [f"lr {edge}"] if edge else []
         return f"{b}: {text}" + (f" ({'; '.join(notes)})" if notes else "")
 

@@ -18,8 +18,9 @@ import time
 from dataclasses import dataclass, field
 
 from curvbench.errors import CurvbenchError
+from curvbench.recipe import derived
 from curvbench.recipe.loading import Overrides
-from curvbench.report.batch_scaling import NAME_SEP, RULES, edge_of, scaled_range
+from curvbench.report.batch_scaling import RULES, edge_of, scaled_range
 
 
 @dataclass
@@ -64,7 +65,7 @@ def at_batch(data: dict, name: str, batch: int, base_batch: int, rule: str) -> d
     """The raw recipe at batch size `batch`: its name, batch size, and every `lr` range of its search moved by
     the rule (grids are moved value by value)."""
     d = copy.deepcopy(data)
-    d["name"] = f"{name}{NAME_SEP}{batch}"
+    d["name"] = derived.at_batch(name, batch)
     d.setdefault("training", {})
     d["training"] = dict(d["training"] or {}, batch_size=batch)
     for entry, space in (d.get("search") or {}).items():

@@ -49,11 +49,12 @@ def tuning_overrides(recipe: Recipe, base: Overrides, tune_epochs: int) -> Overr
 def tuned_recipe(recipe: Recipe, results, budget: int) -> Recipe:
     """The recipe with each method's winner, named `<recipe>-budget<K>`; a method whose search found no
     finished trial keeps its own hyperparameters (and says so in the description)."""
+    from curvbench.recipe import derived
     from curvbench.recipe import loading as recipes
     from curvbench.search.tune import best_recipe
 
     data = best_recipe(recipe, results)
-    data["name"] = f"{recipe.name}-budget{budget}"
+    data["name"] = derived.tuned(recipe.name, budget)
     missing = [r.entry for r in results if not r.best_params]
     if missing:
         data["description"] += f"; no finished trial for {', '.join(missing)}: kept the recipe's values"
