@@ -212,3 +212,24 @@ def test_the_fastest_batch_size_is_judged_on_quiet_seconds_where_a_step_cost_tab
     assert table.endswith("| 7.8 s at 256 (quiet) |")  # 310 x 25 ms, against 820 x 10 ms = 8.2 s at 64
     unpriced = scaling_table(scaling_rows([row(b, steps[b], busy[b], None) for b in (64, 256)])).splitlines()[2]
     assert unpriced.endswith("| 9.5 s at 64 (the runs' own seconds) |")
+
+
+def test_the_scaling_figure_draws_a_batch_size_not_reached_above_every_reached_one(tmp_path):
+    """A batch size at which the median seed missed the target is drawn (on the figure's top line), not dropped: a
+    curve that stops at 128 would read as 'not measured beyond', when it was measured and failed."""
+    from curvbench.report.batch_scaling import Point
+    from curvbench.report.figures import scaling_figure
+    from curvbench.report.stats import Censored
+
+    inf = math.inf
+    scaling = {("mnist", "s", "sgd"): {32: Point(Censored((2400.0, 2500.0, 2450.0)), None),
+                                       128: Point(Censored((880.0, 870.0, 900.0)), None)},
+               ("mnist", "s", "shampoo"): {32: Point(Censored((1900.0, 1850.0, 1870.0)), None),
+                                           128: Point(Censored((700.0, 690.0, 680.0)), None),
+                                           512: Point(Censored((600.0, inf, inf)), None)}}
+    drawn = scaling_figure(scaling, "mnist", tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 0
+    assert drawn["sgd"] == {32: (2450.0, True), 128: (880.0, True)}
+    y, reached = drawn["shampoo"][512]
+    assert not reached and y > 2450.0
+    assert drawn["shampoo"][128] == (690.0, True)

@@ -179,25 +179,43 @@ def profile_figure(rows, path):
     return profile_values(times, tasks, entries)
 
 
-def scaling_figure(scaling: dict, task, path) -> None:
+def scaling_figure(scaling: dict, task, path) -> dict:
+    """Median steps to target against batch size per method; a batch size at which the median seed did not reach
+    the target is an x on the figure's top edge, joined by a dashed line, so that it is seen, not left out.
+    Returns what it drew: {entry: {batch: (y, reached)}}."""
     import math
 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    drawn: dict = {}
+    finite = [p.steps.median for by_batch in scaling.values() for p in by_batch.values()
+              if math.isfinite(p.steps.median)]
+    top = max(finite) * 1.8 if finite else None  # where "not reached" is drawn
     for i, ((_, recipe, entry), by_batch) in enumerate(sorted(scaling.items())):
         medians = {b: p.steps.median for b, p in by_batch.items()}
         shown = sorted(b for b, m in medians.items() if math.isfinite(m))
+        missed = sorted(b for b, m in medians.items() if not math.isfinite(m))
         if not shown:
             continue
         color = f"C{i % 10}"
         ax.plot(shown, [medians[b] for b in shown], marker="o", color=color, label=entry)
+        drawn[entry] = {**{b: (medians[b], True) for b in shown}, **{b: (top, False) for b in missed}}
+        for b in missed:
+            before = [s for s in shown if s < b]
+            if before:
+                ax.plot([before[-1], b], [medians[before[-1]], top], ls="--", color=color, alpha=0.6)
+            ax.plot([b], [top], marker="x", ms=9, mew=2, color=color, clip_on=False)
         crit = batch_scaling.critical_batch(medians)
         if crit.ideal:
             ideal = sorted(crit.ideal)
             ax.plot(ideal, [crit.ideal[b] for b in ideal], ls=":", color=color)
         if crit.batch is not None:
             ax.plot([crit.batch], [crit.steps], marker="o", ms=14, mfc="none", color=color)
+    if top is not None and any(not math.isfinite(p.steps.median) for v in scaling.values() for p in v.values()):
+        ax.axhline(top, color="0.6", lw=0.8)
+        ax.annotate("not reached", (0.01, top), xycoords=("axes fraction", "data"), va="bottom", fontsize="small",
+                    color="0.4")
     ax.set_xscale("log", base=2)
     batches = sorted({b for by_batch in scaling.values() for b in by_batch})
     if batches:  # the measured batch sizes, written out (32, not 2^5)
@@ -211,6 +229,7 @@ def scaling_figure(scaling: dict, task, path) -> None:
     if ax.lines:
         ax.legend(fontsize="small")
     save(fig, path)
+    return drawn
 
 
 def time_curve_figure(runs, task, key, ylabel, path) -> str:

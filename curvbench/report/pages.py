@@ -178,7 +178,8 @@ def overall_figures(rows: list[Row], scaling: dict, out: Path) -> dict[Path, str
         scaling_figure({k: v for k, v in scaling.items() if k[0] == task}, task, p)
         drawn[p] = (f"{task}: median steps to target against batch size (log-log), each batch size tuned; dotted: "
                     f"ideal linear scaling from the smallest batch; a ring: the critical batch size (the largest "
-                    f"within {batch_scaling.THRESHOLD:.0%} of ideal scaling)")
+                    f"within {batch_scaling.THRESHOLD:.0%} of ideal scaling); an x on the top line: not reached at that batch "
+                    f"size by half or more of the seeds")
     if len({r.task for r in rows if r.reached}) >= 2:
         p = out / "performance_profile.png"
         profile_figure(rows, p)
