@@ -202,7 +202,8 @@ def test_the_fastest_batch_size_is_judged_on_quiet_seconds_where_a_step_cost_tab
 
     def row(b, steps, busy, quiet):
         return SimpleNamespace(task="mnist", recipe=f"s@b{b}-budget4", name="sgd", stt=Censored(steps),
-                               ttt=Censored(busy), qtt=None if quiet is None else Censored(quiet))
+                               ttt=Censored(busy), qtt=None if quiet is None else Censored(quiet),
+                               missed_within=None)
 
     ms = {64: 10.0, 256: 25.0}  # a quiet step at 256 costs 2.5x one at 64, not 4x
     steps = {64: (800.0, 820.0, 840.0), 256: (300.0, 310.0, 320.0)}
@@ -233,3 +234,28 @@ def test_the_scaling_figure_draws_a_batch_size_not_reached_above_every_reached_o
     y, reached = drawn["shampoo"][512]
     assert not reached and y > 2450.0
     assert drawn["shampoo"][128] == (690.0, True)
+
+
+def test_a_batch_size_not_reached_says_how_many_steps_its_seeds_were_given(tmp_path):
+    """At a large batch the recipe's epochs are few steps: "not reached" alone would read as a failure to train,
+    where "not reached in 300" says the seeds were given 300 steps (the most a seed that missed trained)."""
+    from curvbench.report.batch_scaling import scaling_rows
+    from curvbench.report.collect import RunData
+    from curvbench.report.summary import summarise
+    from curvbench.report.tables import scaling_table
+
+    def run(b, seed, reached, steps):
+        per_epoch = steps // 10
+        return RunData(run_id=f"{b}-{seed}", task="mnist", entry="sgd", seed=str(seed), status="FINISHED",
+                       batch_size=str(b), target_reached="true" if reached else "false", recipe=f"s@b{b}-budget4",
+                       protocol="to-target >= 0.985", target=0.985, method="sgd", label=f"sgd b{b}",
+                       metrics={"steps_to_target": steps, "time_to_target": steps / 100.0,
+                                "epochs_to_target": 10} if reached else {},
+                       curves={"steps": [(e, e * per_epoch) for e in range(1, 11)]})
+
+    runs = [run(512, s, True, 900 + 10 * s) for s in range(3)]
+    runs += [run(2048, 0, True, 290), run(2048, 1, False, 300), run(2048, 2, False, 240)]  # seed 2 diverged early
+    rows = summarise(runs)
+    assert {r.recipe: r.missed_within for r in rows} == {"s@b512-budget4": None, "s@b2048-budget4": 300}
+    table = scaling_table(scaling_rows(rows)).splitlines()[2]
+    assert "| 512: 910, 2048: not reached in 300 | 512 | 910 |" in table

@@ -101,6 +101,7 @@ class Point(NamedTuple):
     steps: object
     seconds: object
     quiet: bool = False
+    missed_within: int | None = None  # the most steps a seed that missed trained: "not reached in N steps"
 
 
 def scaling_rows(rows) -> dict:
@@ -115,5 +116,5 @@ def scaling_rows(rows) -> dict:
             continue
         quiet = r.qtt is not None
         out.setdefault((r.task, name.base, r.name), {})[name.batch] = Point(r.stt, r.qtt if quiet else r.ttt,
-                                                                                  quiet)
+                                                                                  quiet, r.missed_within)
     return out

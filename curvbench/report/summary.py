@@ -45,6 +45,7 @@ class Row:
     qtt: stats.Censored | None = None  # quiet seconds to target: steps to target x a step-cost table's time per step
     qvs: stats.Comparison | None = None  # quiet seconds against the baseline's
     priced_by: "StepCosts | None" = None  # the step-cost table behind qtt
+    missed_within: int | None = None  # the most steps a seed that missed the target trained ("not reached in N")
 
 
 def _mean(xs):
@@ -61,6 +62,12 @@ def _censored(runs: list[RunData], metric: str) -> stats.Censored | None:
         return None
     return stats.Censored(tuple(r.metrics[metric] if r.target_reached == "true" and metric in r.metrics else math.inf
                                 for r in aimed))
+
+
+def _missed_within(runs: list[RunData]) -> int | None:
+    """The most steps trained by a seed that aimed at the target and missed it: what "not reached" was given."""
+    trained = [r.curve(record.STEPS)[-1] for r in runs if r.target_reached == "false" and r.curve(record.STEPS)]
+    return int(max(trained)) if trained else None
 
 
 def _sec_per_step(r: RunData) -> float | None:
@@ -96,7 +103,7 @@ def summarise(runs: list[RunData], baseline: str = "sgd") -> list[Row]:
             errors=sum(r.status == "FAILED" and r.outcome is None for r in rs),
             ended=sum(r.status == "FAILED" and r.outcome == record.PROCESS_ENDED for r in rs),
             name=first.entry, protocol=first.protocol, recipe=first.recipe, target=first.target,
-            params=first.params, busy=sum(r.timing == "busy" for r in rs)))
+            params=first.params, busy=sum(r.timing == "busy" for r in rs), missed_within=_missed_within(rs)))
     # step time relative to SGD, within runs measured alike: searches' best trials against SGD's best trial,
     # the other runs against the other SGD runs (a search and a later comparison ran under different loads).
     # Seconds per step = training seconds / steps, so runs stopped inside an epoch (at a target) count right.

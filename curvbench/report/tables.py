@@ -113,7 +113,9 @@ SCALING_NOTE = ("scale-batch's runs: per method and batch size, the median steps
                 "smaller one (>= when every measured batch still scaled). Beside each larger batch, its scaling "
                 "efficiency: the ideal linear-scaling steps from the smallest batch over the steps measured (100% "
                 "is perfect scaling; below 83%, 1/1.2, the batch is past the critical one), which orders methods "
-                "between the measured batch sizes. A batch size whose search's best learning "
+                "between the measured batch sizes. \"not reached in N\": the median seed missed the target, and the "
+                "longest run that missed it trained N steps (the recipe's epochs at that batch size). A batch size "
+                "whose search's best learning "
                 "rate lies at an edge of the range searched, or is the lowest or highest of the values tried, says "
                 "so: its tuned setting may not be the best there is, and its steps may be too many. The fastest time "
                 "is in quiet seconds (steps to target times the step cost that `--step-costs` measured at that "
@@ -128,8 +130,10 @@ def scaling_table(scaling: dict, found: list[Search] = ()) -> str:
 
     edges = {(s.task, s.study): s.edges().get("lr") for s in found}
 
-    def steps_cell(task, recipe, entry, b, st, crit) -> str:
-        text = "not reached" if math.isinf(st.median) else f"{st.median:.0f}"
+    def steps_cell(task, recipe, entry, b, point, crit) -> str:
+        st = point.steps
+        text = f"{st.median:.0f}" if math.isfinite(st.median) else (
+            f"not reached in {point.missed_within}" if point.missed_within else "not reached")
         eff = crit.efficiency(b, st.median)
         notes = ([f"{eff:.0%} of linear"] if eff is not None else [])
         edge = edges.get((task, f"{derived.at_batch(recipe, b)}-{entry}-halton"))
@@ -140,7 +144,7 @@ def scaling_table(scaling: dict, found: list[Search] = ()) -> str:
              "fastest in seconds |", "|---|---|---|---|---|---|---|"]
     for (task, recipe, entry), by_batch in sorted(scaling.items()):
         crit = batch_scaling.critical_batch({b: p.steps.median for b, p in by_batch.items()})
-        steps = ", ".join(steps_cell(task, recipe, entry, b, p.steps, crit) for b, p in sorted(by_batch.items()))
+        steps = ", ".join(steps_cell(task, recipe, entry, b, p, crit) for b, p in sorted(by_batch.items()))
         timed = [(p.seconds.median, b, p.quiet) for b, p in by_batch.items()
                  if p.seconds is not None and math.isfinite(p.seconds.median)]
         fastest = "not reached"
