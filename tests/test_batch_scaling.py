@@ -140,6 +140,10 @@ def test_scale_batch_end_to_end_two_batch_sizes_two_methods_then_the_report(mnis
     args = ["scale-batch", str(path), "--batch-sizes", "25,50", "--budget", "2", "--tune-epochs", "1", "-q"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    printed = [line for line in result.output.splitlines() if line.startswith("batch ")]
+    assert [line.split(" steps to target ")[0] for line in printed] == [
+        "batch 25: sgd", "batch 25: lion", "batch 50: sgd", "batch 50: lion"], result.output
+    assert all(line.endswith("/2)") or "the best may lie beyond" in line for line in printed), printed
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")  # absolute: MLflow caches stores by URI
     runs = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
     targets = [r for r in runs if r.data.tags.get("kind") == "to-target-run"]
@@ -259,3 +263,23 @@ def test_a_batch_size_not_reached_says_how_many_steps_its_seeds_were_given(tmp_p
     assert {r.recipe: r.missed_within for r in rows} == {"s@b512-budget4": None, "s@b2048-budget4": 300}
     table = scaling_table(scaling_rows(rows)).splitlines()[2]
     assert "| 512: 910, 2048: not reached in 300 | 512 | 910 |" in table
+
+
+def test_scale_batch_closing_lines_keep_an_interval_that_is_not_reached_and_name_edges_and_skips():
+    """At a batch size where no seed reached the target the interval is "[not reached, not reached]": printed
+    through rich's markup it read as a style tag and vanished from the line."""
+    from curvbench.search.scale_batch import summary_lines
+    from curvbench.search.to_target import TargetRun, TargetSummary
+
+    def runs(entry, steps):
+        return [TargetRun(entry, entry, seed, s is not None, "FINISHED", steps=s) for seed, s in enumerate(steps)]
+
+    done = {512: {"target": ([TargetSummary("kfac", runs("kfac", [160, 170, 150]))], None, "test_accuracy"),
+                  "edges": {"kfac": "best lr 0.003 is the highest of 4 values tried"}},
+            2048: {"target": ([TargetSummary("sgd", runs("sgd", [None, None, None]))], None, "test_accuracy"),
+                   "edges": {}}}
+    lines = summary_lines(done, {4096: "out of memory"})
+    assert lines == ["batch 512: kfac steps to target 160 [150, 170] (75.0%) (3/3); its best lr 0.003 is the "
+                     "highest of 4 values tried: the best may lie beyond",
+                     "batch 2048: sgd steps to target not reached [not reached, not reached] (75.0%) (0/3)",
+                     "batch 4096: not run: out of memory"]

@@ -525,18 +525,9 @@ def scale_batch(
         _fail(f"{e.reason}: the current run was ended as KILLED; the same command resumes where it stopped",
               EXIT_INTERRUPTED)
     reporter.close()
-    from curvbench.training.progress import console
-
-    for batch, parts in done.items():
-        summaries, _, key = parts["target"]
-        for s in summaries:
-            st = s.censored("steps")
-            edge = parts["edges"].get(s.entry)
-            console.print(f"batch {batch}: {s.entry} steps to target {st.text('{:.0f}')} ({st.reached}/{st.n})"
-                          + (f"; its {edge}: the best may lie beyond" if edge else ""), soft_wrap=True)
-    for batch, why in plan.skipped.items():
-        console.print(f"batch {batch}: not run: {why}")
-    console.print(f"runs in {tracker.shown_uri}; `curvbench report --task TASK` draws steps against batch size")
+    for line in scaling.summary_lines(done, plan.skipped):
+        typer.echo(line)  # plain: rich would read "[not reached, not reached]" as a style tag and drop it
+    typer.echo(f"runs in {tracker.shown_uri}; `curvbench report --task TASK` draws steps against batch size")
 
 
 def _print_views(uri: str, base: str) -> None:

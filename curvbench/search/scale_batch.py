@@ -181,3 +181,16 @@ def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter, known=Non
             plan.skipped[batch] = f"out of memory ({' '.join(str(e).split())[:120]})"
     return out
 
+
+
+def summary_lines(done: dict[int, dict], skipped: dict[int, str]) -> list[str]:
+    """scale-batch's closing lines: per batch size and method the median steps to target with its interval and the
+    reached count, a best lr at an edge of what was searched, and the batch sizes not run and why."""
+    lines = []
+    for batch, parts in done.items():
+        for s in parts["target"][0]:
+            st = s.censored("steps")
+            edge = parts["edges"].get(s.entry)
+            lines.append(f"batch {batch}: {s.entry} steps to target {st.text('{:.0f}')} ({st.reached}/{st.n})"
+                         + (f"; its {edge}: the best may lie beyond" if edge else ""))
+    return lines + [f"batch {batch}: not run: {why}" for batch, why in skipped.items()]

@@ -207,7 +207,9 @@ class RichReporter(QuietReporter):
         if self.overall is not None and self.runs_total:
             self.progress_ui.update(self.overall, completed=self.runs_started)
         if outcome.status != "FINISHED":
-            self.progress_ui.console.print(f"[yellow]{self.name}:[/] {describe(outcome)}")
+            from rich.markup import escape
+
+            self.progress_ui.console.print(f"[yellow]{escape(self.name)}:[/] {escape(describe(outcome))}")
 
     def close(self):
         self.progress_ui.stop()
