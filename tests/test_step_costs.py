@@ -195,3 +195,4 @@ def test_a_derived_recipe_name_reads_back_as_the_parts_it_was_spelled_from():
         name = derived.tuned(name, budget) if budget is not None else name
         assert derived.parse(name) == (base, batch, budget), name
     assert derived.parse("thesis-budget8x") == ("thesis-budget8x", None, None)
+    assert derived.parse("") == ("", None, None)  # a run without a recipe tag: no derived name, no error

@@ -31,8 +31,10 @@ def tuned(name: str, budget: int) -> str:
 
 
 def parse(name: str) -> Derived:
-    """`name` split into its base recipe, batch size and budget (a plain recipe's are None)."""
+    """`name` split into its base recipe, batch size and budget (a plain recipe's are None; "" is a plain name)."""
     m = _PARTS.fullmatch(name)
+    if m is None:
+        return Derived(name, None, None)
     batch, budget = m.group("batch"), m.group("budget")
     return Derived(m.group("base"), int(batch) if batch else None, int(budget) if budget else None)
 

@@ -182,7 +182,6 @@ def run(ref: str, base: Overrides, plan: ScalePlan, tracker, reporter, known=Non
     return out
 
 
-
 def summary_lines(done: dict[int, dict], skipped: dict[int, str]) -> list[str]:
     """scale-batch's closing lines: per batch size and method the median steps to target with its interval and the
     reached count, a best lr at an edge of what was searched, and the batch sizes not run and why."""
