@@ -212,7 +212,7 @@ def scaling_figure(scaling: dict, task, path) -> dict:
             ax.plot(ideal, [crit.ideal[b] for b in ideal], ls=":", color=color)
         if crit.batch is not None:
             ax.plot([crit.batch], [crit.steps], marker="o", ms=14, mfc="none", color=color)
-    if top is not None and any(not math.isfinite(p.steps.median) for v in scaling.values() for p in v.values()):
+    if any(not reached for points in drawn.values() for _, reached in points.values()):
         ax.axhline(top, color="0.6", lw=0.8)
         ax.annotate("not reached", (0.01, top), xycoords=("axes fraction", "data"), va="bottom", fontsize="small",
                     color="0.4")
