@@ -2,7 +2,8 @@
 
 `verdict` runs its winners as `<recipe>-budget<K>`; `scale-batch` runs `<recipe>@b<B>` at batch size B and its
 winners as `<recipe>@b<B>-budget<K>`. The report reads these names back to group runs by batch size and to price a
-derived recipe's steps with its base recipe's step-cost table."""
+derived recipe's steps with its base recipe's step-cost table. A search's Optuna study is `<recipe>-<entry>-<sampler>`
+(`study`): `tune` names it, the report finds a search's edges by it."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ def at_batch(name: str, batch: int) -> str:
 def tuned(name: str, budget: int) -> str:
     """The recipe `name` with the winners of a `budget`-trial search."""
     return f"{name}{BUDGET}{budget}"
+
+
+def study(recipe: str, entry: str, sampler: str) -> str:
+    """The Optuna study of a search of recipe `recipe`'s entry `entry` with `sampler`, unless the user names it."""
+    return f"{recipe}-{entry}-{sampler}"
 
 
 def parse(name: str) -> Derived:

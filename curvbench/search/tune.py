@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from curvbench import record
 from curvbench.errors import CurvbenchError
+from curvbench.recipe import derived
 from curvbench.recipe import space as spaces_mod
 from curvbench.recipe.loading import MethodEntry, Recipe, holds_val
 from curvbench.search import studies
@@ -140,7 +141,7 @@ def make_pruner(name: str):
 def study_name_of(recipe: Recipe, entry: MethodEntry, sampler: str, given: str | None) -> str:
     """RECIPE-ENTRY-SAMPLER, or the name given (suffixed by the entry when the recipe has several)."""
     if not given:
-        return f"{recipe.name}-{entry.name}-{sampler}"
+        return derived.study(recipe.name, entry.name, sampler)
     return f"{given}-{entry.name}" if len(recipe.methods) > 1 else given
 
 
