@@ -234,10 +234,30 @@ def test_the_scaling_figure_draws_a_batch_size_not_reached_above_every_reached_o
                                            512: Point(Censored((600.0, inf, inf)), None)}}
     drawn = scaling_figure(scaling, "mnist", tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 0
-    assert drawn["sgd"] == {32: (2450.0, True), 128: (880.0, True)}
-    y, reached = drawn["shampoo"][512]
-    assert not reached and y > 2450.0
-    assert drawn["shampoo"][128] == (690.0, True)
+    assert drawn["sgd"] == {32: (32, 2450.0, True), 128: (128, 880.0, True)}
+    x, y, reached = drawn["shampoo"][512]
+    assert not reached and y > 2450.0 and x == 512  # alone at 512: not moved
+    assert drawn["shampoo"][128] == (128, 690.0, True)
+
+
+def test_the_scaling_figure_draws_a_method_that_missed_everywhere_and_spreads_marks_at_one_batch(tmp_path):
+    """A method whose median seed missed at every batch size is still drawn (its x marks), and where several
+    methods missed at the same batch size their marks are apart (they coincided: one colour seen for three)."""
+    from curvbench.report.batch_scaling import Point
+    from curvbench.report.figures import scaling_figure
+    from curvbench.report.stats import Censored
+
+    inf = math.inf
+    missed = Point(Censored((inf, inf, 300.0)), None)
+    scaling = {("f", "s", "adamw"): {512: Point(Censored((440.0, 450.0, 430.0)), None), 2048: missed},
+               ("f", "s", "momentum"): {512: Point(Censored((570.0, 580.0, 560.0)), None), 2048: missed},
+               ("f", "s", "sgd"): {512: missed, 2048: missed}}
+    drawn = scaling_figure(scaling, "f", tmp_path / "f.png")
+    assert set(drawn["sgd"]) == {512, 2048} and not any(r for *_, r in drawn["sgd"].values())
+    at_2048 = [drawn[e][2048][0] for e in ("adamw", "momentum", "sgd")]
+    assert len(set(at_2048)) == 3  # three marks, three places
+    assert all(2048 * 2 ** -0.5 < x < 2048 * 2 ** 0.5 for x in at_2048)  # each still nearer 2048 than 1024 or 4096
+    assert drawn["sgd"][512][0] == 512  # alone at 512
 
 
 def test_a_batch_size_not_reached_says_how_many_steps_its_seeds_were_given(tmp_path):

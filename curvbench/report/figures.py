@@ -181,9 +181,11 @@ def profile_figure(rows, path):
 
 def scaling_figure(scaling: dict, task, path) -> dict:
     """Median steps to target against batch size per method; a batch size at which the median seed did not reach
-    the target is an x on the figure's top edge, joined by a dashed line, so that it is seen, not left out.
-    Returns what it drew: {entry: {batch: (y, reached)}}."""
+    the target is an x on the figure's top edge, joined by a dashed line, so that it is seen, not left out (a
+    method that missed everywhere is its x marks alone). Where several methods missed at one batch size their x
+    marks are spread sideways, each in its colour. Returns what it drew: {entry: {batch: (x, y, reached)}}."""
     import math
+    from collections import Counter
 
     import matplotlib.pyplot as plt
 
@@ -191,28 +193,35 @@ def scaling_figure(scaling: dict, task, path) -> dict:
     drawn: dict = {}
     finite = [p.steps.median for by_batch in scaling.values() for p in by_batch.values()
               if math.isfinite(p.steps.median)]
-    top = max(finite) * 1.8 if finite else None  # where "not reached" is drawn
+    top = max(finite) * 1.8 if finite else 1.0  # where "not reached" is drawn
+    missing_at = Counter(b for by_batch in scaling.values() for b, p in by_batch.items()
+                         if not math.isfinite(p.steps.median))
+    placed: Counter = Counter()
     for i, ((_, recipe, entry), by_batch) in enumerate(sorted(scaling.items())):
         medians = {b: p.steps.median for b, p in by_batch.items()}
         shown = sorted(b for b, m in medians.items() if math.isfinite(m))
         missed = sorted(b for b, m in medians.items() if not math.isfinite(m))
-        if not shown:
-            continue
         color = f"C{i % 10}"
-        ax.plot(shown, [medians[b] for b in shown], marker="o", color=color, label=entry)
-        drawn[entry] = {**{b: (medians[b], True) for b in shown}, **{b: (top, False) for b in missed}}
+        if shown:
+            ax.plot(shown, [medians[b] for b in shown], marker="o", color=color, label=entry)
+        drawn[entry] = {b: (b, medians[b], True) for b in shown}
         for b in missed:
+            # the k-th of n marks at b, spread by 2^(0.14 k) around it (a seventh of an octave: still read as b)
+            x = b * 2 ** (0.14 * (placed[b] - (missing_at[b] - 1) / 2))
+            placed[b] += 1
+            drawn[entry][b] = (x, top, False)
             before = [s for s in shown if s < b]
             if before:
-                ax.plot([before[-1], b], [medians[before[-1]], top], ls="--", color=color, alpha=0.6)
-            ax.plot([b], [top], marker="x", ms=9, mew=2, color=color, clip_on=False)
+                ax.plot([before[-1], x], [medians[before[-1]], top], ls="--", color=color, alpha=0.6)
+            ax.plot([x], [top], marker="x", ms=9, mew=2, color=color, clip_on=False,
+                    label=None if shown or b != missed[0] else f"{entry} (not reached)")
         crit = batch_scaling.critical_batch(medians)
         if crit.ideal:
             ideal = sorted(crit.ideal)
             ax.plot(ideal, [crit.ideal[b] for b in ideal], ls=":", color=color)
         if crit.batch is not None:
             ax.plot([crit.batch], [crit.steps], marker="o", ms=14, mfc="none", color=color)
-    if any(not reached for points in drawn.values() for _, reached in points.values()):
+    if any(not reached for points in drawn.values() for *_, reached in points.values()):
         ax.axhline(top, color="0.6", lw=0.8)
         ax.annotate("not reached", (0.01, top), xycoords=("axes fraction", "data"), va="bottom", fontsize="small",
                     color="0.4")
