@@ -11,6 +11,7 @@ import re
 from typing import NamedTuple
 
 AT_BATCH = "@b"
+BUDGET_SAMPLER = "halton"  # equal-budget searches (`tune --budget`, verdict, scale-batch) draw their trials with it
 BUDGET = "-budget"
 _PARTS = re.compile(rf"(?P<base>.+?)(?:{re.escape(AT_BATCH)}(?P<batch>\d+))?(?:{re.escape(BUDGET)}(?P<budget>\d+))?")
 

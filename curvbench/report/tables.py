@@ -136,7 +136,7 @@ def scaling_table(scaling: dict, found: list[Search] = ()) -> str:
             f"not reached in {point.missed_within}" if point.missed_within else "not reached")
         eff = crit.efficiency(b, st.median)
         notes = ([f"{eff:.0%} of linear"] if eff is not None else [])
-        edge = edges.get((task, derived.study(derived.at_batch(recipe, b), entry, "halton")))
+        edge = edges.get((task, derived.study(derived.at_batch(recipe, b), entry, derived.BUDGET_SAMPLER)))
         notes += [f"lr {edge}"] if edge else []
         return f"{b}: {text}" + (f" ({'; '.join(notes)})" if notes else "")
 

@@ -88,12 +88,12 @@ def settled_search(recipe, tracker, reporter, budget: int, storage: str, poll: f
     from curvbench.search.tune import study_results, tune
 
     def search():
-        return tune(recipe, tracker, reporter, sampler="halton", trials=budget, storage=storage, on="val")
+        return tune(recipe, tracker, reporter, sampler=derived.BUDGET_SAMPLER, trials=budget, storage=storage, on="val")
 
     results = search()
     while any(r.held for r in results):
         time.sleep(poll)
-        results = study_results(recipe, "halton", storage, None, "val", None)
+        results = study_results(recipe, derived.BUDGET_SAMPLER, storage, None, "val", None)
         if not any(r.held for r in results) and any(len(r.trials) < budget for r in results):
             results = search()  # a worker died holding a trial: what it left is run here
     return results

@@ -204,9 +204,10 @@ def budget_mode(budget: int | None, sampler: str, trials: int | None) -> tuple[s
         raise CurvbenchError(f"--budget: expected an integer >= 1, got {budget}")
     if trials is not None and trials != budget:
         raise CurvbenchError(f"--budget {budget} sets the trials per method; drop --trials {trials}")
-    if sampler not in ("grid", "halton"):  # grid: the flag's default, i.e. not given
-        raise CurvbenchError(f"--budget draws its trials with the halton sampler; drop --sampler {sampler}")
-    return "halton", budget
+    if sampler not in ("grid", derived.BUDGET_SAMPLER):  # grid: the flag's default, i.e. not given
+        raise CurvbenchError(f"--budget draws its trials with the {derived.BUDGET_SAMPLER} sampler; "
+                             f"drop --sampler {sampler}")
+    return derived.BUDGET_SAMPLER, budget
 
 
 def check_arguments(sampler: str, pruner: str, objective: str, trials: int | None, seeds: int | None,

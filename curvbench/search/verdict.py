@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curvbench.errors import CurvbenchError
+from curvbench.recipe import derived
 from curvbench.recipe.loading import Overrides, Recipe
 
 
@@ -49,7 +50,6 @@ def tuning_overrides(recipe: Recipe, base: Overrides, tune_epochs: int) -> Overr
 def tuned_recipe(recipe: Recipe, results, budget: int) -> Recipe:
     """The recipe with each method's winner, named `<recipe>-budget<K>`; a method whose search found no
     finished trial keeps its own hyperparameters (and says so in the description)."""
-    from curvbench.recipe import derived
     from curvbench.recipe import loading as recipes
     from curvbench.search.tune import best_recipe
 
@@ -90,8 +90,8 @@ def run(ref: str, base: Overrides, plan: VerdictPlan, tracker, reporter) -> dict
     out = {"target": target_of(recipe, None), "baseline": baseline}
     out["thesis"] = run_to_target(recipe, tracker, reporter, storage=storage, baseline=baseline)
     reporter.expect_runs(plan.budget * len(tune_recipe.methods))  # run k of N counts the search's trials now
-    out["tune"] = tune(tune_recipe, tracker, reporter, sampler="halton", trials=plan.budget, storage=storage,
-                       on="val")
+    out["tune"] = tune(tune_recipe, tracker, reporter, sampler=derived.BUDGET_SAMPLER, trials=plan.budget,
+                       storage=storage, on="val")
     tuned = tuned_recipe(recipe, out["tune"], plan.budget)
     (plan.out / f"{tuned.name}.yaml").write_text(
         f"# the winners of curvbench verdict's equal-budget search ({plan.budget} Halton trials per method, "
