@@ -1,8 +1,8 @@
 """Per-step cost of every method as a ratio to SGD: same model, batch and device, measured in one run.
 
     python benchmarks/step_cost.py [--task mnist|conll|cifar10] [--data-dir DIR] [--recipe REF] [--batch-size B]
-                                   [--methods sgd,kfac,...] [--rounds 7] [--block 100] [--device cpu|cuda]
-                                   [--threads 2] [--json FILE]
+                                   [--methods sgd,kfac,...] [--rounds 7] [--block 100] [--short-block N]
+                                   [--device cpu|cuda] [--threads 2] [--json FILE]
 
 The task's own model, batch shapes and data: the real dataset from --data-dir when given, else generated data of
 the same shapes (MNIST: the shipped mnist-mini digits; CIFAR-10: random 3x32x32 images; CoNLL-2003: sentences with
@@ -14,10 +14,14 @@ at batch 2), unless --task or --batch-size say otherwise; s/epoch is ms/step tim
 
 A step is the engine's step: forward, backward, the method's update. Amortised work (K-FAC's factor and
 inverse updates, Shampoo's root recomputations) is counted honestly: each measurement is a block of `--block`
-consecutive steps (a multiple of every default interval) divided by its length. Methods are interleaved block by
-block so that drifts in machine speed hit all of them; the ratio to SGD is taken per round (SGD's block of the
-same round) and reported as its median and its [min, max] over rounds. Optimizer-state memory is the bytes of
-every tensor the optimizer holds besides the parameters; on CUDA also the peak allocated during the steps.
+consecutive steps (a multiple of every default interval) divided by its length. `--short-block N` times the entries
+whose every step does the same work (built-in methods with no interval or start step above 1 among their
+hyperparameters: SGD, SAM, Lion, AdamW, Muon, Shampoo preconditioned every step from the first) in blocks of N
+steps instead, the others still in blocks of `--block`: on ResNet-18 on a CPU, where a step takes seconds, a round
+no longer pays 100 steps of every method. Methods are interleaved block by block so that drifts in machine speed
+hit all of them; the ratio to SGD is taken per round (SGD's block of the same round) and reported as its median
+and its [min, max] over rounds. Optimizer-state memory is the bytes of every tensor the optimizer holds besides the
+parameters; on CUDA also the peak allocated during the steps.
 
 `--json FILE` also writes each entry's milliseconds per step with the task, batch size, recipe, device, threads and
 CPU: `curvbench report --step-costs FILE` prices the to-target runs of that task and batch size (and of that recipe
@@ -129,8 +133,8 @@ def endless_batches(task, batch_size: int, gen: torch.Generator):
 
 
 class Stepper:
-    def __init__(self, entry: MethodEntry, task, batch_size, device):
-        self.name, self.task, self.device = entry.name, task, device
+    def __init__(self, entry: MethodEntry, task, batch_size, device, block: int):
+        self.name, self.task, self.device, self.block = entry.name, task, device, block
         torch.manual_seed(0)
         self.model = engine.build_model(task, methods.get(entry.method).model_needs).to(device)
         if hasattr(task, "prepare_model"):
@@ -153,6 +157,20 @@ class Stepper:
         return (time.perf_counter() - t0) / steps
 
 
+INTERVAL_SUFFIXES = ("_every", "_frequency", "_step")  # factor_every, precondition_frequency, start_..._step
+
+
+def same_work_every_step(entry: MethodEntry) -> bool:
+    """Whether every step of this entry does the same work, so that a short block measures its cost: a built-in
+    method none of whose hyperparameters (defaults overridden by the entry's) is an interval or a start step above
+    1. Plugins and optimizers named by import path may amortise work under any name: never."""
+    spec = methods.get(entry.method)
+    if spec.source != "built-in":
+        return False
+    hparams = {**spec.defaults(), **entry.hparams}
+    return not any(k.endswith(INTERVAL_SUFFIXES) and isinstance(v, int) and v > 1 for k, v in hparams.items())
+
+
 def entries(recipe_ref: str | None, wanted: str | None) -> list[MethodEntry]:
     """The methods to time, SGD (defaults) first unless the recipe has an entry named sgd."""
     names = [w.strip() for w in wanted.split(",")] if wanted else None
@@ -164,6 +182,12 @@ def entries(recipe_ref: str | None, wanted: str | None) -> list[MethodEntry]:
     if not any(e.name == "sgd" for e in chosen):
         chosen.insert(0, MethodEntry("sgd", "sgd", methods.get("sgd").defaults()))
     return sorted(chosen, key=lambda e: e.name != "sgd")
+
+
+def blocks(steppers) -> str:
+    """The block lengths for the table's header: one number, or each entry's when they differ."""
+    sizes = {s.block for s in steppers}
+    return str(sizes.pop()) if len(sizes) == 1 else ", ".join(f"{s.name} {s.block}" for s in steppers)
 
 
 def timing_flags(ap: argparse.ArgumentParser, rounds: int, block: int) -> None:
@@ -190,6 +214,8 @@ def main() -> None:
     ap.add_argument("--methods", default=None, help="entries of --recipe, or method names / import paths")
     ap.add_argument("--batch-size", type=int, default=None, help="default: --recipe's training.batch_size, else 100")
     ap.add_argument("--json", default=None, help="also write ms/step per entry here, for curvbench report --step-costs")
+    ap.add_argument("--short-block", type=int, default=None,
+                    help="steps a block for the entries whose every step does the same work (default: --block)")
     timing_flags(ap, rounds=7, block=100)
     args = ap.parse_args()
     device = timing_setup(args)
@@ -203,12 +229,17 @@ def main() -> None:
     args.task, args.batch_size = args.task or "mnist", args.batch_size or 100
     task = make_task(args.task, args.data_dir, device, [e.method for e in chosen])
     per_epoch = task.steps_per_epoch(args.batch_size)
-    steppers = [Stepper(e, task, args.batch_size, device) for e in chosen]
+    for flag, value in (("--block", args.block), ("--short-block", args.short_block)):
+        if value is not None and value < 1:
+            ap.error(f"{flag} must be at least 1, got {value}")
+    short = args.short_block or args.block
+    steppers = [Stepper(e, task, args.batch_size, device, short if same_work_every_step(e) else args.block)
+                for e in chosen]
     failed: dict[str, str] = {}  # a method whose training broke down (diverged) is timed no further
 
     def timed(s):
         try:
-            return s.run(args.block)
+            return s.run(s.block)
         except Exception as e:  # noqa: BLE001 - reported in the table, the others go on
             failed[s.name] = " ".join(f"{e.__class__.__name__}: {e}".split())[:100]
             return None
@@ -233,7 +264,7 @@ def main() -> None:
               for t in (p, p.grad) if t is not None}
     data = "real data" if args.data_dir else "generated data"
     print(f"task {args.task} ({data}) device {device} threads {torch.get_num_threads()} batch {args.batch_size}: "
-          f"median of {args.rounds} interleaved blocks of {args.block} steps")
+          f"median of {args.rounds} interleaved blocks of {blocks(steppers)} steps")
     peak_col = " peak allocated during steps (MiB) |" if peaks else ""
     print(f"{per_epoch} steps an epoch at batch {args.batch_size}")
     print("| method | ms/step | s/epoch | ratio to SGD | ratio [min, max] | optimizer state (KiB) |" + peak_col)
@@ -255,7 +286,8 @@ def main() -> None:
             "task": task_dataset(args.task, args.data_dir), "batch_size": args.batch_size,
             "recipe": own.name if own else None, "device": str(device),
             "threads": torch.get_num_threads(), "cpu": cpu_model(), "data": "real" if args.data_dir else "generated",
-            "rounds": args.rounds, "block": args.block, "ms_per_step": ms_per_step, "broke_down": failed}, indent=1))
+            "rounds": args.rounds, "block": args.block,
+            "blocks": {s.name: s.block for s in steppers}, "ms_per_step": ms_per_step, "broke_down": failed}, indent=1))
         print(f"step costs written to {args.json}")
 
 

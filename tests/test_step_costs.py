@@ -169,8 +169,8 @@ def test_step_cost_json_prices_the_runs_of_its_task(tmp_path):
     (tmp_path / "stepped.yaml").write_text("task: mnist\ntraining: {batch_size: 100}\n"
                                            "methods: {sgd: {}, kfac: {inverse_every: 3}}\n")
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_cost.py"), "--recipe",
-                           str(tmp_path / "stepped.yaml"), "--rounds", "2", "--block", "3", "--threads", "1",
-                           "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                           str(tmp_path / "stepped.yaml"), "--rounds", "2", "--block", "3", "--short-block", "2",
+                           "--threads", "1", "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     table = load(str(out))
     assert table.task == "mnist-mini" and table.batch_size == 100 and set(table.ms_per_step) == {"sgd", "kfac"}
@@ -178,11 +178,38 @@ def test_step_cost_json_prices_the_runs_of_its_task(tmp_path):
     printed = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in done.stdout.splitlines()
                if line.startswith("| sgd") or line.startswith("| kfac")}
     assert printed == pytest.approx(table.ms_per_step, abs=0.006)  # the JSON holds what the table printed
+    assert json.loads(out.read_text())["blocks"] == {"sgd": 2, "kfac": 3}  # --short-block for SGD alone
     rows = summarise(collect(Tracker(crafted_store(tmp_path, {"sgd": RUNS["sgd"]}, recipe="stepped@b100-budget4",
                                                    task="mnist-mini")).client))
     price_steps(rows, [table])
     expect = sorted(100 * epochs * table.ms_per_step["sgd"] / 1e3 for _, epochs in RUNS["sgd"])
     assert sorted(rows[0].qtt.values) == pytest.approx(expect)
+
+
+def step_cost_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("step_cost", ROOT / "benchmarks" / "step_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("method, hparams, same", [
+    ("sgd", {}, True), ("sam", {"rho": 0.1}, True), ("lion", {}, True), ("adamw", {}, True),
+    ("kfac", {}, False),  # factors every 10 steps, inverses every 100
+    ("kfac", {"factor_every": 1, "inverse_every": 1}, True),
+    ("kfac", {"factor_every": 1}, False),
+    ("kfac-adaptive", {"factor_every": 1, "inverse_every": 1}, False),  # its damping and gamma intervals
+    ("shampoo", {}, False),  # roots every 20 steps
+    ("shampoo", {"precondition_frequency": 1}, False),  # preconditioned from step 20
+    ("shampoo", {"precondition_frequency": 1, "start_preconditioning_step": 1}, True),  # the paper's update
+    ("torch.optim.Adam", {}, False),  # an import path: its intervals have no known names
+])
+def test_short_blocks_only_for_entries_whose_every_step_does_the_same_work(method, hparams, same):
+    from curvbench.recipe.loading import MethodEntry
+
+    assert step_cost_script().same_work_every_step(MethodEntry("e", method, hparams)) is same
 
 
 def test_a_derived_recipe_name_reads_back_as_the_parts_it_was_spelled_from():
