@@ -1,6 +1,7 @@
-"""A run killed at an epoch's end and resumed from its checkpoint computes what an unstopped run computes: every
-parameter, batch-norm statistic and epoch metric bit for bit, for every built-in method, with state that
-accumulates across the checkpoint (K-FAC's factors and inverses, Shampoo's statistics, moments, adaptive damping)."""
+"""A run killed at an epoch's end, or inside an epoch, and resumed from its checkpoint computes what an unstopped run
+computes: every parameter, batch-norm statistic and epoch metric bit for bit, for every built-in method, with state
+that accumulates across the checkpoint (K-FAC's factors and inverses, Shampoo's statistics, moments, adaptive
+damping), and inside an epoch the same batches (its data order, augmentation drawn per batch) and summed loss."""
 
 import pytest
 import torch
@@ -23,7 +24,11 @@ SHORT = {
 
 
 class TinyConvNet(ClassificationTask):
-    """Conv, batch norm (running statistics to restore), dropout (torch's generator to restore), linear."""
+    """Conv, batch norm (running statistics to restore), dropout (torch's generator to restore), linear; noise
+    added to each training batch from the data generator, as CIFAR-10's crops and flips are drawn."""
+
+    def augment(self, x, generator):
+        return x + 0.1 * torch.randn(x.shape, generator=generator)
 
     def build_model(self, needs=frozenset()):
         return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.2), nn.Flatten(),
@@ -81,6 +86,62 @@ def test_a_killed_run_resumed_from_its_checkpoint_is_the_unstopped_run(name, tmp
         assert torch.equal(a[k], b[k]), f"{name}: {k} differs after resuming"
     assert resumed.train_seconds >= resumed.epochs[1].metrics["train_seconds"]  # the clock went on from the checkpoint
     assert not ck.path.exists()  # a finished run leaves no checkpoint behind
+
+
+class KillAtStep(engine.NoCallbacks):
+    """Ctrl-C as step `step`'s running loss is reported (log_every 2), before that step's checkpoint is written."""
+
+    def __init__(self, step):
+        self.step, self.seen = step, []
+
+    def on_progress(self, step, epoch, loss):
+        if step == self.step:
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, record):
+        self.seen.append(record.epoch)
+
+
+@pytest.mark.parametrize("name", list(methods.registry()))
+def test_a_run_killed_inside_an_epoch_resumes_at_its_last_checkpoint_as_the_unstopped_run(name, tmp_path, float64):
+    entry = MethodEntry(name, name, {**methods.get(name).defaults(), **SHORT.get(name, {})})
+    device = torch.device("cpu")
+    straight = engine.train(tiny_task(), entry, training(4), 0, device)
+
+    ck = Checkpoints(tmp_path, "run", every_seconds=0)  # due after every step
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(tiny_task(), entry, training(4), 0, device, KillAtStep(16), checkpoints=ck)
+    saved = torch.load(ck.path, map_location="cpu", weights_only=False)
+    assert saved["step"] == 15 and saved["inside_epoch"]["batches"] == 3  # 6 steps an epoch: epoch 3, 3 done
+
+    replayed = KillAtStep(0)
+    resumed = engine.train(tiny_task(), entry, training(4), 0, device, replayed, checkpoints=ck)
+    assert resumed.resumed_at_epoch == 2 and resumed.resumed_at_step == 15 and replayed.seen == [1, 2, 3, 4]
+    assert resumed.steps == straight.steps == 24
+    assert [e.metrics["train_loss"] for e in resumed.epochs] == [e.metrics["train_loss"] for e in straight.epochs]
+    assert [e.metrics["test_accuracy"] for e in resumed.epochs] == [e.metrics["test_accuracy"] for e in straight.epochs]
+    a, b = state_of(straight.model), state_of(resumed.model)
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{name}: {k} differs after resuming inside an epoch"
+    assert "epoch_seconds" in resumed.epochs[2].metrics  # the resumed epoch ran all its steps, over two processes
+    assert not ck.path.exists()
+
+
+def test_a_checkpoint_inside_an_epoch_is_due_after_its_interval_of_wall_time(monkeypatch, tmp_path):
+    from curvbench.training import checkpoints
+
+    now = [100.0]
+    monkeypatch.setattr(checkpoints.time, "monotonic", lambda: now[0])
+    ck = Checkpoints(tmp_path, "run", every_seconds=600)
+    assert not ck.due()
+    now[0] = 699.0
+    assert not ck.due()
+    now[0] = 700.0
+    assert ck.due()
+    ck.save({}, torch.nn.Linear(1, 1), torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1), None)
+    assert not ck.due()  # counted again from the save
+    assert not Checkpoints(tmp_path, "other", every_seconds=None).due()  # epoch ends only
+    assert Checkpoints(tmp_path, "default").every_seconds == checkpoints.EVERY_SECONDS
 
 
 def test_the_checkpoint_is_what_changes_the_result(tmp_path, float64):

@@ -1,10 +1,13 @@
-"""Checkpoints at epoch ends, so that a run killed after hours (a session's end, a reboot, Ctrl-C) resumes where
-its last epoch ended instead of from scratch.
+"""Checkpoints at epoch ends and every few minutes inside an epoch, so that a run killed after hours (a session's
+end, a reboot, Ctrl-C) resumes where it was instead of from scratch, losing at most those minutes: an epoch of
+ResNet-18 on a 2-core CPU takes from half an hour (SGD) to hours (adaptive K-FAC on one thread).
 
-A checkpoint holds what the next epoch depends on: the model's parameters and buffers, the whole optimizer
+A checkpoint holds what the next step depends on: the model's parameters and buffers, the whole optimizer
 (whatever a method keeps: moments, K-FAC's factors and inverses, Shampoo's statistics and roots, adaptive K-FAC's
 damping), the data order's and torch's random generators, the step count, the training seconds so far, the epoch
-records and evaluations already made, and the divergence check's reference loss. A resumed run therefore computes
+records and evaluations already made, and the divergence check's reference loss; one made inside an epoch also the
+batches of the epoch done, their summed loss and the data generator's state when the epoch drew its order (the
+resumed run draws that order again and skips the batches done). A resumed run therefore computes
 the same numbers, bit for bit on the same machine, as one that was never stopped.
 
 The optimizer is saved as its attribute dictionary, pickled with the model, its modules, parameters and buffers
@@ -18,12 +21,14 @@ import hashlib
 import io
 import os
 import pickle
+import time
 import types
 from pathlib import Path
 
 import torch
 
 FORMAT = 1
+EVERY_SECONDS = 600.0  # inside an epoch, a checkpoint at the first step after this much wall time since the last
 
 
 class _Pickler(pickle.Pickler):
@@ -141,18 +146,29 @@ def key_of(*parts) -> str:
 
 
 class Checkpoints:
-    """One run's checkpoint file in `folder`, written atomically (a killed write leaves the last one intact)."""
+    """One run's checkpoint file in `folder`, written atomically (a killed write leaves the last one intact).
+    `every_seconds`: how often a checkpoint is due inside an epoch (None: at epoch ends only)."""
 
-    def __init__(self, folder: str | os.PathLike, key: str):
+    def __init__(self, folder: str | os.PathLike, key: str, every_seconds: float | None = EVERY_SECONDS):
         self.path = Path(folder) / f"{key}.pt"
+        self.every_seconds = every_seconds
+        self._last = time.monotonic()
+
+    def due(self) -> bool:
+        """Whether `every_seconds` of wall time have passed since the last save (or since this run began)."""
+        return self.every_seconds is not None and time.monotonic() - self._last >= self.every_seconds
 
     def save(self, state: dict, model, opt, task) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"format": FORMAT, **state, "model": model.state_dict(),
                    "optimizer": pack_optimizer(opt, model, task)}
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(payload, tmp)
-        os.replace(tmp, self.path)
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, self.path)
+        finally:  # Ctrl-C or SIGTERM inside the write: the last checkpoint stays, the partial file goes
+            tmp.unlink(missing_ok=True)
+        self._last = time.monotonic()
 
     def load(self, model, opt, task) -> dict | None:
         """The saved state with the model and optimizer restored from it; None when there is no checkpoint."""

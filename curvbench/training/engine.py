@@ -44,6 +44,7 @@ class RunResult:
     tags: dict[str, str] = field(default_factory=dict)  # what the method reports about itself
     model: Any = None  # the trained network, for callers that inspect it
     resumed_at_epoch: int = 0  # epochs restored from a checkpoint (0: trained from the start)
+    resumed_at_step: int = 0  # steps restored from a checkpoint, inside an epoch or at its end
 
 
 class Callbacks(Protocol):
@@ -198,9 +199,11 @@ def train(
     Every epoch record holds the cumulative `steps` and `train_seconds`; `epoch_seconds` only for epochs that ran
     all their steps (a run stopped inside an epoch, at a target, logs no partial epoch time).
 
-    `checkpoints` (training/checkpoints.Checkpoints): saved at every epoch end but the last; a run that finds one
-    resumes after its epoch (the epochs and evaluations before it are replayed to the callbacks), and it is
-    deleted when the run ends other than by Ctrl-C or SIGTERM."""
+    `checkpoints` (training/checkpoints.Checkpoints): saved at every epoch end but the last, and between two steps
+    whenever `checkpoints.due()` (minutes of wall time since the last save: an epoch of ResNet-18 on a CPU can
+    outlast the session that runs it); a run that finds one resumes at its step (the epochs and evaluations before
+    it are replayed to the callbacks, the epoch it was inside goes on with the same batches), and it is deleted
+    when the run ends other than by Ctrl-C or SIGTERM."""
     cb = callbacks or NoCallbacks()
     configure_cpu()
     seed_everything(seed)
@@ -218,8 +221,9 @@ def train(
     step, log_every = 0, training.log_every
     explosion = ExplosionCheck(training.explode_factor, training.explode_checks)
     points: list[EvalPoint] = []  # every evaluation inside the run, kept for a checkpoint
+    inside = None  # where a checkpoint made inside an epoch stopped (InsideEpoch)
     if checkpoints is not None:
-        step = resume(checkpoints, task, model, opt, gen, watch, explosion, result, points, cb, eval_schedule)
+        step, inside = resume(checkpoints, task, model, opt, gen, watch, explosion, result, points, cb, eval_schedule)
     model.train()
     try:
         for epoch in range(result.resumed_at_epoch, training.epochs):
@@ -227,8 +231,18 @@ def train(
             loss_sum = torch.zeros((), device=device)
             batches = 0
             lr = 0.0
+            if inside is not None:  # the killed run's epoch: its data order drawn again, the batches done skipped
+                gen.set_state(inside.epoch_rng)
+            epoch_rng = gen.get_state()  # the epoch's data order is drawn from `gen`, by the iterator below
+            batch_iter = iter(task.train_batches(training.batch_size, gen))
+            if inside is not None:
+                for _ in range(inside.batches):
+                    next(batch_iter)
+                inside.restore_rngs(gen)  # whatever drawing those batches again drew: the states as saved
+                epoch_start, loss_sum, batches = inside.epoch_start, inside.loss_sum.to(device), inside.batches
+                inside = None
             watch.start()
-            for batch in task.train_batches(training.batch_size, gen):
+            for batch in batch_iter:
                 lr = set_lr(opt, lr_factor(training.schedule, epoch, training.epochs, step, total))
                 loss = take_step(opt, make_closure(model, task, opt, batch, params, l2), params[0].dtype, lr,
                                  f"in epoch {epoch + 1}, step {step + 1}")
@@ -250,6 +264,13 @@ def train(
                     if eval_schedule.stop(point):
                         result.stopped_early = True
                         break
+                    watch.start()
+                if checkpoints is not None and batches < steps_per_epoch and checkpoints.due():
+                    watch.stop()  # off the clock
+                    checkpoints.save({**checkpoint_state(epoch, step, gen, watch, explosion, result, points),
+                                      "inside_epoch": {"batches": batches, "loss_sum": loss_sum.detach().cpu(),
+                                                       "epoch_rng": epoch_rng, "epoch_start": epoch_start}},
+                                     model, opt, task)
                     watch.start()
             watch.stop()
             train_loss = loss_sum.item() / max(1, batches)
@@ -330,12 +351,34 @@ def checkpoint_state(epochs_done: int, step: int, gen, watch, explosion, result,
     return state
 
 
-def resume(checkpoints, task, model, opt, gen, watch, explosion, result, points, cb, eval_schedule) -> int:
+@dataclass
+class InsideEpoch:
+    """Where a checkpoint made between two steps of an epoch stands: the batches of the epoch done, their summed
+    loss, the data generator's state when the epoch drew its order, the clock when the epoch began, and the random
+    generators' states at the checkpoint (restored after the done batches are drawn again)."""
+    batches: int
+    loss_sum: torch.Tensor
+    epoch_rng: torch.Tensor
+    epoch_start: float
+    data_rng: torch.Tensor
+    torch_rng: torch.Tensor
+    cuda_rng: list | None = None
+
+    def restore_rngs(self, gen) -> None:
+        gen.set_state(self.data_rng)
+        torch.set_rng_state(self.torch_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+
+
+def resume(checkpoints, task, model, opt, gen, watch, explosion, result, points, cb,
+           eval_schedule) -> tuple[int, InsideEpoch | None]:
     """Restore a checkpoint's run, if there is one, and replay its epochs and evaluations to the callbacks (a
-    tracked run logs them again, a to-target run sees its earlier evaluations). Returns the steps done."""
+    tracked run logs them again, a to-target run sees its earlier evaluations). Returns the steps done and, for a
+    checkpoint made inside an epoch, where in it."""
     saved = checkpoints.load(model, opt, task)
     if saved is None:
-        return 0
+        return 0, None
     gen.set_state(saved["data_rng"])
     torch.set_rng_state(saved["torch_rng"])
     if "cuda_rng" in saved:
@@ -350,4 +393,10 @@ def resume(checkpoints, task, model, opt, gen, watch, explosion, result, points,
         points.append(p)
         if eval_schedule is not None:
             eval_schedule.stop(p)
-    return saved["step"]
+    result.resumed_at_step = saved["step"]
+    inside = saved.get("inside_epoch")  # absent: saved at an epoch's end
+    if inside is None:
+        return saved["step"], None
+    return saved["step"], InsideEpoch(inside["batches"], inside["loss_sum"], inside["epoch_rng"],
+                                      inside["epoch_start"], saved["data_rng"], saved["torch_rng"],
+                                      saved.get("cuda_rng"))

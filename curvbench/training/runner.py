@@ -187,7 +187,8 @@ def run_one(
     if run is not None:
         relay.log_unfinished_epoch(result.steps, result.train_seconds)  # a run that diverged or stopped mid-epoch
         outcome_tag = "stopped early" if result.stopped_early else result.status.lower()
-        resumed = {record.RESUMED_AT_EPOCH: result.resumed_at_epoch} if result.resumed_at_epoch else {}
+        resumed = {record.RESUMED_AT_EPOCH: result.resumed_at_epoch,
+                   record.RESUMED_AT_STEP: result.resumed_at_step} if result.resumed_at_step else {}
         run.set_tags({record.OUTCOME: outcome_tag, **result.tags, **resumed,
                       **machine.after_run(torch.get_num_threads(), timing_tags)})
         per_step = {record.SECONDS_PER_STEP: result.train_seconds / result.steps} if result.steps else {}
