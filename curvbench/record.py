@@ -84,6 +84,7 @@ REPORTS_EXPERIMENT = "curvbench-reports"
 # ---- Optuna study and trial attributes: the second contract between a writer (search/) and its readers
 STUDY_PARENT, STUDY_URI = "mlflow_parent", "mlflow_uri"  # the study's MLflow parent run, and its store (masked)
 STUDY_FINGERPRINT = "fingerprint"  # the settings the study's trials were made under
+STUDY_SETTINGS = "settings"  # ... those settings themselves, to name what differs when a study is refused
 TRIAL_RUN_ID, TRIAL_RUN_IDS = "run_id", "run_ids"  # a trial's MLflow run (its first seed's), every seed's runs
 TRIAL_REASON = "reason"  # why a trial failed or was pruned
 TRIAL_SEED_SCORES = "seed_scores"  # a trial's score per seed (its value is their median)

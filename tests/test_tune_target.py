@@ -84,12 +84,16 @@ def test_a_study_is_only_resumed_under_the_recipe_and_grid_it_was_run_with(tune_
     r = recipe.load(str(tune_recipe))
     tune(r, None, QuietReporter(), "grid", trials=1, storage=storage)
     longer = recipe.load(str(tune_recipe), recipe.Overrides({"training.epochs": 2}))
-    with pytest.raises(CurvbenchError, match=r"study 'r-sgd-grid' .* another recipe or search space.*--study"):
+    epochs = r.training.epochs
+    with pytest.raises(CurvbenchError, match=rf"study 'r-sgd-grid' .* another recipe or search space .*objective\): "
+                                             rf"it differs in training\.epochs \({epochs} then, 2 now\); pass --study"):
         tune(longer, None, QuietReporter(), "grid", trials=2, storage=storage)
     wider = recipe.parse({**r.to_dict(), "search": {"sgd": {**r.search["sgd"], "momentum": [0.0, 0.9]}}}, "wider")
-    with pytest.raises(CurvbenchError, match="another recipe or search space"):
+    with pytest.raises(CurvbenchError, match=r"another recipe or search space.*differs in fixed\.momentum "
+                                             r"\(0\.0 then, \(unset\) now\), space\.momentum "
+                                             r"\(\(unset\) then, \[0\.0, 0\.9\] now\); pass"):
         tune(wider, None, QuietReporter(), "grid", trials=2, storage=storage)
-    with pytest.raises(CurvbenchError, match="another recipe or search space"):
+    with pytest.raises(CurvbenchError, match=r"another recipe or search space.*differs in objective \(best "):
         tune(r, None, QuietReporter(), "grid", trials=2, storage=storage, objective="final")
     [res] = tune(r, None, QuietReporter(), "grid", trials=2, storage=storage)  # the same recipe resumes
     assert len(res.trials) == 2
@@ -213,6 +217,27 @@ def test_a_queued_to_target_run_killed_mid_run_resumes_from_its_last_epoch(tune_
     assert not saved.exists()  # the finished run's checkpoint is gone
     killed = client.search_runs([run.info.experiment_id], "attributes.status = 'KILLED'")
     assert len(killed) == 1 and "resumed_at_epoch" not in killed[0].data.tags
+
+
+def test_a_to_target_queue_resumed_with_other_settings_is_refused_naming_them(tune_recipe, tmp_path):
+    """A queue made on 1 thread is not resumed on 2 (their seconds would not compare): refused before any run,
+    naming the field and both values; made before the settings were kept, it is refused without them."""
+    from curvbench.errors import CurvbenchError
+
+    storage = f"sqlite:///{tmp_path}/q.db"
+    one = recipe.load(str(tune_recipe), recipe.Overrides({"training.threads": 1}))
+    run_to_target(one, None, QuietReporter(), target=1.0, storage=storage)
+    two = recipe.load(str(tune_recipe), recipe.Overrides({"training.threads": 2}))
+    with pytest.raises(CurvbenchError, match=r"holds the runs of another recipe, target or evaluation interval: it "
+                                             r"differs in recipe\.training\.threads \(1 then, 2 now\); pass"):
+        run_to_target(two, None, QuietReporter(), target=1.0, storage=storage)
+    import optuna
+
+    [study] = optuna.get_all_study_summaries(storage)
+    optuna.load_study(study_name=study.study_name, storage=storage).set_user_attr("settings", None)  # an older queue
+    with pytest.raises(CurvbenchError, match=r"evaluation interval; pass another --storage or start from a new "
+                                             r"recipe name$"):
+        run_to_target(two, None, QuietReporter(), target=1.0, storage=storage)
 
 
 def test_to_target_not_reached_is_recorded(tune_recipe, tracking_uri):

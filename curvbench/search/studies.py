@@ -169,13 +169,42 @@ def is_duplicate(study, trial) -> bool:
                for t in study.get_trials(deepcopy=False))
 
 
-def check_fingerprint(study, mark: str, storage: str | None, what: str) -> None:
-    """Refuse to mix into a study trials made under other settings (`mark`); `what` says which."""
+def check_fingerprint(study, mark: str, storage: str | None, what: str, settings: dict | None = None) -> None:
+    """Refuse to mix into a study trials made under other settings (`mark`, their fingerprint); `what` says which.
+    `settings`, the settings themselves, are kept beside the mark so that a refusal names the fields that differ
+    (a study made before they were kept is refused without them)."""
     seen = study.user_attrs.get(record.STUDY_FINGERPRINT)
     if seen is None:
         study.set_user_attr(record.STUDY_FINGERPRINT, mark)
+        if settings is not None:
+            study.set_user_attr(record.STUDY_SETTINGS, settings)
     elif seen != mark:
+        differ = differences(study.user_attrs.get(record.STUDY_SETTINGS), settings)
+        if differ:  # before the remedy, which follows the first "; " of `what`
+            head, _, remedy = what.partition("; ")
+            what = f"{head}: it differs in {differ}" + (f"; {remedy}" if remedy else "")
         raise CurvbenchError(f"study {study.study_name!r} in {storage or DEFAULT_STORAGE} {what}")
+
+
+def differences(before: dict | None, now: dict | None, most: int = 3) -> str:
+    """The fields (dotted paths) whose values differ between two settings dictionaries, with both values: "" when
+    either is unknown."""
+    if not before or not now:
+        return ""
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(before), flat(now)
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k, "(unset)") != b.get(k, "(unset)"))
+    shown = [f"{k} ({a.get(k, '(unset)')} then, {b.get(k, '(unset)')} now)" for k in keys[:most]]
+    return ", ".join(shown) + (f" and {len(keys) - most} more" if len(keys) > most else "")
 
 
 def take(study, points: list[dict] | None, storage: str | None, more=lambda: True):

@@ -14,16 +14,17 @@ from curvbench.tracking.stores import explain, mask
 from curvbench.training.runner import Interrupted
 
 
-def open_study(name: str, storage: str | None, direction: str, sampler, mark: str, what: str, pruner=None):
+def open_study(name: str, storage: str | None, direction: str, sampler, mark: str, what: str, pruner=None,
+               settings: dict | None = None):
     """The study `name` in `storage`, created when missing; `mark` is the fingerprint of the settings its trials
-    are made under (`what` says what another fingerprint means). Trials of processes that died are failed, so
-    that their points are queued again."""
+    are made under (`what` says what another fingerprint means; `settings`, kept with it, let a refusal name the
+    fields that differ). Trials of processes that died are failed, so that their points are queued again."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=name, storage=studies.open_storage(storage), direction=direction,
                                 load_if_exists=True, sampler=sampler, pruner=pruner)
-    studies.check_fingerprint(study, mark, storage, what)
+    studies.check_fingerprint(study, mark, storage, what, settings)
     optuna.storages.fail_stale_trials(study)  # their heartbeat stopped more than the grace period ago
     studies.fail_dead_trials(study)  # ... at once when their process was on this host
     return study

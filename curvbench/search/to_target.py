@@ -274,7 +274,8 @@ def _shared(recipe: Recipe, job: _JobRunner, storage: str, tracker, target: floa
     study = open_study(queue_name(recipe, target, key), storage, "minimize", optuna.samplers.RandomSampler(),
                        f"{recipe.digest()} {key} {target:g} every {every} seed-major",
                        "holds the runs of another recipe, target or evaluation interval; pass another --storage or "
-                       "start from a new recipe name")
+                       "start from a new recipe name", settings={"recipe": recipe.to_dict(), "target": target,
+                                                                 "target_key": key, "eval_every": every})
     parent = None
     if tracker is not None:
         parent = studies.shared_parent(tracker, study, storage, experiment_name(recipe),

@@ -152,7 +152,14 @@ def trial_seeds(recipe: Recipe, seeds: int | None) -> list[int]:
 
 def fingerprint(recipe: Recipe, entry: MethodEntry, space: dict, objective: str, key: str,
                 seeds: list[int] | None = None) -> str:
-    """What a trial's score depends on besides the tuned point: a study is only resumed under the same one."""
+    """What a trial's score depends on besides the tuned point, hashed: a study is only resumed under the same."""
+    what = score_settings(recipe, entry, space, objective, key, seeds)
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def score_settings(recipe: Recipe, entry: MethodEntry, space: dict, objective: str, key: str,
+                   seeds: list[int] | None = None) -> dict:
+    """What a trial's score depends on besides the tuned point (its fingerprint's contents)."""
     d = recipe.to_dict()
     t = d["training"]
     fixed = {k: v for k, v in entry.hparams.items() if k not in space}
@@ -161,7 +168,7 @@ def fingerprint(recipe: Recipe, entry: MethodEntry, space: dict, objective: str,
             "training": {k: t[k] for k in ("epochs", "batch_size", "schedule", "validation")},
             "seed": seeds[0] if len(seeds) == 1 else seeds, "method": entry.method, "fixed": fixed, "space": space,
             "objective": f"{objective} {key}"}
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return json.loads(json.dumps(what, sort_keys=True, default=str))  # as a study's user attribute holds it
 
 
 # what a study made under another fingerprint is refused with: trials scored otherwise are not mixed into it
@@ -303,7 +310,7 @@ def tune(
         name = study_name_of(recipe, entry, sampler, study_name)
         study = open_study(name, storage, "maximize", make_sampler(sampler, seed),
                            fingerprint(recipe, entry, space, objective, key, run_seeds), FINGERPRINT_CLASH,
-                           make_pruner(pruner))
+                           make_pruner(pruner), score_settings(recipe, entry, space, objective, key, run_seeds))
         points = spaces_mod.grid_points(space) if sampler == "grid" else None
         budget = budget_of(trials, points)
         parent = None
@@ -509,8 +516,10 @@ def dry_run(recipe: Recipe, opts: SearchOptions) -> list[PlannedSearch]:
         try:
             study = optuna.load_study(study_name=name, storage=open_storage(opts.storage))
             if record.STUDY_FINGERPRINT in study.user_attrs:  # a dry run only reads; it marks nothing
-                mark = fingerprint(recipe, entry, space, opts.objective, key, trial_seeds(recipe, opts.seeds))
-                studies.check_fingerprint(study, mark, opts.storage, FINGERPRINT_CLASH)
+                seeds = trial_seeds(recipe, opts.seeds)
+                studies.check_fingerprint(study, fingerprint(recipe, entry, space, opts.objective, key, seeds),
+                                          opts.storage, FINGERPRINT_CLASH,
+                                          score_settings(recipe, entry, space, opts.objective, key, seeds))
             finished = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
         except KeyError:
             finished = []
