@@ -92,7 +92,10 @@ class KillAtStep(engine.NoCallbacks):
     """Ctrl-C as step `step`'s running loss is reported (log_every 2), before that step's checkpoint is written."""
 
     def __init__(self, step):
-        self.step, self.seen = step, []
+        self.step, self.seen, self.resumed = step, [], None
+
+    def on_resumed(self, step):
+        self.resumed = (step, list(self.seen))  # after the replayed epochs
 
     def on_progress(self, step, epoch, loss):
         if step == self.step:
@@ -117,6 +120,7 @@ def test_a_run_killed_inside_an_epoch_resumes_at_its_last_checkpoint_as_the_unst
     replayed = KillAtStep(0)
     resumed = engine.train(tiny_task(), entry, training(4), 0, device, replayed, checkpoints=ck)
     assert resumed.resumed_at_epoch == 2 and resumed.resumed_at_step == 15 and replayed.seen == [1, 2, 3, 4]
+    assert replayed.resumed == (15, [1, 2])  # the reporter hears where training goes on, after the replay
     assert resumed.steps == straight.steps == 24
     assert [e.metrics["train_loss"] for e in resumed.epochs] == [e.metrics["train_loss"] for e in straight.epochs]
     assert [e.metrics["test_accuracy"] for e in resumed.epochs] == [e.metrics["test_accuracy"] for e in straight.epochs]

@@ -142,6 +142,22 @@ def test_time_left_comes_from_the_runs_own_pace_from_the_first_reports_on_even_f
     now[0] += 20.0
     t.at(10)
     assert t.overall_left(runs_not_started=1) == pytest.approx(2.0 * 1490 + (now[0] - 20.0 - 0.0))
+    # a run resumed from a checkpoint at step 1000: the pace counts the steps taken since, not the 1000 restored
+    t = TimeLeft(clock=lambda: now[0])
+    t.run_started(total_steps=1500, steps_per_epoch=500)
+    now[0] += 5.0  # loading the checkpoint, replaying its epochs
+    t.resumed(1000)
+    resumed_at = now[0]
+    assert t.run_left() is None
+    for step in range(1001, 1051):
+        now[0] += rng.uniform(1.5, 2.5)
+        t.at(step)
+    assert t.run_left() == pytest.approx(true_rate * 450, rel=0.2)
+    assert t.epoch_left() == pytest.approx(true_rate * 450, rel=0.2)
+    t.at(1500)
+    now[0] += 2.0 * 450
+    t.run_ended()  # 500 steps here, counted as the 1500-step run they belong to
+    assert t.runs_done_seconds[-1] == pytest.approx(3 * (now[0] - resumed_at))
     assert clock_text(3725.4) == "1:02:05"
     assert short_label("kfac lr=0.01 momentum=0 s2 to test_accuracy 0.985 (run 3 of 25)").endswith("…")
     assert len(short_label("x" * 100)) == 22

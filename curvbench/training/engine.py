@@ -49,12 +49,16 @@ class RunResult:
 
 class Callbacks(Protocol):
     def on_start(self, total_steps: int, steps_per_epoch: int) -> None: ...
+    def on_resumed(self, step: int) -> None: ...  # after a checkpoint's epochs were replayed; training goes on here
     def on_progress(self, step: int, epoch: int, loss: float) -> None: ...
     def on_epoch_end(self, record: EpochRecord) -> None: ...
 
 
 class NoCallbacks:
     def on_start(self, total_steps, steps_per_epoch):
+        pass
+
+    def on_resumed(self, step):
         pass
 
     def on_progress(self, step, epoch, loss):
@@ -224,6 +228,8 @@ def train(
     inside = None  # where a checkpoint made inside an epoch stopped (InsideEpoch)
     if checkpoints is not None:
         step, inside = resume(checkpoints, task, model, opt, gen, watch, explosion, result, points, cb, eval_schedule)
+        if step:
+            cb.on_resumed(step)
     model.train()
     try:
         for epoch in range(result.resumed_at_epoch, training.epochs):

@@ -49,6 +49,10 @@ class QuietReporter:
         self.name = name
         self._say(f"[{self._counted(name)}] start: {epochs} epochs x {steps_per_epoch} steps")
 
+    def run_resumed(self, step: int) -> None:
+        """The run went on from a checkpoint at `step` (its earlier epochs were replayed)."""
+        self._say(f"[{self.name}] resumed from its checkpoint at step {step}")
+
     def progress(self, step: int, epoch: int, loss: float) -> None:
         pass
 
@@ -83,20 +87,28 @@ class TimeLeft:
 
         self.clock = clock or time.monotonic
         self.start = self.clock()
-        self.total, self.per_epoch, self.step = 0, 0, 0
+        self.total, self.per_epoch, self.step, self.base = 0, 0, 0, 0
         self.runs_done_seconds: list[float] = []  # wall seconds of the runs finished so far
 
     def run_started(self, total_steps: int, steps_per_epoch: int) -> None:
         self.start, self.total, self.per_epoch, self.step = self.clock(), total_steps, steps_per_epoch, 0
+        self.base = 0  # steps done before this process took the run up (a checkpoint's)
+
+    def resumed(self, step: int) -> None:
+        """The run goes on from a checkpoint at `step`: the pace counts the steps taken from here on only."""
+        self.start, self.base, self.step = self.clock(), step, step
 
     def at(self, step: int) -> None:
         self.step = step
 
     def run_ended(self) -> None:
-        self.runs_done_seconds.append(self.clock() - self.start)
+        """Counts the run's wall seconds (a resumed run's scaled to all its steps at the pace seen here)."""
+        seconds, done = self.clock() - self.start, self.step - self.base
+        self.runs_done_seconds.append(seconds * self.step / done if self.base and done > 0 else seconds)
 
     def seconds_per_step(self) -> float | None:
-        return (self.clock() - self.start) / self.step if self.step > 0 else None
+        done = self.step - self.base
+        return (self.clock() - self.start) / done if done > 0 else None
 
     def run_left(self) -> float | None:
         rate = self.seconds_per_step()
@@ -180,6 +192,10 @@ class RichReporter(QuietReporter):
         self.time_left.run_started(total_steps, steps_per_epoch)
         self.task_id = self.progress_ui.add_task("", total=total_steps, name=short_label(self.name),
                                                  info=f"ep 0/{epochs}", left="-:--:--")
+
+    def run_resumed(self, step):
+        self.time_left.resumed(step)
+        self.progress_ui.update(self.task_id, completed=step)
 
     def _times(self, step: int) -> None:
         """The run's time left (and its epoch's), and the overall bar's, from the run's own pace."""

@@ -97,6 +97,9 @@ class _Relay:
     def on_start(self, total_steps, steps_per_epoch):
         self.reporter.run_started(self.name, total_steps, steps_per_epoch, self.epochs)
 
+    def on_resumed(self, step):
+        self.reporter.run_resumed(step)
+
     def on_progress(self, step, epoch, loss):
         self.reporter.progress(step, epoch, loss)
 
