@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 from curvbench.cli.app import app
 from curvbench.report.collect import collect
 from curvbench.report.pages import write_report
+from curvbench.report.summary import summarise
 from curvbench.tracking.client import Tracker
 
 # task -> entry -> seed -> per-epoch (test_accuracy, test_loss, train_loss, epoch_seconds)
@@ -199,6 +200,32 @@ def test_a_row_holds_one_configuration_and_one_protocol(store):
     sgd = next(r for r in rows if r.entry == "sgd")
     assert sgd.sec_per_step == pytest.approx((4.2 / 20 + 4.0 / 20) / 2)
     assert lion["lion (lr=10.0)"].ratio_sgd == pytest.approx(0.2 / sgd.sec_per_step)
+
+
+def test_step_time_is_against_the_sgd_runs_of_the_rows_own_recipe(store):
+    """Two recipes' runs measured under different loads (a thesis table, then a tuned one): each row's step time is
+    against its own recipe's SGD; a recipe without SGD falls back on the first SGD row."""
+    uri, tmp = store
+    tracker = Tracker(uri)
+
+    def run(recipe_name, method, lr, steps, seconds):
+        r = tracker.start("mnist", f"{method} {recipe_name}", {f"methods.{method}.lr": lr, "training.batch_size": 100},
+                          {"task": "mnist", "method": method, "entry": method, "seed": 0, "recipe": recipe_name})
+        r.log_metrics({"test_accuracy": 0.9, "train_loss": 1.0, "train_seconds": seconds, "steps": steps}, step=1)
+        r.end("FINISHED")
+
+    run("busy", "sgd", 0.1, 100, 20.0)  # 0.2 s a step
+    run("busy", "lion", 1e-4, 100, 30.0)  # 1.5x its recipe's SGD
+    run("quiet", "sgd", 0.3, 100, 5.0)  # 0.05 s a step
+    run("quiet", "lion", 3e-4, 100, 10.0)  # 2x its recipe's SGD
+    run("nosgd", "lion", 1e-3, 100, 40.0)
+    rows = summarise(collect(tracker.client, task="mnist"))
+    by = {(r.recipe, r.method): r for r in rows if r.recipe in ("busy", "quiet", "nosgd")}
+    assert by[("busy", "lion")].ratio_sgd == pytest.approx(1.5)
+    assert by[("quiet", "lion")].ratio_sgd == pytest.approx(2.0)
+    assert by[("quiet", "sgd")].ratio_sgd == pytest.approx(1.0)
+    first_sgd = next(r for r in rows if r.method == "sgd" and r.name == "sgd" and not r.tuned)
+    assert by[("nosgd", "lion")].ratio_sgd == pytest.approx(0.4 / first_sgd.sec_per_step)
 
 
 def diverged_lion(uri: str, metrics: dict) -> Tracker:

@@ -105,15 +105,17 @@ def summarise(runs: list[RunData], baseline: str = "sgd") -> list[Row]:
             name=first.entry, protocol=first.protocol, recipe=first.recipe, target=first.target,
             params=first.params, busy=sum(r.timing == "busy" for r in rs), missed_within=_missed_within(rs)))
     # step time relative to SGD, within runs measured alike: searches' best trials against SGD's best trial,
-    # the other runs against the other SGD runs (a search and a later comparison ran under different loads).
+    # the other runs against the SGD runs of their own recipe where it has them (one recipe's runs ran together,
+    # under one load; a search and a later comparison did not), else against the first SGD row.
     # Seconds per step = training seconds / steps, so runs stopped inside an epoch (at a target) count right.
     for task in {r.task for r in rows}:
         batch = {r.batch_size for r in runs if r.task == task}
         for tuned in (False, True):
             same = [r for r in rows if r.task == task and r.tuned == tuned]
-            sgd = next((r for r in same if r.method == "sgd" and r.name == "sgd"), None)  # the recipe's entry "sgd"
-            if sgd and len(batch) == 1:  # the same batch size
+            sgds = [r for r in same if r.method == "sgd" and r.name == "sgd"]  # the recipes' entries "sgd"
+            if sgds and len(batch) == 1:  # the same batch size
                 for row in same:
+                    sgd = next((r for r in sgds if r.recipe == row.recipe), sgds[0])
                     if row.sec_per_step and sgd.sec_per_step:
                         row.ratio_sgd = row.sec_per_step / sgd.sec_per_step
                     elif row.sec_per_epoch and sgd.sec_per_epoch:  # runs logged without steps: whole epochs

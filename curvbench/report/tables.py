@@ -184,7 +184,8 @@ def report_notes(baseline: str) -> list[str]:
         "With its search: the median seconds to target plus every training second of the search (all its trials) "
         "that chose the row's hyperparameters, when that search is in the report.",
         "A search (`tune`) is shown by its best trial. Step time / SGD: training seconds per step (seconds / steps) "
-        "against SGD's, runs of one kind (searches with searches).",
+        "against SGD's, runs of one kind (searches with searches) and of the row's own recipe where it has SGD "
+        "(a recipe's runs ran under one load).",
     ]
 
 
