@@ -218,6 +218,9 @@ def main() -> None:
                     help="steps a block for the entries whose every step does the same work (default: --block)")
     timing_flags(ap, rounds=7, block=100)
     args = ap.parse_args()
+    for flag, value in (("--block", args.block), ("--short-block", args.short_block)):  # before any data loads
+        if value is not None and value < 1:
+            ap.error(f"{flag} must be at least 1, got {value}")
     device = timing_setup(args)
     chosen = entries(args.recipe, args.methods)
     own = None
@@ -229,9 +232,6 @@ def main() -> None:
     args.task, args.batch_size = args.task or "mnist", args.batch_size or 100
     task = make_task(args.task, args.data_dir, device, [e.method for e in chosen])
     per_epoch = task.steps_per_epoch(args.batch_size)
-    for flag, value in (("--block", args.block), ("--short-block", args.short_block)):
-        if value is not None and value < 1:
-            ap.error(f"{flag} must be at least 1, got {value}")
     short = args.short_block or args.block
     steppers = [Stepper(e, task, args.batch_size, device, short if same_work_every_step(e) else args.block)
                 for e in chosen]

@@ -15,7 +15,7 @@ import socket
 from curvbench import record
 from curvbench.errors import CurvbenchError
 from curvbench.search import optuna_private
-from curvbench.tracking.client import SQLITE_LOCK_SECONDS, owner_tags, process_alive, sqlite_lock
+from curvbench.tracking.client import SQLITE_LOCK_SECONDS, flatten, owner_tags, process_alive, sqlite_lock
 from curvbench.tracking.stores import absolute_sqlite, mask
 from curvbench.tracking.tracked_run import TrackedRun
 
@@ -191,17 +191,7 @@ def differences(before: dict | None, now: dict | None, most: int = 3) -> str:
     either is unknown."""
     if not before or not now:
         return ""
-
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict) and v:
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-
-    a, b = flat(before), flat(now)
+    a, b = flatten(before), flatten(now)
     keys = sorted(k for k in a.keys() | b.keys() if a.get(k, "(unset)") != b.get(k, "(unset)"))
     shown = [f"{k} ({a.get(k, '(unset)')} then, {b.get(k, '(unset)')} now)" for k in keys[:most]]
     return ", ".join(shown) + (f" and {len(keys) - most} more" if len(keys) > most else "")

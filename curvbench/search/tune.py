@@ -150,16 +150,14 @@ def trial_seeds(recipe: Recipe, seeds: int | None) -> list[int]:
     return list(range(seeds)) if seeds else [recipe.training.seeds[0]]
 
 
-def fingerprint(recipe: Recipe, entry: MethodEntry, space: dict, objective: str, key: str,
-                seeds: list[int] | None = None) -> str:
-    """What a trial's score depends on besides the tuned point, hashed: a study is only resumed under the same."""
-    what = score_settings(recipe, entry, space, objective, key, seeds)
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def fingerprint(settings: dict) -> str:
+    """`score_settings` hashed: a study is only resumed under the same."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def score_settings(recipe: Recipe, entry: MethodEntry, space: dict, objective: str, key: str,
                    seeds: list[int] | None = None) -> dict:
-    """What a trial's score depends on besides the tuned point (its fingerprint's contents)."""
+    """What a trial's score depends on besides the tuned point: kept with a study, and hashed as its fingerprint."""
     d = recipe.to_dict()
     t = d["training"]
     fixed = {k: v for k, v in entry.hparams.items() if k not in space}
@@ -308,9 +306,9 @@ def tune(
 
         integer = {h.name for h in registry.get(entry.method).hparams if getattr(h.check, "integer", False)}
         name = study_name_of(recipe, entry, sampler, study_name)
-        study = open_study(name, storage, "maximize", make_sampler(sampler, seed),
-                           fingerprint(recipe, entry, space, objective, key, run_seeds), FINGERPRINT_CLASH,
-                           make_pruner(pruner), score_settings(recipe, entry, space, objective, key, run_seeds))
+        settings = score_settings(recipe, entry, space, objective, key, run_seeds)
+        study = open_study(name, storage, "maximize", make_sampler(sampler, seed), fingerprint(settings),
+                           FINGERPRINT_CLASH, make_pruner(pruner), settings)
         points = spaces_mod.grid_points(space) if sampler == "grid" else None
         budget = budget_of(trials, points)
         parent = None
@@ -516,10 +514,8 @@ def dry_run(recipe: Recipe, opts: SearchOptions) -> list[PlannedSearch]:
         try:
             study = optuna.load_study(study_name=name, storage=open_storage(opts.storage))
             if record.STUDY_FINGERPRINT in study.user_attrs:  # a dry run only reads; it marks nothing
-                seeds = trial_seeds(recipe, opts.seeds)
-                studies.check_fingerprint(study, fingerprint(recipe, entry, space, opts.objective, key, seeds),
-                                          opts.storage, FINGERPRINT_CLASH,
-                                          score_settings(recipe, entry, space, opts.objective, key, seeds))
+                settings = score_settings(recipe, entry, space, opts.objective, key, trial_seeds(recipe, opts.seeds))
+                studies.check_fingerprint(study, fingerprint(settings), opts.storage, FINGERPRINT_CLASH, settings)
             finished = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
         except KeyError:
             finished = []

@@ -244,7 +244,7 @@ def train(
             if inside is not None:
                 for _ in range(inside.batches):
                     next(batch_iter)
-                inside.restore_rngs(gen)  # whatever drawing those batches again drew: the states as saved
+                restore_rngs(inside.saved, gen)  # whatever drawing those batches again drew: the states as saved
                 epoch_start, loss_sum, batches = inside.epoch_start, inside.loss_sum.to(device), inside.batches
                 inside = None
             watch.start()
@@ -357,24 +357,24 @@ def checkpoint_state(epochs_done: int, step: int, gen, watch, explosion, result,
     return state
 
 
+def restore_rngs(saved: dict, gen) -> None:
+    """The data generator and torch's generators as `checkpoint_state` saved them."""
+    gen.set_state(saved["data_rng"])
+    torch.set_rng_state(saved["torch_rng"])
+    if "cuda_rng" in saved:
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+
+
 @dataclass
 class InsideEpoch:
     """Where a checkpoint made between two steps of an epoch stands: the batches of the epoch done, their summed
-    loss, the data generator's state when the epoch drew its order, the clock when the epoch began, and the random
-    generators' states at the checkpoint (restored after the done batches are drawn again)."""
+    loss, the data generator's state when the epoch drew its order, the clock when the epoch began, and the whole
+    checkpoint (its random generators are restored again after the done batches are drawn again)."""
     batches: int
     loss_sum: torch.Tensor
     epoch_rng: torch.Tensor
     epoch_start: float
-    data_rng: torch.Tensor
-    torch_rng: torch.Tensor
-    cuda_rng: list | None = None
-
-    def restore_rngs(self, gen) -> None:
-        gen.set_state(self.data_rng)
-        torch.set_rng_state(self.torch_rng)
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(self.cuda_rng)
+    saved: dict
 
 
 def resume(checkpoints, task, model, opt, gen, watch, explosion, result, points, cb,
@@ -385,10 +385,7 @@ def resume(checkpoints, task, model, opt, gen, watch, explosion, result, points,
     saved = checkpoints.load(model, opt, task)
     if saved is None:
         return 0, None
-    gen.set_state(saved["data_rng"])
-    torch.set_rng_state(saved["torch_rng"])
-    if "cuda_rng" in saved:
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    restore_rngs(saved, gen)
     watch.total = saved["train_seconds"]
     explosion.initial, explosion.strikes = saved["initial_loss"], saved["strikes"]
     result.resumed_at_epoch, result.epochs = saved["epoch"], saved["epochs"]
@@ -404,5 +401,4 @@ def resume(checkpoints, task, model, opt, gen, watch, explosion, result, points,
     if inside is None:
         return saved["step"], None
     return saved["step"], InsideEpoch(inside["batches"], inside["loss_sum"], inside["epoch_rng"],
-                                      inside["epoch_start"], saved["data_rng"], saved["torch_rng"],
-                                      saved.get("cuda_rng"))
+                                      inside["epoch_start"], saved)
