@@ -7,14 +7,14 @@ torch.compile of the model, as ratios to the float32 SGD step, measured in one i
 Variants (combined with +): channels_last (model and images in NHWC), bf16 (autocast of the model's forward;
 loss and K-FAC's statistics stay float32), compile (torch.compile of the model, default mode). bf16 on a CPU
 without bf16 instructions is listed as unavailable, not timed: there it runs emulated and measures nothing a
-user would choose. Compilation is timed apart (a compiled variant's first step and warm-up block, minus as many
-steps at its measured time), as AlgoPerf does; a variant whose compilation or step fails is reported with its error. A variant
-must compute what float32 computes, to precision: each variant's first step (the same weights, batch and seeds
-for every variant; K-FAC's first step gathers factors and inverts them) is compared with its method's float32
-variant's, and an update that differs by more than its precision's SAME_WITHIN is flagged, never timed as a
-speed-up (compiled K-FAC once skipped its curvature work). With both methods, K-FAC's float32 update is compared with
-SGD's too: how far a variant that skipped the curvature work would be. One step, not a block: at small batches training is chaotic enough that
-rounding alone grows past any tolerance in a few steps. Each
+user would choose. Compilation is timed apart (a compiled variant's first step and warm-up block, minus as
+many steps at its measured time), as AlgoPerf does; a variant whose compilation or step fails is reported with its
+error. A variant must compute what float32 computes, to precision: each variant's first step (the same weights,
+batch and seeds for every variant; K-FAC's first step gathers factors and inverts them) is compared with its
+method's float32 variant's, and an update that differs by more than its precision's SAME_WITHIN is flagged, never
+timed as a speed-up (compiled K-FAC once skipped its curvature work). With both methods, K-FAC's float32 update is
+compared with SGD's too: how far a variant that skipped the curvature work would be. One step, not a block: at
+small batches training is chaotic enough that rounding alone grows past any tolerance in a few steps. Each
 measurement is a block of `--block` consecutive steps (K-FAC's factor and inverse work counted at their default
 intervals when the block is a multiple of them); variants are interleaved block by block and each ratio is taken
 against the float32 SGD block of the same round: median [min, max] over rounds."""
