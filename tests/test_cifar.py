@@ -122,7 +122,10 @@ def _with_options(tmp_path, **options):
                          "training": {"epochs": 1, "batch_size": 20, "device": "cpu"}, "methods": ["sgd"]}, "t")
 
 
-def test_cpu_defaults_are_float32_and_channels_last_and_say_so(tmp_path):
+def test_cpu_defaults_are_channels_last_and_float32_without_bf16_instructions_and_say_so(tmp_path, monkeypatch):
+    from curvbench.tasks import cifar
+
+    monkeypatch.setattr(cifar, "cpu_has_bf16", lambda: False)
     task = load_task(_with_options(tmp_path), torch.device("cpu"))
     assert not task.bf16 and task.channels_last
     assert task.run_tags == {"precision": "float32", "memory_format": "channels_last"}
@@ -166,6 +169,18 @@ def test_bf16_on_the_cpu_when_asked_autocasts_the_model_and_keeps_the_logits_and
     assert len(opt.blocks) == 2
     assert all(b.A.dtype == torch.float32 and b.G.dtype == torch.float32 for b in opt.blocks)
     assert all(torch.isfinite(b.A).all() and torch.isfinite(b.G).all() for b in opt.blocks)
+
+
+def test_cpu_default_is_bf16_autocast_on_a_cpu_with_bf16_instructions_and_says_so(tmp_path, monkeypatch):
+    from curvbench.tasks import cifar
+
+    monkeypatch.setattr(cifar, "cpu_has_bf16", lambda: True)
+    task = load_task(_with_options(tmp_path), torch.device("cpu"))
+    assert task.bf16 and task.channels_last
+    assert task.run_tags == {"precision": "bf16 autocast (float32 loss and statistics)",
+                             "memory_format": "channels_last"}
+    (tmp_path / "off").mkdir()
+    assert load_task(_with_options(tmp_path / "off", bf16=False), torch.device("cpu")).bf16 is False
 
 
 def test_bf16_asked_for_on_a_cpu_without_it_is_refused_before_the_data_is_read(tmp_path, monkeypatch):

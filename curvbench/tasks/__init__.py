@@ -73,8 +73,8 @@ TASKS: dict[str, TaskSpec] = {
                 "augment": (Boolean(), True),
                 # auto: channels_last on every device (faster on CUDA and on the CPU, same numbers)
                 "channels_last": (AutoBoolean(), "auto"),
-                # auto: bf16 autocast of the model on CUDA, off on the CPU (its accuracy effect there not yet
-                # measured); true asks for it on a CPU with bf16 instructions. Losses, K-FAC statistics float32
+                # auto: bf16 autocast of the model on CUDA and on a CPU with bf16 instructions (AVX-512 BF16, AMX),
+                # off on a CPU without them; true there is refused. Losses, K-FAC statistics float32
                 "bf16": (AutoBoolean(), "auto"),
             },
         ),
