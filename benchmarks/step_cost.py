@@ -263,8 +263,10 @@ def main() -> None:
     params = {t.untyped_storage().data_ptr() for s in steppers for p in s.params
               for t in (p, p.grad) if t is not None}
     data = "real data" if args.data_dir else "generated data"
-    print(f"task {args.task} ({data}) device {device} threads {torch.get_num_threads()} batch {args.batch_size}: "
-          f"median of {args.rounds} interleaved blocks of {blocks(steppers)} steps")
+    execution = getattr(task, "run_tags", {})  # a task's precision and memory format, as its runs are tagged
+    print(f"task {args.task} ({data}{''.join(f', {v}' for v in execution.values())}) device {device} threads "
+          f"{torch.get_num_threads()} batch {args.batch_size}: median of {args.rounds} interleaved blocks of "
+          f"{blocks(steppers)} steps")
     peak_col = " peak allocated during steps (MiB) |" if peaks else ""
     print(f"{per_epoch} steps an epoch at batch {args.batch_size}")
     print("| method | ms/step | s/epoch | ratio to SGD | ratio [min, max] | optimizer state (KiB) |" + peak_col)
@@ -286,6 +288,7 @@ def main() -> None:
             "task": task_dataset(args.task, args.data_dir), "batch_size": args.batch_size,
             "recipe": own.name if own else None, "device": str(device),
             "threads": torch.get_num_threads(), "cpu": cpu_model(), "data": "real" if args.data_dir else "generated",
+            "execution": execution,
             "rounds": args.rounds, "block": args.block,
             "blocks": {s.name: s.block for s in steppers}, "ms_per_step": ms_per_step, "broke_down": failed}, indent=1))
         print(f"step costs written to {args.json}")
