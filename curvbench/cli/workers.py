@@ -127,7 +127,9 @@ def run(workers: list[Worker], progress, poll_seconds: float = 2.0) -> Exits:
             procs.append(subprocess.Popen(w.argv, env=w.env, stdout=subprocess.DEVNULL, start_new_session=True))
             if i == 0:
                 time.sleep(0.5)  # the first worker creates the storage's tables; the others open them
-        while any(p.poll() is None for p in procs):
+        # every worker is polled each round (not any(), which stops at the first running one): a worker that died
+        # is reaped at once, so the others see its pid gone and run its trial again
+        while [p for p in procs if p.poll() is None]:
             progress()
             time.sleep(poll_seconds)
         progress()

@@ -197,13 +197,22 @@ def owner_tags() -> dict[str, str]:
 
 
 def process_alive(pid: int) -> bool:
+    """The process `pid` of this host runs. A zombie (dead, its exit status not yet collected by its parent) does
+    not, though signal 0 still reaches it: where the system shows process states (Linux's /proc), it is read."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # alive, another user's
+    except PermissionError:  # another user's: it exists
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except FileNotFoundError:  # gone meanwhile, or no /proc (macOS): there, signal 0 had the last word
+        return not os.path.exists("/proc/self/stat")
+    except OSError:
         return True
-    return True
+    return stat[stat.rfind(")") + 2:][:1] != "Z"  # the state follows the name, which may hold spaces and ")"
 
 
 def end_orphaned_runs(client) -> list[str]:
