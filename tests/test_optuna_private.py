@@ -27,3 +27,21 @@ def test_the_private_api_curvbench_uses_is_there_and_does_what_it_needs(tmp_path
     from optuna.storages import _heartbeat  # noqa: F401 - imported by optuna_private.heartbeat; must exist
 
     assert optuna_private.storage_of(study) is study._storage
+
+
+def test_a_taken_trial_whose_heartbeat_never_started_goes_stale_instead_of_running_for_ever(tmp_path):
+    """A worker killed between taking a point and starting its heartbeat thread: the trial has the heartbeat `take`
+    recorded, so Optuna fails it once the grace period is over (a trial with no heartbeat at all is never stale)."""
+    import time
+
+    from curvbench.search import studies
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{tmp_path}/o.db"
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = studies.take(study, [{"x": 1.0}, {"x": 2.0}], url)
+    assert study.get_trials(deepcopy=False)[trial.number].state == TrialState.RUNNING
+    time.sleep(2.5)  # the grace period passes with no heartbeat thread
+    optuna.storages.fail_stale_trials(study)
+    assert study.get_trials(deepcopy=False)[trial.number].state == TrialState.FAIL

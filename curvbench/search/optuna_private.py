@@ -37,6 +37,14 @@ def claim_waiting(study, frozen):
     return None
 
 
+def first_heartbeat(study, trial) -> None:
+    """Record the trial's heartbeat once, as soon as it is RUNNING: Optuna never counts a trial without one as stale,
+    so a process killed before its heartbeat thread started would leave the trial RUNNING for ever."""
+    storage = storage_of(study)
+    if getattr(storage, "get_heartbeat_interval", lambda: None)():
+        storage.record_heartbeat(trial_id(trial))
+
+
 def forget_cached_trials(study) -> None:
     """As ask() does: the next read of the study's trials goes to the storage."""
     study._thread_local.cached_all_trials = None

@@ -215,6 +215,7 @@ def take(study, points: list[dict] | None, storage: str | None, more=lambda: Tru
         trial = study.ask() if points is None else _pop(study, points)
         if trial is None:
             return None  # every point is finished or being run by another worker
+        optuna_private.first_heartbeat(study, trial)  # dead before its heartbeat thread starts: stale, not stuck
         for attr, value in owner_tags().items():
             trial.set_user_attr(attr, value)
     return trial
