@@ -51,6 +51,10 @@ PROCESS_ENDED_REASON = "ended without closing the run: killed or crashed"  # its
 RESUMED_AT_EPOCH = "resumed_at_epoch"  # the run went on from a checkpoint of an earlier, killed run: epochs done
 RESUMED_AT_STEP = "resumed_at_step"  # ... and steps done (inside an epoch when not a multiple of an epoch's steps)
 STATUS_REASON = "status_reason"  # why a run ended as FAILED or KILLED
+# how a task computed beyond its recipe (tags; CIFAR-10's ResNet-18): an `auto` setting resolves per machine, so
+# runs of one recipe may differ in them; the report never averages such runs, nor prices one with another's table
+PRECISION, MEMORY_FORMAT = "precision", "memory_format"
+EXECUTION = (PRECISION, MEMORY_FORMAT)
 TIMING = "timing"  # quiet, or busy: other processes used more of the machine than the run's threads left free
 PARENT = "mlflow.parentRunId"
 RUN_KEY = "curvbench.run_key"  # made by the client: a create retried after a lost answer finds its run

@@ -14,6 +14,7 @@ from test_verdicts import CLAIMS, RUNS, crafted_store, write_claims
 from typer.testing import CliRunner
 
 from curvbench.cli.app import app
+from curvbench.errors import CurvbenchError
 from curvbench.report import claims as claims_mod
 from curvbench.report.collect import collect
 from curvbench.report.step_costs import load, load_all
@@ -223,3 +224,31 @@ def test_a_derived_recipe_name_reads_back_as_the_parts_it_was_spelled_from():
         assert derived.parse(name) == (base, batch, budget), name
     assert derived.parse("thesis-budget8x") == ("thesis-budget8x", None, None)
     assert derived.parse("") == ("", None, None)  # a run without a recipe tag: no derived name, no error
+
+
+def test_float32_and_bf16_runs_are_two_rows_each_tested_and_priced_against_their_own_kind(tmp_path):
+    """One recipe run on a CPU without bf16 and on one with it (`bf16: auto`): never averaged together, Lion in bf16
+    tested against SGD in bf16, and a float32 step-cost table prices the float32 runs only."""
+    f32, bf16 = {"precision": "float32"}, {"precision": "bf16 autocast (float32 loss and statistics)"}
+    crafted_store(tmp_path, {"sgd": [(10.0, 3), (11.0, 3), (12.0, 3)], "lion": [(5.0, 3), (5.5, 3), (6.0, 3)]},
+                  task="cifar10", tags=f32)
+    uri = crafted_store(tmp_path, {"sgd": [(5.0, 3), (5.5, 3), (6.0, 3)], "lion": [(2.0, 3), (2.2, 3), (2.4, 3)]},
+                        task="cifar10", tags=bf16)
+    rows = {r.entry.removesuffix(" [to-target >= 0.985, thesis]"): r for r in summarise(collect(Tracker(uri).client))}
+    assert set(rows) == {"sgd (precision=float32)", "sgd (precision=bf16)", "lion (precision=float32)",
+                         "lion (precision=bf16)"}
+    assert all(r.runs == 3 for r in rows.values())
+    assert rows["lion (precision=float32)"].vs.speedup == pytest.approx(11.0 / 5.5)  # not 11.0 / 2.2 nor 5.5 / 5.5
+    assert rows["lion (precision=bf16)"].vs.speedup == pytest.approx(5.5 / 2.2)
+    settings = settings_of(list(rows.values()))  # what the claims read: one setting per kind
+    assert set(settings) == {("cifar10", "thesis (float32)", 0.985), ("cifar10", "thesis (bf16)", 0.985)}
+    assert settings[("cifar10", "thesis (bf16)", 0.985)]["lion"]["seconds"].median == pytest.approx(2.2)
+    table = load(costs_file(tmp_path, {"sgd": 20.0, "lion": 10.0}, task="cifar10", execution=f32))
+    price_steps(list(rows.values()), [table])
+    assert rows["sgd (precision=float32)"].qtt.values == pytest.approx((6.0, 6.0, 6.0))  # 300 steps at 20 ms
+    assert rows["sgd (precision=bf16)"].qtt is None and rows["lion (precision=bf16)"].qtt is None
+    assert "float32" in table.describe()
+    other = costs_file(tmp_path, {"sgd": 10.0}, task="cifar10", name="bf16.json", execution=bf16)
+    assert len(load_all([table.source, other])) == 2  # one table per kind of execution
+    with pytest.raises(CurvbenchError, match="is already given by"):
+        load_all([table.source, costs_file(tmp_path, {"sgd": 10.0}, task="cifar10", name="b.json", execution=f32)])

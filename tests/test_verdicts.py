@@ -24,17 +24,18 @@ RUNS = {
 }
 
 
-def crafted_store(tmp_path, runs=RUNS, recipe="thesis", task="mnist", target=0.985):
-    """The store at tmp_path/store with these to-target runs added (a second call adds to the same store)."""
+def crafted_store(tmp_path, runs=RUNS, recipe="thesis", task="mnist", target=0.985, tags=None):
+    """The store at tmp_path/store with these to-target runs added (a second call adds to the same store); `tags`:
+    more tags for every run."""
     db = tmp_path / "store" / "mlflow.db"
     if db.exists():
-        _fill(f"sqlite:///{db}", runs, recipe, task, target)
+        _fill(f"sqlite:///{db}", runs, recipe, task, target, tags)
         return f"sqlite:///{db}"
-    return new_store(db, ("crafted", repr(runs), recipe, task, target),
-                     lambda uri: _fill(uri, runs, recipe, task, target))
+    return new_store(db, ("crafted", repr(runs), recipe, task, target, repr(tags)),
+                     lambda uri: _fill(uri, runs, recipe, task, target, tags))
 
 
-def _fill(uri, runs, recipe, task, target):
+def _fill(uri, runs, recipe, task, target, tags=None):
     tracker = Tracker(uri)
     for entry, seeds in runs.items():
         for seed, (secs, epochs) in enumerate(seeds):
@@ -43,7 +44,7 @@ def _fill(uri, runs, recipe, task, target):
                                                           f"methods.{entry}.lr": 0.1},
                                 {"task": task, "method": entry, "entry": entry, "seed": seed, "recipe": recipe,
                                  "kind": "to-target-run", "target": target,
-                                 "target_reached": str(reached).lower()})
+                                 "target_reached": str(reached).lower(), **(tags or {})})
             run.log_metrics({"test_accuracy": 0.99 if reached else 0.9, "train_loss": 0.1, "train_seconds": 40.0,
                              "steps": 100}, step=1)
             if reached:

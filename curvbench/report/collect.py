@@ -58,6 +58,7 @@ class RunData:
     recipe: str = "?"  # the recipe's name (tag): to-target runs of different recipes are different settings
     target: float | None = None  # the target a to-target run aimed at
     timing: str | None = None  # the timing tag: quiet, busy, or None (a run from before it was recorded)
+    execution: dict = field(default_factory=dict)  # how the task computed (precision, memory format), where tagged
 
     def configuration(self) -> tuple:
         """Everything a run's numbers depend on besides its seed: the resolved hyperparameters of its entry,
@@ -67,6 +68,7 @@ class RunData:
         own = f"methods.{self.entry}."
         keep = {k: v for k, v in self.params.items()
                 if k not in skip and (k.startswith(("training.", "task.")) or k.startswith(own))}
+        keep.update({f"execution.{k}": v for k, v in self.execution.items()})  # float32 and bf16: two settings
         return (self.protocol, *sorted(keep.items()))
 
     def curve(self, key: str) -> list[float]:
@@ -215,6 +217,7 @@ def collect(client, experiment=None, parent=None, task=None, methods=None, since
                        study=tags.get(record.STUDY, "?") if trial else None,
                        trial=int(tags.get(record.TRIAL, -1)) if trial else None, params=dict(r.data.params),
                        protocol=protocol, outcome=outcome_of(tags), recipe=recipe, timing=tags.get(record.TIMING),
+                       execution={k: tags[k] for k in record.EXECUTION if k in tags},
                        target=float(tags[record.TARGET]) if to_target else None)
         own = tuple(m.key for m in epoch_metrics_of(data.method))
         keys = CURVES + own + (record.EPOCH_SECONDS, record.TRAIN_SECONDS, record.STEPS,
@@ -315,6 +318,12 @@ def _short(key: str) -> str:
     return key.split(".")[-1]
 
 
+def _label_value(key: str, v) -> str:
+    if key.startswith("execution."):  # "bf16 autocast (float32 loss and statistics)" -> bf16
+        return str(v).split()[0]
+    return _short_value(v)
+
+
 def assign_labels(runs: list[RunData]) -> None:
     """Label each run by its entry, plus, where runs of one entry and task differ in configuration, the settings
     that differ (lr=10, epochs=3) and the protocol (to-target >= 0.985): one label, one configuration."""
@@ -331,7 +340,7 @@ def assign_labels(runs: list[RunData]) -> None:
         keys = sorted({k for d in dicts.values() for k in d})
         varied = [k for k in keys if len({d.get(k) for d in dicts.values()}) > 1]
         for c, rs in configs.items():
-            parts = [f"{_short(k)}={_short_value(dicts[c].get(k, '-'))}" for k in varied]
+            parts = [f"{_short(k)}={_label_value(k, dicts[c].get(k, '-'))}" for k in varied]
             label = entry + (f" ({', '.join(parts)})" if parts else "")
             if c[0] != "train":  # plain training is unmarked; any other protocol says so
                 label += f" [{c[0]}]"

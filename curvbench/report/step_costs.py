@@ -7,20 +7,25 @@ turns each seed's steps to target into seconds with it. A seed that missed the t
 test against the baseline is run again on these seconds. A table applies to the runs of its task, batch size and
 entries only, and, when it names the recipe it timed (step_cost.py --recipe), to that recipe's runs and those of the
 recipes derived from it (`recipe.derived`): the same
-entry name in another recipe may hold other settings (K-FAC's intervals) and another cost. It says what it was
-measured on (CPU, threads, device), and the report repeats it.
+entry name in another recipe may hold other settings (K-FAC's intervals) and another cost. It prices only runs
+computed as it was timed ("execution": the precision and memory format a task tags its runs with, CIFAR-10's bf16
+autocast halving a step): a float32 table never prices bf16 runs. It says what it was measured on (CPU, threads,
+device, execution), and the report repeats it.
 
 The file, as step_cost.py writes it:
     {"task": "fashion-mnist", "batch_size": 100, "recipe": "fashion-mnist-verdict", "device": "cpu", "threads": 1,
-     "cpu": "AMD EPYC ...", "data": "real", "rounds": 5, "block": 100, "ms_per_step": {"sgd": 23.4, ...}}
-("recipe" is optional: a table without it prices every recipe's runs of its task and batch size.)
+     "cpu": "AMD EPYC ...", "data": "real", "execution": {}, "rounds": 5, "block": 100,
+     "ms_per_step": {"sgd": 23.4, ...}}
+("recipe" is optional: a table without it prices every recipe's runs of its task and batch size. "execution" is
+{} or absent for tasks that tag no precision; for cifar10, e.g. {"precision": "float32", "memory_format":
+"channels_last"}.)
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from curvbench.errors import CurvbenchError
@@ -38,12 +43,14 @@ class StepCosts:
     threads: int | None = None
     cpu: str = ""
     recipe: str | None = None  # the recipe whose entries were timed; None: any recipe's entries of these names
+    execution: dict = field(default_factory=dict)  # how the task computed (precision, memory format) when timed
 
     def describe(self) -> str:
         """`fashion-mnist at batch 100: cpu, 1 thread(s), AMD EPYC (steps.json)`."""
         where = ", ".join(x for x in (self.device, f"{self.threads} thread(s)" if self.threads else "", self.cpu) if x)
         of = f" ({self.recipe}'s entries)" if self.recipe else ""
-        return f"{self.task} at batch {self.batch_size}{of}: {where} ({Path(self.source).name})"
+        how = "".join(f", {v}" for v in self.execution.values())
+        return f"{self.task} at batch {self.batch_size}{of}: {where}{how} ({Path(self.source).name})"
 
 
 def load(path: str) -> StepCosts:
@@ -78,30 +85,38 @@ def load(path: str) -> StepCosts:
                                  f"milliseconds, got {ms!r}")
     threads = data.get("threads")
     recipe = field("recipe", str, bool, "a recipe name") if data.get("recipe") is not None else None
+    execution = data.get("execution") or {}
+    if not isinstance(execution, dict) or not all(isinstance(v, str) for v in execution.values()):
+        raise CurvbenchError(f"--step-costs {path}: field execution: expected an object of tag: value such as "
+                             f'{{"precision": "float32"}}, got {execution!r}')
     return StepCosts(str(path), task, batch, {str(k): float(v) for k, v in costs.items()},
                      str(data.get("device", "cpu")), threads if isinstance(threads, int) else None,
-                     str(data.get("cpu", "")), recipe)
+                     str(data.get("cpu", "")), recipe, dict(execution))
 
 
 def load_all(paths) -> list[StepCosts]:
-    """Several tables; two for the same task, batch size and recipe would make a row's seconds ambiguous."""
+    """Several tables; two for the same task, batch size, recipe and execution would make a row's seconds
+    ambiguous."""
     tables = [load(p) for p in paths or ()]
     seen: dict = {}
     for t in tables:
-        key = (t.task, t.batch_size, t.recipe)
+        key = (t.task, t.batch_size, t.recipe, tuple(sorted(t.execution.items())))
         if key in seen:
             of = f" for {t.recipe}" if t.recipe else ""
+            of += "".join(f", {v}" for v in t.execution.values())
             raise CurvbenchError(f"--step-costs {t.source}: {t.task} at batch {t.batch_size}{of} is already given by "
                                  f"{seen[key]}; give one table per task, batch size and recipe")
         seen[key] = t.source
     return tables
 
 
-def table_for(tables: list[StepCosts], task: str, batch_size, entry: str, recipe: str | None = None) -> StepCosts | None:
+def table_for(tables: list[StepCosts], task: str, batch_size, entry: str, recipe: str | None = None,
+              execution: dict | None = None) -> StepCosts | None:
     """The table that prices this entry's steps on this task at this batch size (and recipe, when the table names
-    one), if any; a table for the row's own recipe before one for any recipe."""
+    one), computed as the runs were (`execution`: their precision and memory format tags), if any; a table for the
+    row's own recipe before one for any recipe."""
     fits = [t for t in tables if t.task == task and str(t.batch_size) == str(batch_size) and entry in t.ms_per_step
-            and (t.recipe is None or derived.derived_from(recipe, t.recipe))]
+            and (t.recipe is None or derived.derived_from(recipe, t.recipe)) and t.execution == (execution or {})]
     return min(fits, key=lambda t: t.recipe is None, default=None)
 
 

@@ -46,6 +46,7 @@ class Row:
     qvs: stats.Comparison | None = None  # quiet seconds against the baseline's
     priced_by: "StepCosts | None" = None  # the step-cost table behind qtt
     missed_within: int | None = None  # the most steps a seed that missed the target trained ("not reached in N")
+    execution: dict = field(default_factory=dict)  # how the task computed (precision, memory format), where tagged
 
 
 def _mean(xs):
@@ -103,7 +104,8 @@ def summarise(runs: list[RunData], baseline: str = "sgd") -> list[Row]:
             errors=sum(r.status == "FAILED" and r.outcome is None for r in rs),
             ended=sum(r.status == "FAILED" and r.outcome == record.PROCESS_ENDED for r in rs),
             name=first.entry, protocol=first.protocol, recipe=first.recipe, target=first.target,
-            params=first.params, busy=sum(r.timing == "busy" for r in rs), missed_within=_missed_within(rs)))
+            params=first.params, busy=sum(r.timing == "busy" for r in rs), missed_within=_missed_within(rs),
+            execution=first.execution))
     # step time relative to SGD, within runs measured alike: searches' best trials against SGD's best trial,
     # the other runs against the SGD runs of their own recipe where it has them (one recipe's runs ran together,
     # under one load; a search and a later comparison did not), else against the first SGD row.
@@ -115,7 +117,10 @@ def summarise(runs: list[RunData], baseline: str = "sgd") -> list[Row]:
             sgds = [r for r in same if r.method == "sgd" and r.name == "sgd"]  # the recipes' entries "sgd"
             if sgds and len(batch) == 1:  # the same batch size
                 for row in same:
-                    sgd = next((r for r in sgds if r.recipe == row.recipe), sgds[0])
+                    alike = [r for r in sgds if r.execution == row.execution]  # bf16 steps against bf16 SGD's
+                    if not alike:
+                        continue
+                    sgd = next((r for r in alike if r.recipe == row.recipe), alike[0])
                     if row.sec_per_step and sgd.sec_per_step:
                         row.ratio_sgd = row.sec_per_step / sgd.sec_per_step
                     elif row.sec_per_epoch and sgd.sec_per_epoch:  # runs logged without steps: whole epochs
@@ -127,11 +132,12 @@ def summarise(runs: list[RunData], baseline: str = "sgd") -> list[Row]:
 
 def against_baseline(rows: list[Row], baseline: str, measure) -> list[stats.Comparison | None]:
     """Each row's `measure(row)` (a Censored, or None) tested against the baseline row of its setting (task and
-    protocol, which names the recipe and target); None for the baseline itself and where either has no measure."""
+    protocol, which names the recipe and target, computed alike: float32 against float32, bf16 against bf16); None
+    for the baseline itself and where either has no measure."""
     out = []
     for row in rows:
         base = next((b for b in rows if measure(b) is not None and b.task == row.task and b.protocol == row.protocol
-                     and b.name == baseline), None)
+                     and b.name == baseline and b.execution == row.execution), None)
         tested = measure(row) is not None and base is not None and base is not row
         out.append(stats.compare(measure(row), measure(base), baseline) if tested else None)
     return out
@@ -144,7 +150,7 @@ def price_steps(rows: list[Row], tables: list[StepCosts], baseline: str = "sgd")
     for row in rows:
         if row.stt is None:
             continue
-        t = table_for(tables, row.task, row.params.get("training.batch_size"), row.name, row.recipe)
+        t = table_for(tables, row.task, row.params.get("training.batch_size"), row.name, row.recipe, row.execution)
         if t is not None:
             row.qtt, row.priced_by = quiet_seconds(row.stt, t.ms_per_step[row.name]), t
     for row, qvs in zip(rows, against_baseline(rows, baseline, lambda r: r.qtt)):
@@ -166,12 +172,15 @@ def link_searches(rows: list[Row], found: list[Search]) -> None:
 
 
 def settings_of(rows: list[Row]) -> dict:
-    """The to-target rows as claims.evaluate reads them: {(task, recipe, target): {entry: {measure: Censored}}}."""
+    """The to-target rows as claims.evaluate reads them: {(task, recipe, target): {entry: {measure: Censored}}}. Runs
+    of one recipe computed otherwise (float32, bf16) are settings of their own: "cifar (bf16, channels_last)"."""
     out: dict = defaultdict(dict)
     for r in rows:
         if r.ttt is not None and r.target is not None:
             seconds = r.qtt if r.qtt is not None else r.ttt  # quiet seconds where a step-cost table priced the row
-            out[(r.task, r.recipe, r.target)][r.name] = {"seconds": seconds, "epochs": r.ett, "steps": r.stt}
+            how = ", ".join(str(v).split()[0] for v in r.execution.values())
+            recipe = f"{r.recipe} ({how})" if how else r.recipe
+            out[(r.task, recipe, r.target)][r.name] = {"seconds": seconds, "epochs": r.ett, "steps": r.stt}
     return dict(out)
 
 

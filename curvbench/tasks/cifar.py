@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from curvbench import record
 from curvbench.errors import CurvbenchError, DatasetMissing
 from curvbench.tasks import data_dir as data_dirs
 from curvbench.tasks.base import Batch, ClassificationTask, Split
@@ -92,8 +93,8 @@ class CifarTask(ClassificationTask):
         self.channels_last, self.bf16 = effective(options, device)
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         # what the run's numbers depend on beyond its recipe: logged as tags of every run
-        self.run_tags = {"precision": "bf16 autocast (float32 loss and statistics)" if self.bf16 else "float32",
-                         "memory_format": "channels_last" if self.channels_last else "contiguous"}
+        self.run_tags = {record.PRECISION: "bf16 autocast (float32 loss and statistics)" if self.bf16 else "float32",
+                         record.MEMORY_FORMAT: "channels_last" if self.channels_last else "contiguous"}
 
     def build_model(self, needs: frozenset = frozenset()) -> torch.nn.Module:
         from curvbench.models.resnet import ResNet18
