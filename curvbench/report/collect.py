@@ -318,10 +318,14 @@ def _short(key: str) -> str:
     return key.split(".")[-1]
 
 
+def execution_word(value) -> str:
+    """An execution tag's value in one word, as labels and claim settings show it: "bf16 autocast (float32 loss
+    and statistics)" -> bf16."""
+    return str(value).split()[0]
+
+
 def _label_value(key: str, v) -> str:
-    if key.startswith("execution."):  # "bf16 autocast (float32 loss and statistics)" -> bf16
-        return str(v).split()[0]
-    return _short_value(v)
+    return execution_word(v) if key.startswith("execution.") else _short_value(v)
 
 
 def assign_labels(runs: list[RunData]) -> None:

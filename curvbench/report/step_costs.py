@@ -45,12 +45,15 @@ class StepCosts:
     recipe: str | None = None  # the recipe whose entries were timed; None: any recipe's entries of these names
     execution: dict = field(default_factory=dict)  # how the task computed (precision, memory format) when timed
 
+    def computed(self) -> str:
+        """How the timed steps computed, as text to append: ", float32, channels_last"; "" for tasks that tag none."""
+        return "".join(f", {v}" for v in self.execution.values())
+
     def describe(self) -> str:
         """`fashion-mnist at batch 100: cpu, 1 thread(s), AMD EPYC (steps.json)`."""
         where = ", ".join(x for x in (self.device, f"{self.threads} thread(s)" if self.threads else "", self.cpu) if x)
         of = f" ({self.recipe}'s entries)" if self.recipe else ""
-        how = "".join(f", {v}" for v in self.execution.values())
-        return f"{self.task} at batch {self.batch_size}{of}: {where}{how} ({Path(self.source).name})"
+        return f"{self.task} at batch {self.batch_size}{of}: {where}{self.computed()} ({Path(self.source).name})"
 
 
 def load(path: str) -> StepCosts:
@@ -102,10 +105,9 @@ def load_all(paths) -> list[StepCosts]:
     for t in tables:
         key = (t.task, t.batch_size, t.recipe, tuple(sorted(t.execution.items())))
         if key in seen:
-            of = f" for {t.recipe}" if t.recipe else ""
-            of += "".join(f", {v}" for v in t.execution.values())
+            of = (f" for {t.recipe}" if t.recipe else "") + t.computed()
             raise CurvbenchError(f"--step-costs {t.source}: {t.task} at batch {t.batch_size}{of} is already given by "
-                                 f"{seen[key]}; give one table per task, batch size and recipe")
+                                 f"{seen[key]}; give one table per task, batch size, recipe and execution")
         seen[key] = t.source
     return tables
 

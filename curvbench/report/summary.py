@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from curvbench import record
 from curvbench.report import stats
-from curvbench.report.collect import RunData, Search, assign_labels
+from curvbench.report.collect import RunData, Search, assign_labels, execution_word
 from curvbench.report.step_costs import StepCosts, quiet_seconds, table_for
 
 
@@ -178,7 +178,7 @@ def settings_of(rows: list[Row]) -> dict:
     for r in rows:
         if r.ttt is not None and r.target is not None:
             seconds = r.qtt if r.qtt is not None else r.ttt  # quiet seconds where a step-cost table priced the row
-            how = ", ".join(str(v).split()[0] for v in r.execution.values())
+            how = ", ".join(execution_word(v) for v in r.execution.values())
             recipe = f"{r.recipe} ({how})" if how else r.recipe
             out[(r.task, recipe, r.target)][r.name] = {"seconds": seconds, "epochs": r.ett, "steps": r.stt}
     return dict(out)
