@@ -93,6 +93,30 @@ def _unfused(model: torch.nn.Module):
             m.use_fused = True
 
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _tangent_cast(module, inputs, output):
+    """A low-precision output cast to float32 and back: its value stays (exact), its tangent takes its dtype."""
+    if isinstance(output, torch.Tensor) and output.dtype in LOW_PRECISION:
+        return output.float().to(output.dtype)
+    return None
+
+
+@contextmanager
+def _tangents_like_outputs(model: torch.nn.Module):
+    """Under autocast, the forward-mode rules of the normalisation layers (batch, group and layer norm) give a bf16
+    output a float32 tangent, and the next convolution refuses the pair (its input's and its weight's dtypes
+    differ). Every leaf module's low-precision output is cast through float32 and back while this is on, which
+    gives its tangent the output's dtype, as autocast gives the next layer's inputs anyway."""
+    handles = [m.register_forward_hook(_tangent_cast) for m in model.modules() if next(m.children(), None) is None]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
     """<a, b> over lists of tensors, in float64, on the device (no host sync)."""
     return torch.stack([(x.double() * y.double()).sum() for x, y in zip(a, b)]).sum()
@@ -156,7 +180,7 @@ class AdaptiveKFAC(KFAC):
         """The network's outputs at theta and J v for each v (a list of tensors shaped like the parameters)."""
         primals = tuple(p.detach() for p in self.params)
         out, tangents = None, []
-        with _unfused(self.model):
+        with _unfused(self.model), _tangents_like_outputs(self.model):
             for v in vectors:
                 def f(*ps):
                     return _full(self.task.forward(_Functional(self.model, self.names, ps), self.batch))
