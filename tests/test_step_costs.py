@@ -118,6 +118,9 @@ def test_only_rows_of_the_tables_task_batch_size_and_entries_are_priced(tmp_path
     ('{"task": "mnist", "batch_size": 0, "ms_per_step": {"sgd": 1}}', "field batch_size: expected a positive integer"),
     ('{"task": "mnist", "batch_size": 100, "ms_per_step": {"sgd": -1}}', "field ms_per_step.sgd: expected a positive"),
     ('{"task": "mnist", "batch_size": 100, "ms_per_step": {}}', "field ms_per_step: expected"),
+    ('{"task": "mnist", "batch_size": 100, "ms_per_step": {"sgd": 1}, "execution": []}', "field execution: expected"),
+    ('{"task": "mnist", "batch_size": 100, "ms_per_step": {"sgd": 1}, "execution": {"precision": 16}}',
+     "field execution: expected"),
 ])
 def test_a_bad_step_cost_table_is_one_line_exit_2_naming_the_file_and_field(tmp_path, content, fragment):
     uri = crafted_store(tmp_path, {"sgd": RUNS["sgd"][:2]})

@@ -88,7 +88,7 @@ def load(path: str) -> StepCosts:
                                  f"milliseconds, got {ms!r}")
     threads = data.get("threads")
     recipe = field("recipe", str, bool, "a recipe name") if data.get("recipe") is not None else None
-    execution = data.get("execution") or {}
+    execution = data.get("execution", {})  # absent: no tags; present, it must be an object (`[]` is not one)
     if not isinstance(execution, dict) or not all(isinstance(v, str) for v in execution.values()):
         raise CurvbenchError(f"--step-costs {path}: field execution: expected an object of tag: value such as "
                              f'{{"precision": "float32"}}, got {execution!r}')
