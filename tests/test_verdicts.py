@@ -107,6 +107,15 @@ def test_each_claim_outcome_from_crafted_runs(tmp_path):
     assert "no runs of muon" in verdicts["muon-fastest"].evidence
 
 
+def test_a_faster_claim_with_one_seed_a_side_is_inconclusive_and_says_why_once(tmp_path):
+    uri = crafted_store(tmp_path, {"sgd": RUNS["sgd"][:1], "kfac": RUNS["kfac"][:1]})
+    rows = summarise(collect(Tracker(uri).client))
+    text = "claims:\n  - {id: k, task: mnist, claim: faster, methods: [kfac, sgd], measure: seconds}\n"
+    [verdict] = claims_mod.evaluate(claims_mod.load(write_claims(tmp_path, text)), settings_of(rows))
+    assert verdict.outcome == "inconclusive"
+    assert verdict.evidence.startswith("seconds: kfac ") and verdict.evidence.count("fewer than 2 seeds") == 1
+
+
 @pytest.mark.slow
 def test_a_claim_is_judged_on_each_setting_and_a_target_can_be_pinned(tmp_path):
     uri = crafted_store(tmp_path)
