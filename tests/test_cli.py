@@ -120,6 +120,34 @@ def test_help_names_flags_by_what_they_take_and_gives_an_example():
     assert "--seeds N" in out and "--storage URL" in out and "--space ENTRY.HP=V1,V2" in out
 
 
+def test_a_log_gets_a_line_every_few_minutes_inside_a_long_epoch_with_the_pace_and_time_left():
+    import io
+
+    from curvbench.training.progress import LineReporter
+
+    now, out = [0.0], io.StringIO()
+    rep = LineReporter(out, every_seconds=300, clock=lambda: now[0])
+    rep.run_started("cifar10 sgd s0", total_steps=1000, steps_per_epoch=500, epochs=2)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and "start: 2 epochs x 500 steps" in lines[0]
+    for step in range(10, 401, 10):  # a report every 10 steps of 2 s: 20 s apart
+        now[0] += 20.0
+        rep.progress(step, 1, loss=2.0 - step / 1000)
+    progress = out.getvalue().splitlines()[1:]
+    # 800 s of steps: a line at 300 s and at 600 s, none in between and none before the first 300 s
+    assert len(progress) == 2, progress
+    assert progress[0] == ("[cifar10 sgd s0] step 150/1000 (epoch 1), loss 1.8500, 2.00 s/step, "
+                           "left 0:28:20 (epoch 0:11:40)")
+    assert "step 300/1000" in progress[1] and "left 0:23:20 (epoch 0:06:40)" in progress[1]
+    # a resumed run's pace counts only the steps taken since the checkpoint
+    now[0] += 1000.0
+    rep.run_resumed(500)
+    now[0] += 300.0
+    rep.progress(600, 2, loss=1.0)
+    assert out.getvalue().splitlines()[-1].endswith("step 600/1000 (epoch 2), loss 1.0000, 3.00 s/step, left 0:20:00 "
+                                                    "(epoch 0:20:00)")
+
+
 def test_time_left_comes_from_the_runs_own_pace_from_the_first_reports_on_even_for_slow_steps():
     from curvbench.training.progress import TimeLeft, clock_text, short_label
 
