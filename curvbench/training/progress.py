@@ -77,7 +77,6 @@ class LineReporter(QuietReporter):
         self.time_left = TimeLeft(clock)
         self.clock = self.time_left.clock
         self.last_line = self.clock()
-        self.total = 0
 
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -85,7 +84,6 @@ class LineReporter(QuietReporter):
 
     def run_started(self, name, total_steps, steps_per_epoch, epochs):
         self.time_left.run_started(total_steps, steps_per_epoch)
-        self.total = total_steps
         super().run_started(name, total_steps, steps_per_epoch, epochs)
 
     def run_resumed(self, step):
@@ -98,7 +96,7 @@ class LineReporter(QuietReporter):
         if self.clock() - self.last_line >= self.every_seconds:
             rate = t.seconds_per_step()
             pace = "" if rate is None else f", {rate:.2f} s/step"
-            self._say(f"[{self.name}] step {step}/{self.total} (epoch {epoch}), loss {loss:.4f}{pace}, "
+            self._say(f"[{self.name}] step {step}/{t.total} (epoch {epoch}), loss {loss:.4f}{pace}, "
                       f"left {clock_text(t.run_left())} (epoch {clock_text(t.epoch_left())})")
 
     def search_status(self, label, done, running, left, best):
