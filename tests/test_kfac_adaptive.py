@@ -312,3 +312,47 @@ def test_batch_norm_networks_step_with_the_dense_model_and_running_statistics_up
         C = s["C"] + (s["lam"] + 2 * l2) * torch.eye(len(s["grad"]))
         exact = -float(s["delta"] @ s["grad"]) / float(s["delta"] @ C @ s["delta"])
         assert s["alpha"] == pytest.approx(exact, rel=1e-8)
+
+
+def test_steps_in_a_fresh_process_raise_no_future_warning_of_pytorchs_own_jit_script_use():
+    """Forward-mode AD's first use in a process loads PyTorch's jvp decompositions, which warn that PyTorch itself
+    calls torch.jit.script (a FutureWarning in every adaptive K-FAC run's log, naming nothing of the user's). A fresh
+    process, where that first load happens, takes three steps with FutureWarnings turned into errors."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = """
+import torch
+from torch import nn
+from helpers import TinyTask, batch
+from curvbench.methods.kfac_adaptive import AdaptiveKFAC
+from curvbench.training import engine
+torch.manual_seed(2)
+model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 3))
+opt = AdaptiveKFAC(model, TinyTask(), seed=0)
+params = list(model.parameters())
+for i in range(3):
+    opt.step(engine.make_closure(model, TinyTask(), opt, batch(8, (2, 4, 4), 3, seed=i), params, 0.0))
+print(len(opt.history))
+"""
+    tests = Path(__file__).parent
+    r = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", script], cwd=tests, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split()[-1] == "3"  # three quadratic-model steps were taken
+
+
+def test_the_jvp_quieting_hides_only_pytorchs_jit_script_notice():
+    import warnings
+
+    from curvbench.methods.kfac_adaptive import _quiet_jvp_decompositions
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with _quiet_jvp_decompositions():
+            warnings.warn("`torch.jit.script` is deprecated. Please switch to `torch.compile`.", FutureWarning)
+            warnings.warn("another notice", FutureWarning)
+            warnings.warn("`torch.jit.script` is deprecated, said as another kind", UserWarning)
+    assert [(w.category, str(w.message)[:17]) for w in caught] == [
+        (FutureWarning, "another notice"), (UserWarning, "`torch.jit.script")]

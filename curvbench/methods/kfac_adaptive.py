@@ -36,6 +36,7 @@ not apply: the step is the model's."""
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -78,6 +79,16 @@ class AdaptiveKFACConfig(MethodConfig):
     inverse_every: int = hp(20, Number(integer=True, ge=1), "T3: steps between inverse updates (Martens & Grosse: 20)")
     fisher: str = hp("true", Choice(("true", "empirical")), "targets for G: sampled from the model, or the labels")
     conv_factors: str = hp("expand", Choice(CONV_FACTORS), CONV_FACTORS_HELP)
+
+
+@contextmanager
+def _quiet_jvp_decompositions():
+    """Hide the FutureWarning PyTorch raises about its own use of torch.jit.script when forward-mode AD first loads
+    its decompositions (torch._decomp.decompositions_for_jvp): it names no code of the user's or of curvbench's,
+    and it landed in every adaptive K-FAC run's log. Any other warning passes."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        yield
 
 
 @contextmanager
@@ -180,7 +191,7 @@ class AdaptiveKFAC(KFAC):
         """The network's outputs at theta and J v for each v (a list of tensors shaped like the parameters)."""
         primals = tuple(p.detach() for p in self.params)
         out, tangents = None, []
-        with _unfused(self.model), _tangents_like_outputs(self.model):
+        with _unfused(self.model), _tangents_like_outputs(self.model), _quiet_jvp_decompositions():
             for v in vectors:
                 def f(*ps):
                     return _full(self.task.forward(_Functional(self.model, self.names, ps), self.batch))
