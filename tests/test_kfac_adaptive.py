@@ -356,3 +356,27 @@ def test_the_jvp_quieting_hides_only_pytorchs_jit_script_notice():
             warnings.warn("`torch.jit.script` is deprecated, said as another kind", UserWarning)
     assert [(w.category, str(w.message)[:17]) for w in caught] == [
         (FutureWarning, "another notice"), (UserWarning, "`torch.jit.script")]
+
+
+def test_steps_leave_the_warning_filters_alone_so_a_once_shown_warning_stays_once_shown():
+    """Changing the warning filters resets every module's record of warnings already shown, so quieting the jvp
+    passes at every step would repeat, every step, a warning that the user's model raises once: here a model
+    whose forward warns is stepped three times (several forward passes a step) and the warning is shown once."""
+    import warnings
+
+    class Warns(nn.Module):
+        def forward(self, x):
+            warnings.warn("this model warns at every forward", UserWarning)
+            return x
+
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), Warns(),
+                          nn.Linear(48, 3))
+    opt = AdaptiveKFAC(model, TinyTask(), seed=0)
+    params = list(model.parameters())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for i in range(3):
+            opt.step(engine.make_closure(model, TinyTask(), opt, batch(8, (2, 4, 4), 3, seed=i), params, 0.0))
+    assert len(opt.history) == 3
+    assert [str(w.message) for w in caught if w.category is UserWarning] == ["this model warns at every forward"]

@@ -35,6 +35,7 @@ not apply: the step is the model's."""
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from contextlib import contextmanager
@@ -89,6 +90,15 @@ def _quiet_jvp_decompositions():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
         yield
+
+
+@functools.cache
+def _load_jvp_decompositions() -> None:
+    """Load forward-mode AD's decompositions once per process, that warning hidden, before any training step: the
+    steps' jvp passes then leave the warning filters alone (changing them resets every record of warnings already
+    shown, and a model's once-shown warning would come back every step)."""
+    with _quiet_jvp_decompositions():
+        torch.func.jvp(torch.sin, (torch.zeros(()),), (torch.ones(()),))
 
 
 @contextmanager
@@ -167,6 +177,7 @@ class AdaptiveKFAC(KFAC):
         super().__init__(model, task.fisher_loss, lr=1.0, momentum=0.0, damping=initial_damping + self.eta,
                          kl_clip=None, **kfac)
         self.task, self.l2 = task, weight_decay
+        _load_jvp_decompositions()
         self.lam, self.min_damping = initial_damping, min_damping
         self.damping_every, self.qmodel_every, self.max_update_norm = damping_every, qmodel_every, max_update_norm
         self.greedy, self.gamma_every = factor_damping == "greedy", gamma_every
@@ -191,7 +202,7 @@ class AdaptiveKFAC(KFAC):
         """The network's outputs at theta and J v for each v (a list of tensors shaped like the parameters)."""
         primals = tuple(p.detach() for p in self.params)
         out, tangents = None, []
-        with _unfused(self.model), _tangents_like_outputs(self.model), _quiet_jvp_decompositions():
+        with _unfused(self.model), _tangents_like_outputs(self.model):
             for v in vectors:
                 def f(*ps):
                     return _full(self.task.forward(_Functional(self.model, self.names, ps), self.batch))
